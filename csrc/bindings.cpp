@@ -1,0 +1,240 @@
+// The only file that knows about Python: checks shapes, dtypes and layout
+// while holding the GIL, then releases it for the whole reduction.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cmath>
+#include <limits>
+#include <optional>
+#include <sstream>
+#include <string>
+
+#include "kernels.hpp"
+
+namespace py = pybind11;
+
+namespace {
+
+std::string shape_of(const py::array& a) {
+  std::ostringstream s;
+  s << "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) s << (i ? ", " : "") << a.shape(i);
+  s << (a.ndim() == 1 ? ",)" : ")");
+  return s.str();
+}
+
+std::string dtype_of(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
+
+void require_c_contiguous(const py::array& a, const char* what) {
+  if (!(a.flags() & py::array::c_style))
+    throw py::value_error(std::string(what) + " must be C-contiguous (use numpy.ascontiguousarray)");
+}
+
+sat::SaliencyType saliency_type(const py::array& s) {
+  if (s.ndim() != 3) throw py::value_error("saliency must have shape (B, H, W), got " + shape_of(s));
+  require_c_contiguous(s, "saliency");
+  if (py::isinstance<py::array_t<float>>(s)) return sat::SaliencyType::F32;
+  if (py::isinstance<py::array_t<double>>(s)) return sat::SaliencyType::F64;
+  throw py::type_error("saliency must be float32 or float64, got " + dtype_of(s));
+}
+
+int threads_or_default(std::optional<int> threads) {
+  if (!threads) return sat::default_threads();
+  if (*threads < 1) throw py::value_error("threads must be at least 1, got " + std::to_string(*threads));
+  return *threads;
+}
+
+void check_segments(int64_t k) {
+  if (k < 1 || k > sat::kMaxSegments)
+    throw py::value_error("num_segments must be in [1, 2**24], got " + std::to_string(k));
+}
+
+struct Outputs {
+  py::array_t<int64_t> count;
+  py::array_t<double> pos, neg, sq, min, max, total_pos, total_neg;
+  py::array_t<int64_t> nonfinite;
+  sat::StatsOutput view;
+
+  Outputs(int64_t images, int64_t slots)
+      : count({images, slots}),
+        pos({images, slots}),
+        neg({images, slots}),
+        sq({images, slots}),
+        min({images, slots}),
+        max({images, slots}),
+        total_pos(images),
+        total_neg(images),
+        nonfinite(images) {
+    const size_t n = static_cast<size_t>(images * slots);
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    std::fill_n(count.mutable_data(), n, 0);
+    std::fill_n(pos.mutable_data(), n, 0.0);
+    std::fill_n(neg.mutable_data(), n, 0.0);
+    std::fill_n(sq.mutable_data(), n, 0.0);
+    std::fill_n(min.mutable_data(), n, nan);
+    std::fill_n(max.mutable_data(), n, nan);
+    std::fill_n(total_pos.mutable_data(), images, 0.0);
+    std::fill_n(total_neg.mutable_data(), images, 0.0);
+    std::fill_n(nonfinite.mutable_data(), images, 0);
+    view.slots = slots;
+    view.count = count.mutable_data();
+    view.pos = pos.mutable_data();
+    view.neg = neg.mutable_data();
+    view.sq = sq.mutable_data();
+    view.min = min.mutable_data();
+    view.max = max.mutable_data();
+    view.total_pos = total_pos.mutable_data();
+    view.total_neg = total_neg.mutable_data();
+    view.nonfinite = nonfinite.mutable_data();
+  }
+
+  py::dict to_dict() const {
+    py::dict d;
+    d["count"] = count;
+    d["pos_sum"] = pos;
+    d["neg_sum"] = neg;
+    d["sq_sum"] = sq;
+    d["min"] = min;
+    d["max"] = max;
+    d["total_pos"] = total_pos;
+    d["total_neg"] = total_neg;
+    d["nonfinite"] = nonfinite;
+    return d;
+  }
+};
+
+void raise_kernel_error(const sat::KernelError& e, int64_t width, int64_t num_segments) {
+  if (e.kind == sat::KernelError::None) return;
+  const int64_t row = width > 0 ? e.pixel / width : 0;
+  const int64_t col = width > 0 ? e.pixel % width : 0;
+  std::ostringstream s;
+  if (e.kind == sat::KernelError::LabelOutOfRange) {
+    s << "label " << e.label << " at image " << e.image << ", pixel (" << row << ", " << col
+      << ") is outside [0, " << num_segments << ") and is not ignore_index";
+  } else {
+    s << "saliency has a non-finite value (" << e.value << ") at image " << e.image << ", pixel (" << row << ", "
+      << col << "); pass nonfinite='skip' to leave such pixels out";
+  }
+  throw py::value_error(s.str());
+}
+
+py::dict reduce_labels(const py::array& saliency, const py::array& labels, int64_t num_segments,
+                       std::optional<int64_t> ignore_index, bool skip_nonfinite, std::optional<int> threads) {
+  sat::LabelsInput in;
+  in.saliency_type = saliency_type(saliency);
+  if (labels.ndim() != 3 || labels.shape(0) != saliency.shape(0) || labels.shape(1) != saliency.shape(1) ||
+      labels.shape(2) != saliency.shape(2))
+    throw py::value_error("labels shape " + shape_of(labels) + " does not match saliency shape " + shape_of(saliency));
+  require_c_contiguous(labels, "labels");
+  if (py::isinstance<py::array_t<uint8_t>>(labels))
+    in.label_type = sat::LabelType::U8;
+  else if (py::isinstance<py::array_t<uint16_t>>(labels))
+    in.label_type = sat::LabelType::U16;
+  else if (py::isinstance<py::array_t<int32_t>>(labels))
+    in.label_type = sat::LabelType::I32;
+  else
+    throw py::type_error("labels must be uint8, uint16 or int32, got " + dtype_of(labels));
+  check_segments(num_segments);
+  in.saliency = saliency.data();
+  in.labels = labels.data();
+  in.images = saliency.shape(0);
+  in.pixels = saliency.shape(1) * saliency.shape(2);
+  in.num_segments = num_segments;
+  in.has_ignore = ignore_index.has_value();
+  in.ignore_index = ignore_index.value_or(0);
+  in.skip_nonfinite = skip_nonfinite;
+  in.threads = threads_or_default(threads);
+  Outputs out(in.images, num_segments + 1);
+  sat::KernelError err;
+  {
+    py::gil_scoped_release release;
+    err = sat::reduce_labels(in, out.view);
+  }
+  raise_kernel_error(err, saliency.shape(2), num_segments);
+  return out.to_dict();
+}
+
+py::dict reduce_masks(const py::array& saliency, const py::array& words, int64_t num_segments, bool unassigned,
+                      bool skip_nonfinite, std::optional<int> threads) {
+  sat::MasksInput in;
+  in.saliency_type = saliency_type(saliency);
+  check_segments(num_segments);
+  const int64_t pixels = saliency.shape(1) * saliency.shape(2);
+  const int64_t nw = (pixels + 63) / 64;
+  if (!py::isinstance<py::array_t<uint64_t>>(words))
+    throw py::type_error("packed masks must be uint64, got " + dtype_of(words));
+  if (words.ndim() != 3 || words.shape(0) != saliency.shape(0) || words.shape(1) != num_segments ||
+      words.shape(2) != nw)
+    throw py::value_error("packed masks shape " + shape_of(words) + " does not match saliency shape " +
+                          shape_of(saliency) + " with " + std::to_string(num_segments) + " segments (expected (" +
+                          std::to_string(saliency.shape(0)) + ", " + std::to_string(num_segments) + ", " +
+                          std::to_string(nw) + "))");
+  require_c_contiguous(words, "packed masks");
+  in.saliency = saliency.data();
+  in.words = static_cast<const uint64_t*>(words.data());
+  in.images = saliency.shape(0);
+  in.pixels = pixels;
+  in.num_segments = num_segments;
+  in.words_per_mask = nw;
+  in.unassigned = unassigned;
+  in.skip_nonfinite = skip_nonfinite;
+  in.threads = threads_or_default(threads);
+  Outputs out(in.images, num_segments + 1);
+  sat::KernelError err;
+  {
+    py::gil_scoped_release release;
+    err = sat::reduce_masks(in, out.view);
+  }
+  raise_kernel_error(err, saliency.shape(2), num_segments);
+  return out.to_dict();
+}
+
+py::array_t<uint64_t> pack_masks(const py::array& masks, std::optional<int> threads) {
+  if (!(py::isinstance<py::array_t<bool>>(masks) || py::isinstance<py::array_t<uint8_t>>(masks)))
+    throw py::type_error("masks must be bool (or uint8 0/1), got " + dtype_of(masks));
+  if (masks.ndim() != 4) throw py::value_error("masks must have shape (B, K, H, W), got " + shape_of(masks));
+  require_c_contiguous(masks, "masks");
+  const int64_t planes = masks.shape(0) * masks.shape(1);
+  const int64_t pixels = masks.shape(2) * masks.shape(3);
+  const int64_t nw = (pixels + 63) / 64;
+  py::array_t<uint64_t> words({static_cast<int64_t>(masks.shape(0)), static_cast<int64_t>(masks.shape(1)), nw});
+  const int n = threads_or_default(threads);
+  const uint8_t* src = static_cast<const uint8_t*>(masks.data());
+  uint64_t* dst = words.mutable_data();
+  if (pixels == 0) return words;
+  {
+    py::gil_scoped_release release;
+    sat::pack_masks(src, planes, pixels, dst, n);
+  }
+  return words;
+}
+
+uint64_t read_probe(const py::array& data, std::optional<int> threads) {
+  require_c_contiguous(data, "data");
+  const int n = threads_or_default(threads);
+  const auto* p = static_cast<const uint8_t*>(data.data());
+  const int64_t bytes = data.nbytes();
+  py::gil_scoped_release release;
+  return sat::read_probe(p, bytes, n);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "sat_fast's compiled kernels (private: use the functions in sat_fast instead).";
+  m.attr("CHUNK_PIXELS") = sat::kChunkPixels;
+  m.attr("MAX_SEGMENTS") = sat::kMaxSegments;
+  m.def("reduce_labels", &reduce_labels, py::arg("saliency"), py::arg("labels"), py::arg("num_segments"),
+        py::arg("ignore_index") = py::none(), py::arg("skip_nonfinite") = false, py::arg("threads") = py::none(),
+        "Per-(image, segment) statistics of a dense label map; slot K collects ignore_index pixels.");
+  m.def("reduce_masks", &reduce_masks, py::arg("saliency"), py::arg("words"), py::arg("num_segments"),
+        py::arg("unassigned") = false, py::arg("skip_nonfinite") = false, py::arg("threads") = py::none(),
+        "Per-(image, segment) statistics of packed overlapping masks; slot K collects uncovered pixels.");
+  m.def("pack_masks", &pack_masks, py::arg("masks"), py::arg("threads") = py::none(),
+        "Packs boolean masks (B, K, H, W) into uint64 bit planes (B, K, ceil(H*W/64)).");
+  m.def("read_probe", &read_probe, py::arg("data"), py::arg("threads") = py::none(),
+        "Reads every byte of a buffer with the given threads (memory-bandwidth probe).");
+  m.def("default_threads", &sat::default_threads, "Threads this process may use (its CPU affinity).");
+  m.def("kernel_variant", &sat::kernel_variant, "Kernel variant chosen for this CPU: 'avx2' or 'generic'.");
+}

@@ -1,0 +1,159 @@
+// AVX2 leaf kernels. This file alone is compiled with -mavx2; it is only
+// called after a run-time check that the CPU has AVX2, BMI and POPCNT.
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "leaf.hpp"
+
+namespace sat {
+namespace avx2 {
+
+#include "leaf_impl.hpp"
+
+struct Avx2Ops {
+  struct Lanes {
+    __m256d p0, p1, q0, q1, s0, s1, mn0, mn1, mx0, mx1;
+  };
+
+  static inline void step(Lanes& l, __m256d a, __m256d b) {
+    const __m256d zero = _mm256_setzero_pd();
+    // Operand order matters: max_pd/min_pd return the second operand when
+    // either is NaN, so NaN propagates exactly as in the portable code.
+    l.p0 = _mm256_add_pd(l.p0, _mm256_max_pd(zero, a));
+    l.p1 = _mm256_add_pd(l.p1, _mm256_max_pd(zero, b));
+    l.q0 = _mm256_add_pd(l.q0, _mm256_min_pd(zero, a));
+    l.q1 = _mm256_add_pd(l.q1, _mm256_min_pd(zero, b));
+    l.s0 = _mm256_add_pd(l.s0, _mm256_mul_pd(a, a));
+    l.s1 = _mm256_add_pd(l.s1, _mm256_mul_pd(b, b));
+    l.mn0 = _mm256_min_pd(l.mn0, a);
+    l.mn1 = _mm256_min_pd(l.mn1, b);
+    l.mx0 = _mm256_max_pd(l.mx0, a);
+    l.mx1 = _mm256_max_pd(l.mx1, b);
+  }
+
+  static inline void load8(const float* x, __m256d& a, __m256d& b) {
+    const __m256 f = _mm256_loadu_ps(x);
+    a = _mm256_cvtps_pd(_mm256_castps256_ps128(f));
+    b = _mm256_cvtps_pd(_mm256_extractf128_ps(f, 1));
+  }
+  static inline void load8(const double* x, __m256d& a, __m256d& b) {
+    a = _mm256_loadu_pd(x);
+    b = _mm256_loadu_pd(x + 4);
+  }
+
+  static inline double hadd(__m256d lo, __m256d hi) {
+    const __m256d v = _mm256_add_pd(lo, hi);  // (l0+l4, l1+l5, l2+l6, l3+l7)
+    const __m128d w = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(w, _mm_unpackhi_pd(w, w)));
+  }
+  static inline double hmin(__m256d lo, __m256d hi) {
+    const __m256d v = _mm256_min_pd(lo, hi);
+    const __m128d w = _mm_min_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+    return _mm_cvtsd_f64(_mm_min_sd(w, _mm_unpackhi_pd(w, w)));
+  }
+  static inline double hmax(__m256d lo, __m256d hi) {
+    const __m256d v = _mm256_max_pd(lo, hi);
+    const __m128d w = _mm_max_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+    return _mm_cvtsd_f64(_mm_max_sd(w, _mm_unpackhi_pd(w, w)));
+  }
+
+  template <class T>
+  static RunStats reduce(const T* x, int64_t n) {
+    RunStats r;
+    int64_t i = 0;
+    if (n >= 8) {
+      Lanes l;
+      l.p0 = l.p1 = l.q0 = l.q1 = l.s0 = l.s1 = _mm256_setzero_pd();
+      l.mn0 = l.mn1 = _mm256_set1_pd(kInf);
+      l.mx0 = l.mx1 = _mm256_set1_pd(-kInf);
+      for (; i + 8 <= n; i += 8) {
+        __m256d a, b;
+        load8(x + i, a, b);
+        step(l, a, b);
+      }
+      r = RunStats{hadd(l.p0, l.p1), hadd(l.q0, l.q1), hadd(l.s0, l.s1), hmin(l.mn0, l.mn1),
+                   hmax(l.mx0, l.mx1)};
+    } else {
+      // Same value as combining eight all-identity lanes.
+      r = RunStats{0.0, 0.0, 0.0, kInf, -kInf};
+    }
+    for (; i < n; ++i) {
+      const double v = static_cast<double>(x[i]);
+      r.pos += (0.0 > v) ? 0.0 : v;
+      r.neg += (0.0 < v) ? 0.0 : v;
+      r.sq += v * v;
+      r.min = r.min < v ? r.min : v;
+      r.max = r.max > v ? r.max : v;
+    }
+    return r;
+  }
+
+  static inline uint32_t eq_mask(const uint8_t* p, uint8_t l) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    return static_cast<uint32_t>(_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, _mm256_set1_epi8(static_cast<char>(l)))));
+  }
+  static inline uint32_t eq_mask(const uint16_t* p, uint16_t l) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    return static_cast<uint32_t>(_mm256_movemask_epi8(_mm256_cmpeq_epi16(v, _mm256_set1_epi16(static_cast<short>(l)))));
+  }
+  static inline uint32_t eq_mask(const int32_t* p, int32_t l) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    return static_cast<uint32_t>(_mm256_movemask_epi8(_mm256_cmpeq_epi32(v, _mm256_set1_epi32(l))));
+  }
+
+  template <class L>
+  static int64_t run_end(const L* lab, int64_t i, int64_t n, L l) {
+    constexpr int64_t per = 32 / sizeof(L);
+    while (i + per <= n) {
+      const uint32_t eq = eq_mask(lab + i, l);
+      if (eq != 0xFFFFFFFFu) return i + __builtin_ctz(~eq) / static_cast<int>(sizeof(L));
+      i += per;
+    }
+    while (i < n && lab[i] == l) ++i;
+    return i;
+  }
+
+  static void pack_plane(const uint8_t* m, int64_t pixels, uint64_t* out) {
+    const __m256i zero = _mm256_setzero_si256();
+    const int64_t full = pixels / 64;
+    for (int64_t w = 0; w < full; ++w) {
+      const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(m + w * 64));
+      const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(m + w * 64 + 32));
+      const uint32_t za = static_cast<uint32_t>(_mm256_movemask_epi8(_mm256_cmpeq_epi8(a, zero)));
+      const uint32_t zb = static_cast<uint32_t>(_mm256_movemask_epi8(_mm256_cmpeq_epi8(b, zero)));
+      out[w] = ~(uint64_t(za) | (uint64_t(zb) << 32));
+    }
+    if (pixels % 64) {
+      uint64_t word = 0;
+      for (int64_t i = full * 64; i < pixels; ++i) word |= uint64_t(m[i] != 0) << (i - full * 64);
+      out[full] = word;
+    }
+  }
+
+  static uint64_t xor_sum(const uint8_t* p, int64_t bytes) {
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+    int64_t i = 0;
+    for (; i + 128 <= bytes; i += 128) {
+      a0 = _mm256_xor_si256(a0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i)));
+      a1 = _mm256_xor_si256(a1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 32)));
+      a2 = _mm256_xor_si256(a2, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 64)));
+      a3 = _mm256_xor_si256(a3, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 96)));
+    }
+    const __m256i v = _mm256_xor_si256(_mm256_xor_si256(a0, a1), _mm256_xor_si256(a2, a3));
+    alignas(32) uint64_t lanes[4];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), v);
+    uint64_t r = lanes[0] ^ lanes[1] ^ lanes[2] ^ lanes[3];
+    for (; i < bytes; ++i) r ^= p[i];
+    return r;
+  }
+};
+
+}  // namespace avx2
+
+const LeafTable& leaf_table_avx2() {
+  static const LeafTable table = avx2::make_leaf_table<avx2::Avx2Ops>("avx2");
+  return table;
+}
+
+}  // namespace sat

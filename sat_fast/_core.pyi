@@ -1,0 +1,28 @@
+"""Type stubs for the private compiled module (use the functions in sat_fast)."""
+
+import numpy as np
+import numpy.typing as npt
+
+CHUNK_PIXELS: int
+MAX_SEGMENTS: int
+
+def reduce_labels(
+    saliency: npt.NDArray[np.floating],
+    labels: npt.NDArray[np.integer],
+    num_segments: int,
+    ignore_index: int | None = None,
+    skip_nonfinite: bool = False,
+    threads: int | None = None,
+) -> dict[str, np.ndarray]: ...
+def reduce_masks(
+    saliency: npt.NDArray[np.floating],
+    words: npt.NDArray[np.uint64],
+    num_segments: int,
+    unassigned: bool = False,
+    skip_nonfinite: bool = False,
+    threads: int | None = None,
+) -> dict[str, np.ndarray]: ...
+def pack_masks(masks: npt.NDArray[np.bool_] | npt.NDArray[np.uint8], threads: int | None = None) -> npt.NDArray[np.uint64]: ...
+def read_probe(data: np.ndarray, threads: int | None = None) -> int: ...
+def default_threads() -> int: ...
+def kernel_variant() -> str: ...
