@@ -9,6 +9,7 @@ The public API:
 
 - :func:`segment_stats`, :func:`segment_table`, :func:`pack_masks`,
   :class:`SegmentStats`, :class:`PackedMasks`: per-image statistics and tables.
+- :func:`aggregate`, :func:`compare`, :func:`flag_shortcuts`: per-group summaries.
 """
 
 from sat_fast.tables import (
@@ -21,9 +22,19 @@ from sat_fast.tables import (
     table_schema,
 )
 
+# --- aggregate / deletion / plots / report (issue 5) ---
+from sat_fast.aggregate import AGGREGATE_COLUMNS, aggregate, compare, flag_shortcuts
+# --- end issue 5 ---
+
 __version__ = "0.1.0"
 
 __all__ = [
+    # issue 5
+    "AGGREGATE_COLUMNS",
+    "aggregate",
+    "compare",
+    "flag_shortcuts",
+    # core
     "PackedMasks",
     "SegmentStats",
     "__version__",
