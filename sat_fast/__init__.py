@@ -10,6 +10,7 @@ The public API:
 - :func:`segment_stats`, :func:`segment_table`, :func:`pack_masks`,
   :class:`SegmentStats`, :class:`PackedMasks`: per-image statistics and tables.
 - :func:`aggregate`, :func:`compare`, :func:`flag_shortcuts`: per-group summaries.
+- :func:`segment_deletion`, :func:`deletion_agreement`: the intervention check.
 """
 
 from sat_fast.tables import (
@@ -24,6 +25,7 @@ from sat_fast.tables import (
 
 # --- aggregate / deletion / plots / report (issue 5) ---
 from sat_fast.aggregate import AGGREGATE_COLUMNS, aggregate, compare, flag_shortcuts
+from sat_fast.deletion import deletion_agreement, segment_deletion
 # --- end issue 5 ---
 
 __version__ = "0.1.0"
@@ -33,7 +35,9 @@ __all__ = [
     "AGGREGATE_COLUMNS",
     "aggregate",
     "compare",
+    "deletion_agreement",
     "flag_shortcuts",
+    "segment_deletion",
     # core
     "PackedMasks",
     "SegmentStats",
