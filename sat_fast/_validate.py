@@ -164,3 +164,13 @@ def per_image(values: Any, b: int, name: str) -> np.ndarray:
     if arr.ndim != 1 or arr.shape[0] != b:
         raise ValueError(f"{name} must have one value per image ({b}), got shape {shape_str(arr.shape)}")
     return arr
+
+
+def target_array(targets: Any, b: int) -> np.ndarray | None:
+    """Per-image explained class as int64 (one int broadcasts), or None when not given."""
+    if targets is None:
+        return None
+    t = per_image(targets, b, "targets")
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"targets must be integers, got dtype {t.dtype}")
+    return t.astype(np.int64)

@@ -222,12 +222,7 @@ def segment_deletion(
         raise ValueError(f"blur_sigma must be positive, got {blur_sigma!r}")
     source = _SlotSource(segments, names, (b, h, w))
     ids = _image_id_series(image_ids, b)
-    target_arr = None
-    if targets is not None:
-        t = v.per_image(targets, b, "targets")
-        if t.dtype.kind not in "iu":
-            raise TypeError(f"targets must be integers, got dtype {t.dtype}")
-        target_arr = t.astype(np.int64)
+    target_arr = v.target_array(targets, b)
     meta = {name: v.per_image(vals, b, f"metadata[{name!r}]") for name, vals in (metadata or {}).items()}
 
     def make_fill(x: jax.Array) -> jax.Array:
