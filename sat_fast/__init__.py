@@ -11,6 +11,7 @@ The public API:
   :class:`SegmentStats`, :class:`PackedMasks`: per-image statistics and tables.
 - :func:`aggregate`, :func:`compare`, :func:`flag_shortcuts`: per-group summaries.
 - :func:`segment_deletion`, :func:`deletion_agreement`: the intervention check.
+- ``plot_*``, :func:`save_figure`, :func:`report`, :func:`summary`: figures and reports.
 """
 
 from sat_fast.tables import (
@@ -26,6 +27,15 @@ from sat_fast.tables import (
 # --- aggregate / deletion / plots / report (issue 5) ---
 from sat_fast.aggregate import AGGREGATE_COLUMNS, aggregate, compare, flag_shortcuts
 from sat_fast.deletion import deletion_agreement, segment_deletion
+from sat_fast.plots import (
+    plot_class_bars,
+    plot_comparison,
+    plot_heatmap,
+    plot_image,
+    plot_presence_scatter,
+    save_figure,
+)
+from sat_fast.report import report, summary
 # --- end issue 5 ---
 
 __version__ = "0.1.0"
@@ -37,7 +47,15 @@ __all__ = [
     "compare",
     "deletion_agreement",
     "flag_shortcuts",
+    "plot_class_bars",
+    "plot_comparison",
+    "plot_heatmap",
+    "plot_image",
+    "plot_presence_scatter",
+    "report",
+    "save_figure",
     "segment_deletion",
+    "summary",
     # core
     "PackedMasks",
     "SegmentStats",

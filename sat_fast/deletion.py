@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import polars as pl
 
 from sat_fast import _validate as v
 from sat_fast.tables import PackedMasks, _competition_rank, _image_id_series
+
+if TYPE_CHECKING:
+    import jax
 
 __all__ = ["deletion_agreement", "segment_deletion"]
 
@@ -29,6 +30,9 @@ _FILLS = ("blur", "mean", "zeros")
 
 def _gaussian_blur(x: jax.Array, sigma: float) -> jax.Array:
     """Separable Gaussian blur of (B, H, W, C) images, edges padded by replication."""
+    import jax
+    import jax.numpy as jnp
+
     radius = max(1, math.ceil(3 * sigma))
     taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
     taps = jnp.asarray(taps / taps.sum(), x.dtype)
@@ -202,6 +206,10 @@ def segment_deletion(
     >>> d.select("segment", "output", "drop", "drop_rank").rows()
     [('top', 8.0, 8.0, 1), ('bottom', 8.0, 0.0, 2)]
     """
+    # JAX is imported on first use so that `import sat_fast` stays light.
+    import jax
+    import jax.numpy as jnp
+
     if not callable(fn):
         raise TypeError(f"fn must be a callable images -> outputs, got {type(fn).__name__}")
     x_all = v.as_numpy(images, "images")
