@@ -47,7 +47,7 @@ _ALL = "__all"
 # Histogram bins per median-selection pass, and the row count below which the
 # remaining candidate values are collected and selected directly.
 _MEDIAN_BINS = 1024
-_MEDIAN_COLLECT_ROWS = 1 << 20
+_MEDIAN_COLLECT_ROWS = 1 << 22
 
 
 def _as_lazy(table: Any, name: str = "table") -> pl.LazyFrame:
