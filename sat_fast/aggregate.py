@@ -715,6 +715,9 @@ def flag_shortcuts(
         if isinstance(core, Mapping):
             pairs = [(cls, name) for cls, names in core.items() for name in _names(names, f"core[{cls!r}]")]
             classes = pl.Series(class_column, list(core.keys()), dtype=agg.schema[class_column], strict=False)
+            lost = [cls for cls, got in zip(core.keys(), classes.to_list(), strict=True) if cls is not None and got is None]
+            if lost:
+                raise TypeError(f"core class {lost[0]!r} does not match {class_column!r} of dtype {agg.schema[class_column]}")
             frame = frame.filter(pl.col(class_column).is_in(classes.implode()))
             core_table = pl.DataFrame(
                 [

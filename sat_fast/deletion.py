@@ -255,6 +255,15 @@ def segment_deletion(
     outputs = np.empty(b, np.float64)
     target_used = np.empty(b, np.int64)
     size = min(batch_size, b) if b else 1
+    out_shape = jax.eval_shape(fn, jax.ShapeDtypeStruct((size, *x_all.shape[1:]), x_all.dtype)).shape
+    if len(out_shape) != 2 or out_shape[0] != size:
+        raise ValueError(f"fn must map ({size}, H, W, C) images to outputs of shape ({size}, N), got {v.shape_str(out_shape)}")
+    num_outputs = int(out_shape[1])
+    if target_arr is not None:
+        bad = (target_arr < 0) | (target_arr >= num_outputs)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ValueError(f"target {int(target_arr[i])} of image {i} is outside [0, {num_outputs})")
     for start in range(0, b, size):
         stop = min(b, start + size)
         n = stop - start
@@ -263,8 +272,6 @@ def segment_deletion(
         xj = jnp.asarray(x)
         if target_arr is None:
             logits = np.asarray(logits_step(xj))
-            if logits.ndim != 2:
-                raise ValueError(f"fn must return outputs of shape (B, N), got {v.shape_str(logits.shape)}")
             t_chunk = np.zeros(size, np.int64)
             t_chunk[:n] = logits[:n].argmax(axis=1)
         else:
@@ -274,13 +281,6 @@ def segment_deletion(
         filler = fill_step(xj)
         no_mask = jnp.zeros((size, h, w), bool)
         base = np.asarray(explain_step(xj, filler, no_mask, tj), np.float64)
-        if base.shape != (size,):
-            raise ValueError(f"fn must return outputs of shape (B, N); got an explained output of shape {base.shape}")
-        num_outputs = jax.eval_shape(fn, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape[1]
-        bad = (t_chunk[:n] < 0) | (t_chunk[:n] >= num_outputs)
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise ValueError(f"target {int(t_chunk[i])} of image {start + i} is outside [0, {num_outputs})")
         outputs[start:stop] = base[:n]
         target_used[start:stop] = t_chunk[:n]
         for mask, slot_names in source.batch(start, stop):

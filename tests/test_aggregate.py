@@ -478,6 +478,8 @@ def test_flag_shortcuts_bad_input():
         sat_fast.flag_shortcuts(agg, core={0: "eye"})
     with pytest.raises(TypeError, match="DataFrame from aggregate"):
         sat_fast.flag_shortcuts(agg.lazy())
+    with pytest.raises(TypeError, match="core class 'dog' does not match 'target' of dtype Int64"):
+        sat_fast.flag_shortcuts(agg, core={"dog": ["eye"]})
     with pytest.raises(ValueError, match="share_min must be a finite number"):
         sat_fast.flag_shortcuts(agg, core=["eye"], share_min=float("nan"))
     two_keys = agg.with_columns(model=pl.lit("m")).select("model", *agg.columns).rename({"target": "label"})

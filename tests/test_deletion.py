@@ -187,3 +187,9 @@ def test_bad_input():
         sat_fast.segment_deletion(model, images, [{"key": labels[0] == 0}])
     with pytest.raises(ValueError, match="batch_size must be a positive int"):
         sat_fast.segment_deletion(model, images, labels, names=NAMES, batch_size=0)
+
+
+def test_model_output_shape_is_checked():
+    images, labels = data()
+    with pytest.raises(ValueError, match="fn must map"):
+        sat_fast.segment_deletion(lambda x: x.sum(axis=(1, 2, 3)), images, labels, names=NAMES)
