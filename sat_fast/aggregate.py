@@ -14,6 +14,7 @@ down the middle values, so 10^8 rows from Parquet aggregate in bounded memory.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -44,10 +45,28 @@ AGGREGATE_COLUMNS = (
 
 _VALUE = "__value"
 _ALL = "__all"
-# Histogram bins per median-selection pass, and the row count below which the
-# remaining candidate values are collected and selected directly.
+# Median selection: at most _MEDIAN_BINS histogram bins per cell and about
+# _MEDIAN_GROUPS (cell, bin) groups per pass (the streaming group-by's memory
+# grows with its group count), and the row count below which the remaining
+# candidate values are collected and selected directly.
 _MEDIAN_BINS = 1024
+_MEDIAN_GROUPS = 1 << 16
 _MEDIAN_COLLECT_ROWS = 1 << 22
+
+
+def _streaming() -> dict[str, Any]:
+    """collect() options for bounded memory: the streaming engine without common-subplan
+    elimination, which would cache the whole scanned input to share it between the
+    per-cell and per-group branches of one query."""
+    if hasattr(pl, "QueryOptFlags"):
+        return {"engine": "streaming", "optimizations": pl.QueryOptFlags(comm_subplan_elim=False)}
+    return {"engine": "streaming", "comm_subplan_elim": False}  # polars < 1.31
+
+
+# Joins of the scanned rows with a small per-cell table: hash the small side, stream the rows.
+_SMALL_RIGHT: dict[str, Any] = (
+    {"build_side": "force_right"} if "build_side" in inspect.signature(pl.LazyFrame.join).parameters else {}
+)
 
 
 def _as_lazy(table: Any, name: str = "table") -> pl.LazyFrame:
@@ -247,7 +266,7 @@ def aggregate(
     per_group = base.group_by(group).agg(pl.col("image_id").n_unique().cast(pl.Int64).alias("images"))
     query = per_cell.join(per_group, on=group, how="left", nulls_equal=True)
     if engine == "streaming":
-        out = query.collect(engine="streaming")
+        out = query.collect(**_streaming())
         out = _with_streaming_median(base, out, cell)
     else:
         out = query.collect(engine="in-memory")
@@ -332,19 +351,20 @@ def _with_streaming_median(base: pl.LazyFrame, out: pl.DataFrame, cell: list[str
 
     state = settle(state)
     while state.height and state["__c"].sum() > _MEDIAN_COLLECT_ROWS:
+        n_bins = max(2, min(_MEDIAN_BINS, _MEDIAN_GROUPS // state.height))
         bins = (
-            values.join(state.lazy().select(*cell, "__lo", "__hi"), on=cell, how="inner", nulls_equal=True)
+            values.join(state.lazy().select(*cell, "__lo", "__hi"), on=cell, how="inner", nulls_equal=True, **_SMALL_RIGHT)
             .filter(pl.col(_VALUE).is_between(pl.col("__lo"), pl.col("__hi")))
             .with_columns(
-                ((pl.col(_VALUE) - pl.col("__lo")) / (pl.col("__hi") - pl.col("__lo")) * _MEDIAN_BINS)
+                ((pl.col(_VALUE) - pl.col("__lo")) / (pl.col("__hi") - pl.col("__lo")) * n_bins)
                 .floor()
-                .clip(0, _MEDIAN_BINS - 1)
+                .clip(0, n_bins - 1)
                 .cast(pl.Int32)
                 .alias("__bin")
             )
             .group_by(*cell, "__bin")
             .agg(pl.len().cast(pl.Int64).alias("__len"), pl.col(_VALUE).min().alias("__bmin"), pl.col(_VALUE).max().alias("__bmax"))
-            .collect(engine="streaming")
+            .collect(**_streaming())
         )
         bins = (
             bins.join(state.select(*cell, "__r1", "__r2"), on=cell, how="inner", nulls_equal=True)
@@ -387,9 +407,9 @@ def _with_streaming_median(base: pl.LazyFrame, out: pl.DataFrame, cell: list[str
         state = settle(state)
     if state.height:
         rows = (
-            values.join(state.lazy().select(*cell, "__lo", "__hi", "__r1", "__r2"), on=cell, how="inner", nulls_equal=True)
+            values.join(state.lazy().select(*cell, "__lo", "__hi", "__r1", "__r2"), on=cell, how="inner", nulls_equal=True, **_SMALL_RIGHT)
             .filter(pl.col(_VALUE).is_between(pl.col("__lo"), pl.col("__hi")))
-            .collect(engine="streaming")
+            .collect(**_streaming())
         )
         done.append(
             rows.group_by(cell).agg(

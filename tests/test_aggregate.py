@@ -212,10 +212,13 @@ def test_optional_columns_missing_give_null_columns():
     assert_frame_equal(sat_fast.aggregate(renamed, rank="drop_rank"), sat_fast.aggregate(hand_table()))
 
 
-@pytest.mark.parametrize(("bins", "collect"), [(1024, 1 << 20), (2, 0), (3, 7), (16, 40)])
-def test_streaming_equals_in_memory(monkeypatch, bins, collect):
-    """Small bin counts and collect thresholds force many streaming median passes."""
+@pytest.mark.parametrize(
+    ("bins", "groups", "collect"), [(1024, 1 << 16, 1 << 22), (2, 1 << 16, 0), (3, 1 << 16, 7), (16, 1 << 16, 40), (1024, 40, 0)]
+)
+def test_streaming_equals_in_memory(monkeypatch, bins, groups, collect):
+    """Small bin counts, group budgets and collect thresholds force many streaming median passes."""
     monkeypatch.setattr(AGG, "_MEDIAN_BINS", bins)
+    monkeypatch.setattr(AGG, "_MEDIAN_GROUPS", groups)
     monkeypatch.setattr(AGG, "_MEDIAN_COLLECT_ROWS", collect)
     table = synthetic_table(4, images=80)
     for by in (("target",), ("target", "split"), ()):
