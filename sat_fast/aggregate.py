@@ -204,6 +204,16 @@ def aggregate(
     TypeError
         ``table`` is not a polars frame, or ``value`` is not numeric.
 
+    Notes
+    -----
+    Streaming memory does not grow with the number of rows: it holds one
+    accumulator per group x segment cell, one distinct-image set per group
+    (so it grows with the number of distinct images), and for the median
+    at most ~65k histogram bins per pass plus at most 4M candidate values.
+    The median costs two or three extra streaming passes over ``table``
+    (a lazy ``table`` is re-executed for each). Benchmark: 10^8 rows from
+    Parquet in about 0.7 GB peak RSS (``benchmarks/bench_aggregate.py``).
+
     Examples
     --------
     >>> import numpy as np, sat_fast
