@@ -433,7 +433,7 @@ def stats_table(
     target_arr = None
     if targets is not None:
         t = v.per_image(targets, b, "targets")
-        if t.dtype.kind not in "iu":
+        if t.size and t.dtype.kind not in "iu":
             raise TypeError(f"targets must be integers, got dtype {t.dtype}")
         target_arr = t.astype(np.int64)
     meta: dict[str, pl.Series] = {}
