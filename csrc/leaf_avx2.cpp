@@ -58,35 +58,66 @@ struct Avx2Ops {
     return _mm_cvtsd_f64(_mm_max_sd(w, _mm_unpackhi_pd(w, w)));
   }
 
+  // The last n % 8 pixels of a run: masked loads put them in lanes 0..rem-1;
+  // the other lanes see +0 for the sums (which leaves them unchanged) and
+  // +-inf for min/max.
+  static inline void load_tail(const float* x, int64_t rem, __m256d& a, __m256d& b) {
+    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(rem)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const __m256 f = _mm256_maskload_ps(x, m);
+    a = _mm256_cvtps_pd(_mm256_castps256_ps128(f));
+    b = _mm256_cvtps_pd(_mm256_extractf128_ps(f, 1));
+  }
+  static inline void load_tail(const double* x, int64_t rem, __m256d& a, __m256d& b) {
+    const __m256i r = _mm256_set1_epi64x(rem);
+    a = _mm256_maskload_pd(x, _mm256_cmpgt_epi64(r, _mm256_setr_epi64x(0, 1, 2, 3)));
+    b = _mm256_maskload_pd(x + 4, _mm256_cmpgt_epi64(r, _mm256_setr_epi64x(4, 5, 6, 7)));
+  }
+
   template <class T>
   static RunStats reduce(const T* x, int64_t n) {
-    RunStats r;
+    Lanes l;
+    l.p0 = l.p1 = l.q0 = l.q1 = l.s0 = l.s1 = _mm256_setzero_pd();
+    l.mn0 = l.mn1 = _mm256_set1_pd(kInf);
+    l.mx0 = l.mx1 = _mm256_set1_pd(-kInf);
     int64_t i = 0;
-    if (n >= 8) {
-      Lanes l;
-      l.p0 = l.p1 = l.q0 = l.q1 = l.s0 = l.s1 = _mm256_setzero_pd();
-      l.mn0 = l.mn1 = _mm256_set1_pd(kInf);
-      l.mx0 = l.mx1 = _mm256_set1_pd(-kInf);
-      for (; i + 8 <= n; i += 8) {
-        __m256d a, b;
-        load8(x + i, a, b);
-        step(l, a, b);
-      }
-      r = RunStats{hadd(l.p0, l.p1), hadd(l.q0, l.q1), hadd(l.s0, l.s1), hmin(l.mn0, l.mn1),
-                   hmax(l.mx0, l.mx1)};
-    } else {
-      // Same value as combining eight all-identity lanes.
-      r = RunStats{0.0, 0.0, 0.0, kInf, -kInf};
+    for (; i + 8 <= n; i += 8) {
+      __m256d a, b;
+      load8(x + i, a, b);
+      step(l, a, b);
     }
-    for (; i < n; ++i) {
-      const double v = static_cast<double>(x[i]);
-      r.pos += (0.0 > v) ? 0.0 : v;
-      r.neg += (0.0 < v) ? 0.0 : v;
-      r.sq += v * v;
-      r.min = r.min < v ? r.min : v;
-      r.max = r.max > v ? r.max : v;
+    const int64_t rem = n - i;
+    if (rem > 0) {
+      __m256d a, b;
+      load_tail(x + i, rem, a, b);
+      const __m256d zero = _mm256_setzero_pd();
+      l.p0 = _mm256_add_pd(l.p0, _mm256_max_pd(zero, a));
+      l.p1 = _mm256_add_pd(l.p1, _mm256_max_pd(zero, b));
+      l.q0 = _mm256_add_pd(l.q0, _mm256_min_pd(zero, a));
+      l.q1 = _mm256_add_pd(l.q1, _mm256_min_pd(zero, b));
+      l.s0 = _mm256_add_pd(l.s0, _mm256_mul_pd(a, a));
+      l.s1 = _mm256_add_pd(l.s1, _mm256_mul_pd(b, b));
+      const __m256i r = _mm256_set1_epi64x(rem);
+      const __m256d in0 = _mm256_castsi256_pd(_mm256_cmpgt_epi64(r, _mm256_setr_epi64x(0, 1, 2, 3)));
+      const __m256d in1 = _mm256_castsi256_pd(_mm256_cmpgt_epi64(r, _mm256_setr_epi64x(4, 5, 6, 7)));
+      const __m256d inf = _mm256_set1_pd(kInf), ninf = _mm256_set1_pd(-kInf);
+      l.mn0 = _mm256_min_pd(l.mn0, _mm256_blendv_pd(inf, a, in0));
+      l.mn1 = _mm256_min_pd(l.mn1, _mm256_blendv_pd(inf, b, in1));
+      l.mx0 = _mm256_max_pd(l.mx0, _mm256_blendv_pd(ninf, a, in0));
+      l.mx1 = _mm256_max_pd(l.mx1, _mm256_blendv_pd(ninf, b, in1));
     }
-    return r;
+    return RunStats{hadd(l.p0, l.p1), hadd(l.q0, l.q1), hadd(l.s0, l.s1), hmin(l.mn0, l.mn1), hmax(l.mx0, l.mx1)};
+  }
+
+  static inline void add_pixel(PixelAccumulator& acc, double v) {
+    const __m256d bv = _mm256_set1_pd(v);
+    // (max(0,v), min(0,v), v*v, 1) with the operand order of dmax/dmin.
+    __m256d t = _mm256_max_pd(_mm256_setr_pd(0.0, -kInf, -kInf, -kInf), bv);
+    t = _mm256_min_pd(_mm256_setr_pd(kInf, 0.0, kInf, kInf), t);
+    t = _mm256_mul_pd(t, _mm256_blend_pd(_mm256_set1_pd(1.0), bv, 0x4));
+    t = _mm256_blend_pd(t, _mm256_set1_pd(1.0), 0x8);
+    _mm256_store_pd(&acc.pos, _mm256_add_pd(_mm256_load_pd(&acc.pos), t));
+    const __m128d vv = _mm_xor_pd(_mm256_castpd256_pd128(bv), _mm_setr_pd(0.0, -0.0));
+    _mm_store_pd(&acc.min, _mm_min_pd(_mm_load_pd(&acc.min), vv));
   }
 
   static inline uint32_t eq_mask(const uint8_t* p, uint8_t l) {

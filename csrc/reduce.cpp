@@ -37,6 +37,7 @@ struct ThreadState {
   std::vector<Accumulator> acc, acc2;
   std::vector<int64_t> touched, touched2;
   std::vector<uint64_t> words;
+  std::vector<PixelAccumulator> lanes;
   ChunkScratch scratch;
   KernelError error;
 
@@ -49,9 +50,12 @@ struct ThreadState {
         acc2(slots <= kMaxSlotsForSecondSet ? static_cast<size_t>(slots) : 0),
         touched(static_cast<size_t>(slots)),
         touched2(slots <= kMaxSlotsForSecondSet ? static_cast<size_t>(slots) : 0),
-        words(static_cast<size_t>(kChunkPixels / 64)) {
+        words(static_cast<size_t>(kChunkPixels / 64)),
+        lanes(slots + 1 <= kMaxLaneSlots ? static_cast<size_t>(2 * (slots + 1)) : 0) {
     for (auto& a : acc) identity(a);
     for (auto& a : acc2) identity(a);
+    for (auto& l : lanes) l = PixelAccumulator{0.0, 0.0, 0.0, 0.0, kInfinity, kInfinity, {0.0, 0.0}};
+    scratch.lanes = lanes.empty() ? nullptr : lanes.data();
     scratch.acc = acc.data();
     scratch.acc2 = acc2.empty() ? nullptr : acc2.data();
     scratch.touched = touched.data();

@@ -330,3 +330,16 @@ def test_empty_batch_and_zero_size_images():
     got = sat_fast.segment_stats(np.zeros((2, 0, 5), np.float32), np.zeros((2, 0, 5), np.uint8), num_segments=3)
     assert got["count"].tolist() == [[0, 0, 0], [0, 0, 0]]
     assert got["total_abs"].tolist() == [0.0, 0.0]
+
+
+def test_noisy_labels_with_a_large_vocabulary():
+    # K beyond the per-pixel lane path's limit takes the touched-list path.
+    k = 5000
+    sal = RNG.standard_normal((2, 40, 50))
+    lab = RNG.integers(0, k + 1, (2, 40, 50)).astype(np.uint16)
+    got = sat_fast.segment_stats(sal, lab, num_segments=k, ignore_index=k, unassigned=True)
+    assert_stats_close(got, label_stats(sal, lab, k))
+    assert_stats_close(got.unassigned, label_unassigned(sal, lab, k), keys=("count", "sum", "min", "max"))
+    lab[1, 39, 49] = k + 7
+    with pytest.raises(ValueError, match=r"label 5007 at image 1, pixel \(39, 49\)"):
+        sat_fast.segment_stats(sal, lab, num_segments=k, ignore_index=k)
