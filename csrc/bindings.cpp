@@ -155,8 +155,8 @@ py::dict reduce_labels(const py::array& saliency, const py::array& labels, int64
   return out.to_dict();
 }
 
-py::dict reduce_masks(const py::array& saliency, const py::array& words, int64_t num_segments, bool unassigned,
-                      bool skip_nonfinite, std::optional<int> threads) {
+py::dict reduce_masks(const py::array& saliency, const py::array& words, const py::array& bounds, int64_t num_segments,
+                      bool unassigned, bool skip_nonfinite, std::optional<int> threads) {
   sat::MasksInput in;
   in.saliency_type = saliency_type(saliency);
   check_segments(num_segments);
@@ -171,6 +171,12 @@ py::dict reduce_masks(const py::array& saliency, const py::array& words, int64_t
                           std::to_string(saliency.shape(0)) + ", " + std::to_string(num_segments) + ", " +
                           std::to_string(nw) + "))");
   require_c_contiguous(words, "packed masks");
+  if (!py::isinstance<py::array_t<int64_t>>(bounds) || bounds.ndim() != 3 || bounds.shape(0) != words.shape(0) ||
+      bounds.shape(1) != num_segments || bounds.shape(2) != 2)
+    throw py::value_error("mask bounds must be int64 of shape (B, K, 2), got " + dtype_of(bounds) + " " +
+                          shape_of(bounds));
+  require_c_contiguous(bounds, "mask bounds");
+  in.bounds = static_cast<const int64_t*>(bounds.data());
   in.saliency = saliency.data();
   in.words = static_cast<const uint64_t*>(words.data());
   in.images = saliency.shape(0);
@@ -190,7 +196,7 @@ py::dict reduce_masks(const py::array& saliency, const py::array& words, int64_t
   return out.to_dict();
 }
 
-py::array_t<uint64_t> pack_masks(const py::array& masks, std::optional<int> threads) {
+py::tuple pack_masks(const py::array& masks, std::optional<int> threads) {
   if (!(py::isinstance<py::array_t<bool>>(masks) || py::isinstance<py::array_t<uint8_t>>(masks)))
     throw py::type_error("masks must be bool (or uint8 0/1), got " + dtype_of(masks));
   if (masks.ndim() != 4) throw py::value_error("masks must have shape (B, K, H, W), got " + shape_of(masks));
@@ -198,16 +204,19 @@ py::array_t<uint64_t> pack_masks(const py::array& masks, std::optional<int> thre
   const int64_t planes = masks.shape(0) * masks.shape(1);
   const int64_t pixels = masks.shape(2) * masks.shape(3);
   const int64_t nw = (pixels + 63) / 64;
-  py::array_t<uint64_t> words({static_cast<int64_t>(masks.shape(0)), static_cast<int64_t>(masks.shape(1)), nw});
+  const int64_t b = masks.shape(0), k = masks.shape(1);
+  py::array_t<uint64_t> words({b, k, nw});
+  py::array_t<int64_t> bounds({b, k, int64_t(2)});
+  std::fill_n(bounds.mutable_data(), static_cast<size_t>(planes * 2), 0);
   const int n = threads_or_default(threads);
   const uint8_t* src = static_cast<const uint8_t*>(masks.data());
   uint64_t* dst = words.mutable_data();
-  if (pixels == 0) return words;
-  {
+  int64_t* bnd = bounds.mutable_data();
+  if (pixels > 0) {
     py::gil_scoped_release release;
-    sat::pack_masks(src, planes, pixels, dst, n);
+    sat::pack_masks(src, planes, pixels, dst, bnd, n);
   }
-  return words;
+  return py::make_tuple(words, bounds);
 }
 
 uint64_t read_probe(const py::array& data, std::optional<int> threads) {
@@ -228,11 +237,11 @@ PYBIND11_MODULE(_core, m) {
   m.def("reduce_labels", &reduce_labels, py::arg("saliency"), py::arg("labels"), py::arg("num_segments"),
         py::arg("ignore_index") = py::none(), py::arg("skip_nonfinite") = false, py::arg("threads") = py::none(),
         "Per-(image, segment) statistics of a dense label map; slot K collects ignore_index pixels.");
-  m.def("reduce_masks", &reduce_masks, py::arg("saliency"), py::arg("words"), py::arg("num_segments"),
+  m.def("reduce_masks", &reduce_masks, py::arg("saliency"), py::arg("words"), py::arg("bounds"), py::arg("num_segments"),
         py::arg("unassigned") = false, py::arg("skip_nonfinite") = false, py::arg("threads") = py::none(),
         "Per-(image, segment) statistics of packed overlapping masks; slot K collects uncovered pixels.");
   m.def("pack_masks", &pack_masks, py::arg("masks"), py::arg("threads") = py::none(),
-        "Packs boolean masks (B, K, H, W) into uint64 bit planes (B, K, ceil(H*W/64)).");
+        "Packs boolean masks (B, K, H, W) into uint64 bit planes (B, K, ceil(H*W/64)) and their (B, K, 2) nonzero word ranges.");
   m.def("read_probe", &read_probe, py::arg("data"), py::arg("threads") = py::none(),
         "Reads every byte of a buffer with the given threads (memory-bandwidth probe).");
   m.def("default_threads", &sat::default_threads, "Threads this process may use (its CPU affinity).");

@@ -75,6 +75,7 @@ struct LabelChunkArgs {
 struct MaskChunkArgs {
   const void* saliency;   // first pixel of the image
   const uint64_t* planes; // the image's K planes, each words_per_mask long
+  const int64_t* bounds;  // the image's K [first, last) word ranges
   int64_t num_segments;
   int64_t words_per_mask;
   int64_t image_pixels;

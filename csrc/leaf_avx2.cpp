@@ -120,6 +120,17 @@ struct Avx2Ops {
     _mm_store_pd(&acc.min, _mm_min_pd(_mm_load_pd(&acc.min), vv));
   }
 
+  static int64_t find_word(const uint64_t* p, int64_t w, int64_t end, uint64_t skip) {
+    const __m256i pattern = _mm256_set1_epi64x(static_cast<long long>(skip));
+    for (; w + 4 <= end; w += 4) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + w));
+      const unsigned same = static_cast<unsigned>(_mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpeq_epi64(v, pattern))));
+      if (same != 0xFu) return w + __builtin_ctz(~same);
+    }
+    while (w < end && p[w] == skip) ++w;
+    return w;
+  }
+
   static inline uint32_t eq_mask(const uint8_t* p, uint8_t l) {
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
     return static_cast<uint32_t>(_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, _mm256_set1_epi8(static_cast<char>(l)))));

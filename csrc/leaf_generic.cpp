@@ -51,6 +51,11 @@ struct GenericOps {
     a.negmax = dmin(a.negmax, -v);
   }
 
+  static int64_t find_word(const uint64_t* p, int64_t w, int64_t end, uint64_t skip) {
+    while (w < end && p[w] == skip) ++w;
+    return w;
+  }
+
   template <class L>
   static int64_t run_end(const L* lab, int64_t i, int64_t n, L l) {
     while (i < n && lab[i] == l) ++i;

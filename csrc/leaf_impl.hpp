@@ -2,6 +2,8 @@
 // instruction-set specific pieces:
 //   template <class T> static RunStats reduce(const T* x, int64_t n);
 //   static void add_pixel(PixelAccumulator& a, double v);
+//   static int64_t find_word(const uint64_t* p, int64_t w, int64_t end, uint64_t skip);
+//       (first index in [w, end) whose word differs from `skip`, else end)
 //   template <class L> static int64_t run_end(const L* lab, int64_t i, int64_t n, L l);
 //   static void pack_plane(const uint8_t* m, int64_t pixels, uint64_t* out);
 //   static uint64_t xor_sum(const uint8_t* p, int64_t bytes);
@@ -301,32 +303,41 @@ ChunkResult label_chunk(const LabelChunkArgs& a, ChunkScratch& s) {
   return r;
 }
 
-// Calls f(begin, end) for every run of set bits in words [w0, w1) of a plane,
-// in pixel order. Runs are cut at w1; f clamps them to the image.
-template <class F>
-inline void for_each_bit_run(const uint64_t* plane, int64_t w0, int64_t w1, F&& f) {
-  int64_t start = -1;
-  for (int64_t w = w0; w < w1; ++w) {
-    const uint64_t v = plane[w];
-    if (start < 0 ? v == 0 : v == ~uint64_t(0)) continue;
-    const int64_t base = w * 64;
-    int bit = 0;
-    while (bit < 64) {
-      if (start < 0) {
-        const uint64_t rem = v >> bit;
-        if (rem == 0) break;
-        bit += __builtin_ctzll(rem);
-        start = base + bit;
-      } else {
-        const uint64_t rem = (~v) >> bit;
-        if (rem == 0) break;
-        bit += __builtin_ctzll(rem);
-        f(start, base + bit);
-        start = -1;
-      }
+// Calls f(begin, end) for every run of set bits in words [w, w1) of a plane,
+// in pixel order. Runs are cut at w1; f clamps them to the image. Whole words
+// of zeros (outside runs) and of ones (inside runs) are skipped by
+// Ops::find_word, several at a time.
+template <class Ops, class F>
+inline void for_each_bit_run(const uint64_t* plane, int64_t w, int64_t w1, F&& f) {
+  constexpr uint64_t kOnes = ~uint64_t(0);
+  uint64_t v = 0;  // word w with the bits already consumed cleared
+  bool partial = false;
+  for (;;) {
+    if (!partial) {
+      w = Ops::find_word(plane, w, w1, 0);
+      if (w >= w1) return;
+      v = plane[w];
     }
+    const int b = __builtin_ctzll(v);
+    const int64_t start = w * 64 + b;
+    const uint64_t zeros = ~v & (kOnes << b);
+    int e;
+    if (zeros != 0) {
+      e = __builtin_ctzll(zeros);
+    } else {
+      w = Ops::find_word(plane, w + 1, w1, kOnes);
+      if (w >= w1) {
+        f(start, w1 * 64);
+        return;
+      }
+      v = plane[w];
+      e = __builtin_ctzll(~v);
+    }
+    f(start, w * 64 + e);
+    v &= kOnes << e;
+    partial = v != 0;
+    if (!partial) ++w;
   }
-  if (start >= 0) f(start, w1 * 64);
 }
 
 template <class Ops, bool Skip, class T>
@@ -334,7 +345,9 @@ inline void mask_segments(const T* x, const MaskChunkArgs& a, ChunkScratch& s) {
   const int64_t limit = a.image_pixels;
   for (int64_t k = 0; k < a.num_segments; ++k) {
     Accumulator& acc = s.acc[k];
-    for_each_bit_run(a.planes + k * a.words_per_mask, a.word_begin, a.word_end,
+    const int64_t first = a.bounds[2 * k] > a.word_begin ? a.bounds[2 * k] : a.word_begin;
+    const int64_t last = a.bounds[2 * k + 1] < a.word_end ? a.bounds[2 * k + 1] : a.word_end;
+    for_each_bit_run<Ops>(a.planes + k * a.words_per_mask, first, last,
                      [&](int64_t b, int64_t e) {
                        if (e > limit) e = limit;
                        if (b < e) add_range<Ops, Skip>(acc, x, b, e);
@@ -351,7 +364,7 @@ inline void mask_segments(const T* x, const MaskChunkArgs& a, ChunkScratch& s) {
     for (int64_t w = 0; w < nw; ++w) s.words[w] = ~s.words[w];
     Accumulator& acc = s.acc[a.num_segments];
     const int64_t base = a.word_begin * 64;
-    for_each_bit_run(s.words, 0, nw, [&](int64_t b, int64_t e) {
+    for_each_bit_run<Ops>(s.words, 0, nw, [&](int64_t b, int64_t e) {
       b += base;
       e += base;
       if (e > limit) e = limit;

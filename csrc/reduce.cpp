@@ -226,6 +226,7 @@ KernelError reduce_masks(const MasksInput& in, const StatsOutput& out) {
                [&](ChunkScratch& s, int64_t b, int64_t p0, int64_t n) {
                  MaskChunkArgs args{x + static_cast<size_t>(b * in.pixels) * xs,
                                     in.words + static_cast<size_t>(b * in.num_segments * in.words_per_mask),
+                                    in.bounds + static_cast<size_t>(b * in.num_segments * 2),
                                     in.num_segments,
                                     in.words_per_mask,
                                     in.pixels,
@@ -237,12 +238,21 @@ KernelError reduce_masks(const MasksInput& in, const StatsOutput& out) {
                });
 }
 
-void pack_masks(const uint8_t* masks, int64_t planes, int64_t pixels, uint64_t* words, int threads) {
+void pack_masks(const uint8_t* masks, int64_t planes, int64_t pixels, uint64_t* words, int64_t* bounds, int threads) {
   const int64_t nw = (pixels + 63) / 64;
   const PackPlaneFn fn = leaf_table().pack_plane;
   parallel_units(
       planes, threads, [](int) { return 0; },
-      [&](int, int64_t p) { fn(masks + static_cast<size_t>(p * pixels), pixels, words + static_cast<size_t>(p * nw)); });
+      [&](int, int64_t p) {
+        uint64_t* plane = words + static_cast<size_t>(p * nw);
+        fn(masks + static_cast<size_t>(p * pixels), pixels, plane);
+        int64_t first = 0, last = nw;
+        while (first < nw && plane[first] == 0) ++first;
+        while (last > first && plane[last - 1] == 0) --last;
+        if (first == last) first = last = 0;
+        bounds[2 * p] = first;
+        bounds[2 * p + 1] = last;
+      });
 }
 
 uint64_t read_probe(const uint8_t* data, int64_t bytes, int threads) {

@@ -119,6 +119,11 @@ def test_pack_masks_round_trip_and_layout():
     flat = masks.reshape(3, 5, -1)
     assert bool(packed.words[1, 2, 1] >> np.uint64(3) & np.uint64(1)) == flat[1, 2, 67]
     assert packed[1:3].shape == (2, 5, 13, 11)
+    # bounds: the range of nonzero words, computed alike in C++ and from words alone
+    rebuilt = sat_fast.PackedMasks(packed.words, 13, 11)
+    np.testing.assert_array_equal(rebuilt.bounds, packed.bounds)
+    empty = sat_fast.pack_masks(np.zeros((1, 2, 13, 11), bool))
+    assert empty.bounds.tolist() == [[[0, 0], [0, 0]]]
 
 
 @settings(max_examples=60, deadline=None)

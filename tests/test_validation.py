@@ -152,7 +152,9 @@ def test_core_rejects_what_python_would_convert():
     with pytest.raises(TypeError, match="labels must be uint8, uint16 or int32"):
         _core.reduce_labels(np.zeros((2, 3, 4), np.float32), np.zeros((2, 3, 4), np.int64), 1)
     with pytest.raises(ValueError, match="packed masks shape"):
-        _core.reduce_masks(np.zeros((2, 3, 4), np.float32), np.zeros((2, 1, 2), np.uint64), 1)
+        _core.reduce_masks(np.zeros((2, 3, 4), np.float32), np.zeros((2, 1, 2), np.uint64), np.zeros((2, 1, 2), np.int64), 1)
+    with pytest.raises(ValueError, match="mask bounds must be int64"):
+        _core.reduce_masks(np.zeros((2, 3, 4), np.float32), np.zeros((2, 1, 1), np.uint64), np.zeros((2, 1), np.int64), 1)
 
 
 def test_packed_masks_with_stray_padding_bits_stay_in_bounds():
@@ -161,5 +163,8 @@ def test_packed_masks_with_stray_padding_bits_stay_in_bounds():
     words[:] = np.uint64(2**64 - 1)  # bits past the 9th pixel are set too
     got = sat_fast.segment_stats(np.ones((1, 3, 3), np.float32), masks=sat_fast.PackedMasks(words, 3, 3))
     assert got["count"].tolist() == [[9]]
+    # bounds past the end of the mask are clamped, never followed
+    wild = sat_fast.PackedMasks(words, 3, 3, np.array([[[-5, 99]]], np.int64))
+    assert sat_fast.segment_stats(np.ones((1, 3, 3), np.float32), masks=wild)["count"].tolist() == [[9]]
     with pytest.raises(ValueError, match="words per mask"):
         sat_fast.PackedMasks(np.zeros((1, 1, 5), np.uint64), 3, 3)
