@@ -108,6 +108,43 @@ struct Avx2Ops {
     return RunStats{hadd(l.p0, l.p1), hadd(l.q0, l.q1), hadd(l.s0, l.s1), hmin(l.mn0, l.mn1), hmax(l.mx0, l.mx1)};
   }
 
+  // float32 input: min and max are taken on the float lanes before widening
+  // (exact, and half the instructions); the sums are as in the template.
+  static RunStats reduce(const float* x, int64_t n) {
+    const __m256d zero = _mm256_setzero_pd();
+    __m256d p0 = zero, p1 = zero, q0 = zero, q1 = zero, s0 = zero, s1 = zero;
+    __m256 mn = _mm256_set1_ps(static_cast<float>(kInf)), mx = _mm256_set1_ps(static_cast<float>(-kInf));
+    auto sums = [&](__m256 f) {
+      const __m256d a = _mm256_cvtps_pd(_mm256_castps256_ps128(f));
+      const __m256d b = _mm256_cvtps_pd(_mm256_extractf128_ps(f, 1));
+      p0 = _mm256_add_pd(p0, _mm256_max_pd(zero, a));
+      p1 = _mm256_add_pd(p1, _mm256_max_pd(zero, b));
+      q0 = _mm256_add_pd(q0, _mm256_min_pd(zero, a));
+      q1 = _mm256_add_pd(q1, _mm256_min_pd(zero, b));
+      s0 = _mm256_add_pd(s0, _mm256_mul_pd(a, a));
+      s1 = _mm256_add_pd(s1, _mm256_mul_pd(b, b));
+    };
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      const __m256 f = _mm256_loadu_ps(x + i);
+      mn = _mm256_min_ps(mn, f);
+      mx = _mm256_max_ps(mx, f);
+      sums(f);
+    }
+    const int64_t rem = n - i;
+    if (rem > 0) {
+      const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(rem)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+      const __m256 f = _mm256_maskload_ps(x + i, m);
+      const __m256 in = _mm256_castsi256_ps(m);
+      mn = _mm256_min_ps(mn, _mm256_blendv_ps(_mm256_set1_ps(static_cast<float>(kInf)), f, in));
+      mx = _mm256_max_ps(mx, _mm256_blendv_ps(_mm256_set1_ps(static_cast<float>(-kInf)), f, in));
+      sums(f);
+    }
+    const __m256d mn0 = _mm256_cvtps_pd(_mm256_castps256_ps128(mn)), mn1 = _mm256_cvtps_pd(_mm256_extractf128_ps(mn, 1));
+    const __m256d mx0 = _mm256_cvtps_pd(_mm256_castps256_ps128(mx)), mx1 = _mm256_cvtps_pd(_mm256_extractf128_ps(mx, 1));
+    return RunStats{hadd(p0, p1), hadd(q0, q1), hadd(s0, s1), hmin(mn0, mn1), hmax(mx0, mx1)};
+  }
+
   static inline void add_pixel(PixelAccumulator& acc, double v) {
     const __m256d bv = _mm256_set1_pd(v);
     // (max(0,v), min(0,v), v*v, 1) with the operand order of dmax/dmin.
