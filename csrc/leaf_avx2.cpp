@@ -16,7 +16,7 @@ struct Avx2Ops {
     __m256d p0, p1, q0, q1, s0, s1, mn0, mn1, mx0, mx1;
   };
 
-  static inline void step(Lanes& l, __m256d a, __m256d b) {
+  static inline void step_sums(Lanes& l, __m256d a, __m256d b) {
     const __m256d zero = _mm256_setzero_pd();
     // Operand order matters: max_pd/min_pd return the second operand when
     // either is NaN, so NaN propagates exactly as in the portable code.
@@ -26,6 +26,10 @@ struct Avx2Ops {
     l.q1 = _mm256_add_pd(l.q1, _mm256_min_pd(zero, b));
     l.s0 = _mm256_add_pd(l.s0, _mm256_mul_pd(a, a));
     l.s1 = _mm256_add_pd(l.s1, _mm256_mul_pd(b, b));
+  }
+
+  static inline void step(Lanes& l, __m256d a, __m256d b) {
+    step_sums(l, a, b);
     l.mn0 = _mm256_min_pd(l.mn0, a);
     l.mn1 = _mm256_min_pd(l.mn1, b);
     l.mx0 = _mm256_max_pd(l.mx0, a);
@@ -89,13 +93,7 @@ struct Avx2Ops {
     if (rem > 0) {
       __m256d a, b;
       load_tail(x + i, rem, a, b);
-      const __m256d zero = _mm256_setzero_pd();
-      l.p0 = _mm256_add_pd(l.p0, _mm256_max_pd(zero, a));
-      l.p1 = _mm256_add_pd(l.p1, _mm256_max_pd(zero, b));
-      l.q0 = _mm256_add_pd(l.q0, _mm256_min_pd(zero, a));
-      l.q1 = _mm256_add_pd(l.q1, _mm256_min_pd(zero, b));
-      l.s0 = _mm256_add_pd(l.s0, _mm256_mul_pd(a, a));
-      l.s1 = _mm256_add_pd(l.s1, _mm256_mul_pd(b, b));
+      step_sums(l, a, b);
       const __m256i r = _mm256_set1_epi64x(rem);
       const __m256d in0 = _mm256_castsi256_pd(_mm256_cmpgt_epi64(r, _mm256_setr_epi64x(0, 1, 2, 3)));
       const __m256d in1 = _mm256_castsi256_pd(_mm256_cmpgt_epi64(r, _mm256_setr_epi64x(4, 5, 6, 7)));
@@ -111,18 +109,11 @@ struct Avx2Ops {
   // float32 input: min and max are taken on the float lanes before widening
   // (exact, and half the instructions); the sums are as in the template.
   static RunStats reduce(const float* x, int64_t n) {
-    const __m256d zero = _mm256_setzero_pd();
-    __m256d p0 = zero, p1 = zero, q0 = zero, q1 = zero, s0 = zero, s1 = zero;
+    Lanes l;
+    l.p0 = l.p1 = l.q0 = l.q1 = l.s0 = l.s1 = _mm256_setzero_pd();
     __m256 mn = _mm256_set1_ps(static_cast<float>(kInf)), mx = _mm256_set1_ps(static_cast<float>(-kInf));
     auto sums = [&](__m256 f) {
-      const __m256d a = _mm256_cvtps_pd(_mm256_castps256_ps128(f));
-      const __m256d b = _mm256_cvtps_pd(_mm256_extractf128_ps(f, 1));
-      p0 = _mm256_add_pd(p0, _mm256_max_pd(zero, a));
-      p1 = _mm256_add_pd(p1, _mm256_max_pd(zero, b));
-      q0 = _mm256_add_pd(q0, _mm256_min_pd(zero, a));
-      q1 = _mm256_add_pd(q1, _mm256_min_pd(zero, b));
-      s0 = _mm256_add_pd(s0, _mm256_mul_pd(a, a));
-      s1 = _mm256_add_pd(s1, _mm256_mul_pd(b, b));
+      step_sums(l, _mm256_cvtps_pd(_mm256_castps256_ps128(f)), _mm256_cvtps_pd(_mm256_extractf128_ps(f, 1)));
     };
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
@@ -142,7 +133,7 @@ struct Avx2Ops {
     }
     const __m256d mn0 = _mm256_cvtps_pd(_mm256_castps256_ps128(mn)), mn1 = _mm256_cvtps_pd(_mm256_extractf128_ps(mn, 1));
     const __m256d mx0 = _mm256_cvtps_pd(_mm256_castps256_ps128(mx)), mx1 = _mm256_cvtps_pd(_mm256_extractf128_ps(mx, 1));
-    return RunStats{hadd(p0, p1), hadd(q0, q1), hadd(s0, s1), hmin(mn0, mn1), hmax(mx0, mx1)};
+    return RunStats{hadd(l.p0, l.p1), hadd(l.q0, l.q1), hadd(l.s0, l.s1), hmin(mn0, mn1), hmax(mx0, mx1)};
   }
 
   static inline void add_pixel(PixelAccumulator& acc, double v) {
