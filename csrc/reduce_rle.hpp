@@ -1,0 +1,76 @@
+// Segment statistics straight from COCO run-length encodings, without
+// decoding masks. Plain C++17; nothing here knows about Python.
+//
+// COCO RLE lists alternating run lengths of 0s and 1s over the pixels in
+// column-major order (runs go down the columns), while saliency maps are
+// row-major (H, W). Per image, one pass over the saliency builds a small
+// summary that every mask of that image shares:
+//   - per column, prefix sums of pos/neg/sq (and the count of skipped
+//     non-finite pixels) at every kRleBlockRows-th row, and the min/max of
+//     each block of kRleBlockRows rows;
+//   - over columns, compensated (two-double) prefix sums of the column
+//     totals and a sparse table of column minima/maxima.
+// A run [p, q) in column-major order is then at most a head column piece, a
+// range of whole columns (O(1)) and a tail column piece; a column piece costs
+// O(1) for the sums plus at most 2*kRleBlockRows-2 pixel reads and H /
+// kRleBlockRows block min/max reads. So the cost of a mask grows with its
+// number of runs (times a constant bounded by the image height), never with
+// the number of pixels it covers.
+//
+// Sums differ from decoding first and reducing densely only by float64
+// rounding (differences of prefix sums); counts, min and max are exact.
+#pragma once
+#include <cstdint>
+
+#include "kernels.hpp"
+
+namespace sat {
+
+constexpr int64_t kRleBlockRows = 16;
+
+struct RleImage {
+  const void* saliency = nullptr;  // (height, width), row-major
+  int64_t height = 0;
+  int64_t width = 0;
+};
+
+// Segments in CSR form: segment s of image b (image_segments[b] <= s <
+// image_segments[b + 1]) is the union of instances segment_instances[s] ..
+// segment_instances[s + 1] - 1; instance i has COCO counts
+// counts[instance_offsets[i] .. instance_offsets[i + 1]).
+struct RleInput {
+  SaliencyType saliency_type = SaliencyType::F32;
+  const RleImage* images = nullptr;
+  int64_t num_images = 0;
+  const int64_t* image_segments = nullptr;     // num_images + 1
+  const int64_t* segment_instances = nullptr;  // segments + 1
+  const int64_t* instance_offsets = nullptr;   // instances + 1
+  const uint32_t* counts = nullptr;
+  bool unassigned = false;  // also reduce the pixels no segment covers
+  bool skip_nonfinite = false;
+  int threads = 1;
+};
+
+struct RleError {
+  enum Kind : int { None = 0, NonFinite = 1, BadLength = 2 };
+  Kind kind = None;
+  int64_t image = -1;
+  int64_t pixel = -1;     // NonFinite: row-major flat index within the image
+  double value = 0.0;
+  int64_t instance = -1;  // BadLength: the instance whose counts do not sum to H*W
+  int64_t length = 0;     // BadLength: what they sum to
+};
+
+// Per-row outputs: row s < segments is segment s; row segments + b is the
+// unassigned pixels of image b (written only when asked for). `slots` is
+// unused; min/max must be prefilled with NaN and sums/counts with zero;
+// total_pos/total_neg/nonfinite are per image. Returns the error of the
+// lowest image index, or kind None.
+RleError reduce_rle(const RleInput& in, const StatsOutput& out);
+
+// Decodes one COCO compressed RLE string (as in pycocotools' rleFrString)
+// into at most `n` counts written to `out`. Returns the number of counts, or
+// -1 - (byte offset) of the first malformed byte.
+int64_t rle_counts_from_string(const char* s, int64_t n, uint32_t* out);
+
+}  // namespace sat
