@@ -7,8 +7,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <utility>
 #include <vector>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#include <xmmintrin.h>
+#endif
 
 #include "threads.hpp"
 
@@ -40,32 +46,83 @@ struct Compensated {
 inline double diff(const Compensated& b, const Compensated& a) { return (b.hi - a.hi) + (b.lo - a.lo); }
 
 // The per-image summary, reused across the images a thread processes.
-struct Summary {
-  int64_t h = 0, w = 0, nb = 0;  // rows, columns, blocks per column
-  bool has_nonfinite = false;
-  // (nb + 1, w): column prefix sums at block boundaries (row min(k*B, h)).
-  std::vector<double> ppos, pneg, psq;
-  std::vector<int64_t> pnf;
-  // (nb, w): block min/max over finite pixels.
-  std::vector<double> bmin, bmax;
-  // (w + 1): prefix over columns of the column totals.
-  std::vector<Compensated> qpos, qneg, qsq;
-  std::vector<int64_t> qnf;
-  // Sparse tables over columns: level l, column c covers [c, c + 2^l).
-  std::vector<double> stmin, stmax;
-  int levels = 0;
+// Column-major layouts throughout, so that everything one column piece needs
+// sits together in memory.
+template <class T>
+struct MinMax {
+  T mn, mx;
 };
 
 template <class T>
+struct Summary {
+  int64_t h = 0, w = 0, nb = 0;  // rows, columns, blocks per column
+  bool has_nonfinite = false;
+  // (w, h): the saliency, transposed, so the few pixels a run end reads are
+  // contiguous.
+  std::vector<T> xt;
+  // (w, nb + 1): column prefix sums at block boundaries (row min(k*B, h)).
+  // pos, neg and sq side by side: a run end reads one cache line, not three.
+  struct Sums {
+    double pos, neg, sq;
+  };
+  std::vector<Sums> pre;
+  std::vector<int64_t> pnf;
+  // (block_levels, w, nb): per column, sparse tables over blocks; level 0
+  // is the min/max of each block over its finite pixels, level l of block k
+  // covers blocks [k, k + 2^l).
+  std::vector<MinMax<T>> blocks;
+  int block_levels = 0;
+  // (w + 1): prefix over columns of the column totals.
+  std::vector<Compensated> qpos, qneg, qsq;
+  std::vector<int64_t> qnf;
+  // (levels, w): sparse tables over columns.
+  std::vector<MinMax<T>> cols;
+  int levels = 0;
+
+  // Min and max of blocks [k0, k1) of column c, k0 < k1: O(1).
+  void block_range(int64_t c, int64_t k0, int64_t k1, T& mn, T& mx) const {
+    const int l = 63 - __builtin_clzll(static_cast<unsigned long long>(k1 - k0));
+    const int64_t base = static_cast<int64_t>(l) * nb * w + c * nb;
+    const int64_t k2 = k1 - (int64_t(1) << l);
+    mn = std::min(blocks[base + k0].mn, blocks[base + k2].mn);
+    mx = std::max(blocks[base + k0].mx, blocks[base + k2].mx);
+  }
+};
+
+int sparse_levels(int64_t n) {
+  int levels = 1;
+  while ((int64_t(1) << levels) <= n) ++levels;
+  return levels;
+}
+
+// Builds levels 1.. of `outer` sparse tables of length n each, whose level 0
+// is filled; level l holds outer * n entries.
+template <class T>
+void build_sparse(MinMax<T>* t, int levels, int64_t outer, int64_t n) {
+  const int64_t count = outer * n;
+  for (int l = 1; l < levels; ++l) {
+    const int64_t half = int64_t(1) << (l - 1);
+    const int64_t valid = n - (int64_t(1) << l) + 1;
+    for (int64_t o = 0; o < outer; ++o) {
+      const MinMax<T>* in = t + (l - 1) * count + o * n;
+      MinMax<T>* out = t + l * count + o * n;
+      for (int64_t i = 0; i < valid; ++i) {
+        out[i].mn = std::min(in[i].mn, in[i + half].mn);
+        out[i].mx = std::max(in[i].mx, in[i + half].mx);
+      }
+    }
+  }
+}
+
+template <class T>
 struct Image {
-  const T* x;
-  const Summary& s;
+  const Summary<T>& s;
   bool skip;
 
   void scan(Acc& a, int64_t c, int64_t r0, int64_t r1) const {
-    const int64_t w = s.w;
+    const T* col = s.xt.data() + c * s.h;
     for (int64_t r = r0; r < r1; ++r) {
-      const double v = static_cast<double>(x[r * w + c]);
+      const double v = static_cast<double>(col[r]);
       if (skip && !std::isfinite(v)) continue;
       a.pos += (0.0 > v) ? 0.0 : v;
       a.neg += (0.0 < v) ? 0.0 : v;
@@ -78,26 +135,25 @@ struct Image {
 
   // Rows [r0, r1) of column c.
   void piece(Acc& a, int64_t c, int64_t r0, int64_t r1) const {
-    const int64_t k0 = (r0 + B - 1) / B;  // first whole block
+    const int64_t k0 = (r0 + B - 1) / B;           // first whole block
     const int64_t k1 = r1 == s.h ? s.nb : r1 / B;  // end of whole blocks
     if (k0 >= k1) {
       scan(a, c, r0, r1);
       return;
     }
     scan(a, c, r0, k0 * B);
-    const int64_t w = s.w;
-    a.pos += s.ppos[k1 * w + c] - s.ppos[k0 * w + c];
-    a.neg += s.pneg[k1 * w + c] - s.pneg[k0 * w + c];
-    a.sq += s.psq[k1 * w + c] - s.psq[k0 * w + c];
+    const int64_t i0 = c * (s.nb + 1) + k0, i1 = c * (s.nb + 1) + k1;
+    a.pos += s.pre[i1].pos - s.pre[i0].pos;
+    a.neg += s.pre[i1].neg - s.pre[i0].neg;
+    a.sq += s.pre[i1].sq - s.pre[i0].sq;
     const int64_t rows_end = std::min(k1 * B, s.h);
     int64_t n = rows_end - k0 * B;
-    if (s.has_nonfinite) n -= s.pnf[k1 * w + c] - s.pnf[k0 * w + c];
+    if (s.has_nonfinite) n -= s.pnf[i1] - s.pnf[i0];
     a.count += n;
-    for (int64_t k = k0; k < k1; ++k) {
-      const double mn = s.bmin[k * w + c], mx = s.bmax[k * w + c];
-      a.min = a.min < mn ? a.min : mn;
-      a.max = a.max > mx ? a.max : mx;
-    }
+    T mn, mx;
+    s.block_range(c, k0, k1, mn, mx);
+    a.min = a.min < mn ? a.min : static_cast<double>(mn);
+    a.max = a.max > mx ? a.max : static_cast<double>(mx);
     if (rows_end < r1) scan(a, c, rows_end, r1);
   }
 
@@ -113,8 +169,8 @@ struct Image {
     const int l = 63 - __builtin_clzll(static_cast<unsigned long long>(c1 - c0));
     const int64_t base = static_cast<int64_t>(l) * s.w;
     const int64_t c2 = c1 - (int64_t(1) << l);
-    const double mn = std::min(s.stmin[base + c0], s.stmin[base + c2]);
-    const double mx = std::max(s.stmax[base + c0], s.stmax[base + c2]);
+    const double mn = std::min(s.cols[base + c0].mn, s.cols[base + c2].mn);
+    const double mx = std::max(s.cols[base + c0].mx, s.cols[base + c2].mx);
     a.min = a.min < mn ? a.min : mn;
     a.max = a.max > mx ? a.max : mx;
   }
@@ -145,54 +201,193 @@ struct Image {
   }
 };
 
-template <class T>
-void fill_blocks(Summary& s, const T* x, bool checked) {
-  const int64_t h = s.h, w = s.w;
-  std::vector<double> rp(static_cast<size_t>(w), 0.0), rn(rp), rs(rp);
-  std::vector<int64_t> rnf(checked ? static_cast<size_t>(w) : 0, 0);
-  for (int64_t r = 0; r < h; ++r) {
-    const int64_t k = r / B;
-    double* mn = &s.bmin[static_cast<size_t>(k * w)];
-    double* mx = &s.bmax[static_cast<size_t>(k * w)];
-    if (r % B == 0) {
-      std::copy(rp.begin(), rp.end(), s.ppos.begin() + k * w);
-      std::copy(rn.begin(), rn.end(), s.pneg.begin() + k * w);
-      std::copy(rs.begin(), rs.end(), s.psq.begin() + k * w);
-      if (checked) std::copy(rnf.begin(), rnf.end(), s.pnf.begin() + k * w);
-      std::fill(mn, mn + w, kInf);
-      std::fill(mx, mx + w, -kInf);
-    }
-    const T* row = x + r * w;
-    if (!checked) {
-      // No branch per pixel, so the compiler can vectorise this loop.
-      for (int64_t c = 0; c < w; ++c) {
-        const double v = static_cast<double>(row[c]);
-        rp[c] += (0.0 > v) ? 0.0 : v;
-        rn[c] += (0.0 < v) ? 0.0 : v;
-        rs[c] += v * v;
-        mn[c] = mn[c] < v ? mn[c] : v;
-        mx[c] = mx[c] > v ? mx[c] : v;
+// One block of rows [r0, r1) of columns [c0, c0 + S): running sums continue
+// from the previous block boundary and block min/max start afresh. S columns
+// at a time keeps every accumulator in registers and lets the compiler
+// vectorise across columns (the unchecked variant has no branch per pixel).
+template <int S, bool Checked, class T>
+inline void fill_strip(Summary<T>& s, const T* x, int64_t k, int64_t r0, int64_t r1, int64_t c0) {
+  const int64_t w = s.w, np1 = s.nb + 1;
+  constexpr T inf = std::numeric_limits<T>::infinity();
+  double p[S], q[S], sq[S];
+  T mn[S], mx[S];
+  int64_t nf[S];
+  for (int j = 0; j < S; ++j) {
+    const int64_t i = (c0 + j) * np1 + k;
+    p[j] = s.pre[i].pos;
+    q[j] = s.pre[i].neg;
+    sq[j] = s.pre[i].sq;
+    nf[j] = Checked ? s.pnf[i] : 0;
+    mn[j] = inf;
+    mx[j] = -inf;
+  }
+  for (int64_t r = r0; r < r1; ++r) {
+    const T* row = x + r * w + c0;
+    for (int j = 0; j < S; ++j) {
+      const T t = row[j];
+      if (Checked && !std::isfinite(t)) {
+        nf[j] += 1;
+        continue;
       }
-    } else {
-      for (int64_t c = 0; c < w; ++c) {
-        const double v = static_cast<double>(row[c]);
-        if (!std::isfinite(v)) {
-          rnf[c] += 1;
-          continue;
-        }
-        rp[c] += (0.0 > v) ? 0.0 : v;
-        rn[c] += (0.0 < v) ? 0.0 : v;
-        rs[c] += v * v;
-        mn[c] = mn[c] < v ? mn[c] : v;
-        mx[c] = mx[c] > v ? mx[c] : v;
-      }
+      const double v = static_cast<double>(t);
+      p[j] += (0.0 > v) ? 0.0 : v;
+      q[j] += (0.0 < v) ? 0.0 : v;
+      sq[j] += v * v;
+      mn[j] = mn[j] < t ? mn[j] : t;
+      mx[j] = mx[j] > t ? mx[j] : t;
     }
   }
-  const int64_t k = s.nb;
-  std::copy(rp.begin(), rp.end(), s.ppos.begin() + k * w);
-  std::copy(rn.begin(), rn.end(), s.pneg.begin() + k * w);
-  std::copy(rs.begin(), rs.end(), s.psq.begin() + k * w);
-  if (checked) std::copy(rnf.begin(), rnf.end(), s.pnf.begin() + k * w);
+  for (int j = 0; j < S; ++j) {
+    const int64_t i = (c0 + j) * np1 + k + 1;
+    s.pre[i].pos = p[j];
+    s.pre[i].neg = q[j];
+    s.pre[i].sq = sq[j];
+    if (Checked) s.pnf[i] = nf[j];
+    s.blocks[(c0 + j) * s.nb + k] = MinMax<T>{mn[j], mx[j]};
+  }
+}
+
+#if defined(__SSE2__)
+// The unchecked 4-column strip with SSE2 (baseline on x86-64): GCC turns the
+// portable ternaries into unpredictable branches here. NaN handling does not
+// matter on this path: a non-finite pixel makes the sums non-finite, and the
+// block is then redone by the checked variant.
+struct Lanes4 {
+  __m128d p0, p1, q0, q1, s0, s1, mn0, mn1, mx0, mx1;
+  void add(__m128d a, __m128d b) {
+    const __m128d zero = _mm_setzero_pd();
+    p0 = _mm_add_pd(p0, _mm_max_pd(zero, a));
+    p1 = _mm_add_pd(p1, _mm_max_pd(zero, b));
+    q0 = _mm_add_pd(q0, _mm_min_pd(zero, a));
+    q1 = _mm_add_pd(q1, _mm_min_pd(zero, b));
+    s0 = _mm_add_pd(s0, _mm_mul_pd(a, a));
+    s1 = _mm_add_pd(s1, _mm_mul_pd(b, b));
+    mn0 = _mm_min_pd(mn0, a);
+    mn1 = _mm_min_pd(mn1, b);
+    mx0 = _mm_max_pd(mx0, a);
+    mx1 = _mm_max_pd(mx1, b);
+  }
+  void add(__m128 v) { add(_mm_cvtps_pd(v), _mm_cvtps_pd(_mm_movehl_ps(v, v))); }
+};
+
+// Accumulates rows [r0, r1) of columns c0..c0+3 and writes them, transposed
+// in registers, to the column-major copy.
+inline void strip4_rows(Lanes4& l, const float* x, float* xt, int64_t w, int64_t h, int64_t r0, int64_t r1,
+                        int64_t c0) {
+  int64_t r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    // The 16 rows of a block are read as 16 interleaved streams, which the
+    // hardware prefetchers follow badly: fetch a few cache lines ahead.
+    for (int j = 0; j < 4; ++j) _mm_prefetch(reinterpret_cast<const char*>(x + (r + j) * w + c0 + 64), _MM_HINT_T0);
+    __m128 v0 = _mm_loadu_ps(x + r * w + c0), v1 = _mm_loadu_ps(x + (r + 1) * w + c0);
+    __m128 v2 = _mm_loadu_ps(x + (r + 2) * w + c0), v3 = _mm_loadu_ps(x + (r + 3) * w + c0);
+    l.add(v0);
+    l.add(v1);
+    l.add(v2);
+    l.add(v3);
+    _MM_TRANSPOSE4_PS(v0, v1, v2, v3);
+    _mm_storeu_ps(xt + c0 * h + r, v0);
+    _mm_storeu_ps(xt + (c0 + 1) * h + r, v1);
+    _mm_storeu_ps(xt + (c0 + 2) * h + r, v2);
+    _mm_storeu_ps(xt + (c0 + 3) * h + r, v3);
+  }
+  for (; r < r1; ++r) {
+    const float* row = x + r * w + c0;
+    l.add(_mm_loadu_ps(row));
+    for (int j = 0; j < 4; ++j) xt[(c0 + j) * h + r] = row[j];
+  }
+}
+
+inline void strip4_rows(Lanes4& l, const double* x, double* xt, int64_t w, int64_t h, int64_t r0, int64_t r1,
+                        int64_t c0) {
+  int64_t r = r0;
+  for (; r + 2 <= r1; r += 2) {
+    const __m128d a0 = _mm_loadu_pd(x + r * w + c0), b0 = _mm_loadu_pd(x + r * w + c0 + 2);
+    const __m128d a1 = _mm_loadu_pd(x + (r + 1) * w + c0), b1 = _mm_loadu_pd(x + (r + 1) * w + c0 + 2);
+    l.add(a0, b0);
+    l.add(a1, b1);
+    _mm_storeu_pd(xt + c0 * h + r, _mm_unpacklo_pd(a0, a1));
+    _mm_storeu_pd(xt + (c0 + 1) * h + r, _mm_unpackhi_pd(a0, a1));
+    _mm_storeu_pd(xt + (c0 + 2) * h + r, _mm_unpacklo_pd(b0, b1));
+    _mm_storeu_pd(xt + (c0 + 3) * h + r, _mm_unpackhi_pd(b0, b1));
+  }
+  for (; r < r1; ++r) {
+    const double* row = x + r * w + c0;
+    l.add(_mm_loadu_pd(row), _mm_loadu_pd(row + 2));
+    for (int j = 0; j < 4; ++j) xt[(c0 + j) * h + r] = row[j];
+  }
+}
+
+template <class T>
+inline void fill_strip4_sse2(Summary<T>& s, const T* x, int64_t k, int64_t r0, int64_t r1, int64_t c0) {
+  const int64_t np1 = s.nb + 1;
+  double p[4], q[4], sq[4], mn[4], mx[4];
+  for (int j = 0; j < 4; ++j) {
+    const int64_t i = (c0 + j) * np1 + k;
+    p[j] = s.pre[i].pos;
+    q[j] = s.pre[i].neg;
+    sq[j] = s.pre[i].sq;
+  }
+  Lanes4 l;
+  l.p0 = _mm_loadu_pd(p);
+  l.p1 = _mm_loadu_pd(p + 2);
+  l.q0 = _mm_loadu_pd(q);
+  l.q1 = _mm_loadu_pd(q + 2);
+  l.s0 = _mm_loadu_pd(sq);
+  l.s1 = _mm_loadu_pd(sq + 2);
+  l.mn0 = l.mn1 = _mm_set1_pd(kInf);
+  l.mx0 = l.mx1 = _mm_set1_pd(-kInf);
+  strip4_rows(l, x, s.xt.data(), s.w, s.h, r0, r1, c0);
+  const __m128d p0 = l.p0, p1 = l.p1, q0 = l.q0, q1 = l.q1, s0 = l.s0, s1 = l.s1;
+  const __m128d mn0 = l.mn0, mn1 = l.mn1, mx0 = l.mx0, mx1 = l.mx1;
+  _mm_storeu_pd(p, p0);
+  _mm_storeu_pd(p + 2, p1);
+  _mm_storeu_pd(q, q0);
+  _mm_storeu_pd(q + 2, q1);
+  _mm_storeu_pd(sq, s0);
+  _mm_storeu_pd(sq + 2, s1);
+  _mm_storeu_pd(mn, mn0);
+  _mm_storeu_pd(mn + 2, mn1);
+  _mm_storeu_pd(mx, mx0);
+  _mm_storeu_pd(mx + 2, mx1);
+  for (int j = 0; j < 4; ++j) {
+    const int64_t i = (c0 + j) * np1 + k + 1;
+    s.pre[i].pos = p[j];
+    s.pre[i].neg = q[j];
+    s.pre[i].sq = sq[j];
+    // Exact: the values came from T.
+    s.blocks[(c0 + j) * s.nb + k] = MinMax<T>{static_cast<T>(mn[j]), static_cast<T>(mx[j])};
+  }
+}
+#endif
+
+template <bool Checked, class T>
+void fill_blocks(Summary<T>& s, const T* x) {
+  constexpr int S = 4;
+  const int64_t np1 = s.nb + 1;
+  for (int64_t c = 0; c < s.w; ++c) {
+    s.pre[c * np1] = typename Summary<T>::Sums{0.0, 0.0, 0.0};
+    if (Checked) s.pnf[c * np1] = 0;
+  }
+  // Block by block, so the rows of one block are read from memory once and
+  // then stay in cache while their columns are swept.
+  for (int64_t k = 0; k < s.nb; ++k) {
+    const int64_t r0 = k * B, r1 = std::min(s.h, r0 + B);
+    int64_t c = 0;
+#if defined(__SSE2__)
+    if (!Checked)
+      for (; c + S <= s.w; c += S) fill_strip4_sse2(s, x, k, r0, r1, c);
+#endif
+    const int64_t c_vec = c;
+    for (; c + S <= s.w; c += S) fill_strip<S, Checked>(s, x, k, r0, r1, c);
+    for (; c < s.w; ++c) fill_strip<1, Checked>(s, x, k, r0, r1, c);
+    if (!Checked) {
+      // Columns the vector strips did not copy.
+      T* xt = s.xt.data();
+      for (c = c_vec; c < s.w; ++c)
+        for (int64_t r = r0; r < r1; ++r) xt[c * s.h + r] = x[r * s.w + c];
+    }
+  }
 }
 
 template <class T>
@@ -205,22 +400,23 @@ int64_t first_nonfinite(const T* x, int64_t n) {
 // Builds the summary of one image. Returns the row-major index of the first
 // non-finite pixel when one exists and they are not skipped, else -1.
 template <class T>
-int64_t summarise(Summary& s, const T* x, int64_t h, int64_t w, bool skip) {
+int64_t summarise(Summary<T>& s, const T* x, int64_t h, int64_t w, bool skip) {
   s.h = h;
   s.w = w;
   s.nb = (h + B - 1) / B;
-  const size_t prefix = static_cast<size_t>((s.nb + 1) * w), blocks = static_cast<size_t>(s.nb * w);
-  s.ppos.resize(prefix);
-  s.pneg.resize(prefix);
-  s.psq.resize(prefix);
-  s.bmin.resize(blocks);
-  s.bmax.resize(blocks);
+  const int64_t np1 = s.nb + 1;
+  const size_t prefix = static_cast<size_t>(np1 * w), blocks = static_cast<size_t>(s.nb * w);
+  s.xt.resize(static_cast<size_t>(h * w));
+  s.pre.resize(prefix);
+  s.block_levels = sparse_levels(s.nb);
+  s.blocks.resize(blocks * static_cast<size_t>(s.block_levels));
   s.has_nonfinite = false;
-  fill_blocks(s, x, false);
-  const double* last = &s.ppos[static_cast<size_t>(s.nb * w)];
+  fill_blocks<false>(s, x);
   bool finite = true;
-  for (int64_t c = 0; c < w && finite; ++c)
-    finite = std::isfinite(last[c]) && std::isfinite(s.pneg[s.nb * w + c]) && std::isfinite(s.psq[s.nb * w + c]);
+  for (int64_t c = 0; c < w && finite; ++c) {
+    const int64_t i = c * np1 + s.nb;
+    finite = std::isfinite(s.pre[i].pos) && std::isfinite(s.pre[i].neg) && std::isfinite(s.pre[i].sq);
+  }
   if (!finite) {
     // Either a non-finite pixel or float64 values so large that their squares
     // overflow; only the first case changes anything.
@@ -229,53 +425,36 @@ int64_t summarise(Summary& s, const T* x, int64_t h, int64_t w, bool skip) {
       if (!skip) return bad;
       s.has_nonfinite = true;
       s.pnf.resize(prefix);
-      fill_blocks(s, x, true);
+      fill_blocks<true>(s, x);
     }
   }
   s.qpos.assign(static_cast<size_t>(w + 1), Compensated{});
   s.qneg.assign(static_cast<size_t>(w + 1), Compensated{});
   s.qsq.assign(static_cast<size_t>(w + 1), Compensated{});
   if (s.has_nonfinite) s.qnf.assign(static_cast<size_t>(w + 1), 0);
-  const int64_t top = s.nb * w;
   for (int64_t c = 0; c < w; ++c) {
+    const int64_t i = c * np1 + s.nb;
     s.qpos[c + 1] = s.qpos[c];
-    s.qpos[c + 1].add(s.ppos[top + c]);
+    s.qpos[c + 1].add(s.pre[i].pos);
     s.qneg[c + 1] = s.qneg[c];
-    s.qneg[c + 1].add(s.pneg[top + c]);
+    s.qneg[c + 1].add(s.pre[i].neg);
     s.qsq[c + 1] = s.qsq[c];
-    s.qsq[c + 1].add(s.psq[top + c]);
-    if (s.has_nonfinite) s.qnf[c + 1] = s.qnf[c] + s.pnf[top + c];
+    s.qsq[c + 1].add(s.pre[i].sq);
+    if (s.has_nonfinite) s.qnf[c + 1] = s.qnf[c] + s.pnf[i];
   }
-  s.levels = 1;
-  while ((int64_t(1) << s.levels) <= w) ++s.levels;
-  s.stmin.resize(static_cast<size_t>(s.levels * w));
-  s.stmax.resize(static_cast<size_t>(s.levels * w));
-  for (int64_t c = 0; c < w; ++c) {
-    double mn = kInf, mx = -kInf;
-    for (int64_t k = 0; k < s.nb; ++k) {
-      mn = std::min(mn, s.bmin[k * w + c]);
-      mx = std::max(mx, s.bmax[k * w + c]);
-    }
-    s.stmin[c] = mn;
-    s.stmax[c] = mx;
-  }
-  for (int l = 1; l < s.levels; ++l) {
-    const int64_t half = int64_t(1) << (l - 1);
-    const int64_t span = int64_t(1) << l;
-    double* mn = &s.stmin[static_cast<size_t>(l * w)];
-    double* mx = &s.stmax[static_cast<size_t>(l * w)];
-    const double* pmn = mn - w;
-    const double* pmx = mx - w;
-    for (int64_t c = 0; c + span <= w; ++c) {
-      mn[c] = std::min(pmn[c], pmn[c + half]);
-      mx[c] = std::max(pmx[c], pmx[c + half]);
-    }
-  }
+  build_sparse(s.blocks.data(), s.block_levels, w, s.nb);
+  s.levels = sparse_levels(w);
+  s.cols.resize(static_cast<size_t>(s.levels * w));
+  for (int64_t c = 0; c < w; ++c) s.block_range(c, 0, s.nb, s.cols[c].mn, s.cols[c].mx);
+  build_sparse(s.cols.data(), s.levels, 1, w);
   return -1;
 }
 
 struct Scratch {
-  Summary summary;
+  Summary<float> f32;
+  Summary<double> f64;
+  Summary<float>& summary(const float*) { return f32; }
+  Summary<double>& summary(const double*) { return f64; }
   std::vector<std::pair<int64_t, int64_t>> runs, all;
 };
 
@@ -324,7 +503,7 @@ RleError reduce_image(const RleInput& in, const StatsOutput& out, int64_t b, Scr
   const int64_t s0 = in.image_segments[b], s1 = in.image_segments[b + 1];
   const int64_t total_segments = in.image_segments[in.num_images];
   if (hw == 0) return err;
-  Summary& s = sc.summary;
+  Summary<T>& s = sc.summary(x);
   const int64_t bad = summarise(s, x, h, w, in.skip_nonfinite);
   if (bad >= 0) {
     err.kind = RleError::NonFinite;
@@ -333,7 +512,7 @@ RleError reduce_image(const RleInput& in, const StatsOutput& out, int64_t b, Scr
     err.value = static_cast<double>(x[bad]);
     return err;
   }
-  const Image<T> image{x, s, in.skip_nonfinite};
+  const Image<T> image{s, in.skip_nonfinite};
   sc.all.clear();
   for (int64_t seg = s0; seg < s1; ++seg) {
     sc.runs.clear();

@@ -6,16 +6,23 @@
 // row-major (H, W). Per image, one pass over the saliency builds a small
 // summary that every mask of that image shares:
 //   - per column, prefix sums of pos/neg/sq (and the count of skipped
-//     non-finite pixels) at every kRleBlockRows-th row, and the min/max of
-//     each block of kRleBlockRows rows;
+//     non-finite pixels) at every kRleBlockRows-th row, and a sparse table
+//     over that column's blocks of kRleBlockRows rows for min/max;
 //   - over columns, compensated (two-double) prefix sums of the column
 //     totals and a sparse table of column minima/maxima.
 // A run [p, q) in column-major order is then at most a head column piece, a
 // range of whole columns (O(1)) and a tail column piece; a column piece costs
-// O(1) for the sums plus at most 2*kRleBlockRows-2 pixel reads and H /
-// kRleBlockRows block min/max reads. So the cost of a mask grows with its
-// number of runs (times a constant bounded by the image height), never with
-// the number of pixels it covers.
+// O(1) lookups plus at most 2*(kRleBlockRows-1) pixel reads for its partial
+// blocks at either end. So the cost of a mask grows with its number of runs,
+// never with the number of pixels it covers; the summary costs one pass over
+// the saliency per image, shared by all of that image's masks.
+//
+// Why blocks rather than a prefix value at every row: a full per-pixel
+// prefix of three float64 sums is 24 bytes written per pixel (7 MB for
+// 640x480), which costs more than the masks themselves; block boundaries cut
+// that by kRleBlockRows while the few pixels read at the ends of each run
+// stay in cache. Min and max cannot be had from prefix sums, hence the
+// sparse tables (log2(H / kRleBlockRows) levels).
 //
 // Sums differ from decoding first and reducing densely only by float64
 // rounding (differences of prefix sums); counts, min and max are exact.
