@@ -76,19 +76,32 @@ def decode(rles) -> np.ndarray:
 
 
 def dense_stats(x: np.ndarray, rles, threads: int):
-    m = decode(rles)  # (H, W, K) uint8, Fortran order
-    masks = np.ascontiguousarray(m.transpose(2, 0, 1)).view(bool)[None]
-    return sat_fast.segment_stats(x[None], masks=masks, threads=threads)
+    """The baseline at its best: decode, then the dense kernel on the transposed image.
+
+    decode returns (H, W, K) in Fortran order, which is (K, W, H) in C order:
+    reducing the transposed saliency (one copy, shared by all K masks) against
+    those masks needs no copy of the masks at all. Statistics do not depend on
+    pixel order (sums up to rounding).
+    """
+    masks = decode(rles).T.view(bool)[None]  # (1, K, W, H), no copy
+    xt = np.ascontiguousarray(x.T)[None]
+    return sat_fast.segment_stats(xt, masks=masks, threads=threads)
 
 
-def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def median_seconds(fns: dict, repeats: int) -> dict[str, float]:
+    """Median wall time of each function; every repeat runs all of them in turn,
+    so that load from other processes hits every path alike."""
+    for fn in fns.values():
+        fn()  # warm-up
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for i in range(repeats):
+        names = list(fns)
+        names = names[i % len(names):] + names[: i % len(names)]
+        for name in names:
+            t0 = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(t) for k, t in times.items()}
 
 
 def experiment_coco(args) -> dict:
@@ -104,14 +117,12 @@ def experiment_coco(args) -> dict:
         assert np.array_equal(a["max"][i], b["max"][0])
         assert np.allclose(a["sum"][i], b["sum"][0], rtol=1e-9, atol=1e-9)
     n = args.images
-    timings = {
-        "decode": median_seconds(lambda: [decode(r) for r in rles], args.repeats),
-        "decode+dense": median_seconds(lambda: [dense_stats(sal[i], rles[i], args.threads) for i in range(n)],
-                                       args.repeats),
-        "rle": median_seconds(lambda: segments_stats(sal, segs, threads=args.threads), args.repeats),
-        "parse+rle": median_seconds(
-            lambda: segments_stats(sal, segments_from_strings(rles, h, w), threads=args.threads), args.repeats),
-    }
+    timings = median_seconds({
+        "decode": lambda: [decode(r) for r in rles],
+        "decode+dense": lambda: [dense_stats(sal[i], rles[i], args.threads) for i in range(n)],
+        "rle": lambda: segments_stats(sal, segs, threads=args.threads),
+        "parse+rle": lambda: segments_stats(sal, segments_from_strings(rles, h, w), threads=args.threads),
+    }, args.repeats)
     base = timings["decode+dense"]
     rows = {k: {"seconds": t, "images_per_s": n / t, "speedup_vs_decode_dense": base / t} for k, t in timings.items()}
     print(f"\n{n} images {w}x{h}, {args.instances} instance masks each (~{runs:.0f} runs per image), "
@@ -142,9 +153,12 @@ def experiment_area(args) -> dict:
         seg = Segments(tuple(f"m{k}" for k in range(masks_per_image)), h, w, counts=np.concatenate(counts),
                        instance_offsets=offsets, segment_instances=np.arange(masks_per_image + 1))
         rles = coco_mask.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
-        t_rle = median_seconds(lambda: segments_stats([x], [seg], threads=args.threads), args.repeats)
-        t_empty = median_seconds(lambda: segments_stats([x], [_no_segments(h, w)], threads=args.threads), args.repeats)
-        t_dense = median_seconds(lambda: dense_stats(x, rles, args.threads), args.repeats)
+        t = median_seconds({
+            "rle": lambda: segments_stats([x], [seg], threads=args.threads),
+            "empty": lambda: segments_stats([x], [_no_segments(h, w)], threads=args.threads),
+            "dense": lambda: dense_stats(x, rles, args.threads),
+        }, args.repeats)
+        t_rle, t_empty, t_dense = t["rle"], t["empty"], t["dense"]
         per_rle = (t_rle - t_empty) / masks_per_image * 1e6
         per_dense = t_dense / masks_per_image * 1e6
         rows.append({"run_length": length, "runs": cols, "area": cols * length, "rle_us_per_mask": per_rle,

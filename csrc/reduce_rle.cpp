@@ -25,6 +25,17 @@ namespace {
 constexpr double kInf = HUGE_VAL;
 constexpr int64_t B = kRleBlockRows;
 
+// Branch-free min/max with the ternaries' semantics (x < y ? x : y, the
+// second operand on NaN): GCC compiles the plain ternaries to branches, which
+// mispredict on saliency values.
+#if defined(__SSE2__)
+inline double min_of(double x, double y) { return _mm_cvtsd_f64(_mm_min_sd(_mm_set_sd(x), _mm_set_sd(y))); }
+inline double max_of(double x, double y) { return _mm_cvtsd_f64(_mm_max_sd(_mm_set_sd(x), _mm_set_sd(y))); }
+#else
+inline double min_of(double x, double y) { return x < y ? x : y; }
+inline double max_of(double x, double y) { return x > y ? x : y; }
+#endif
+
 struct Acc {
   double pos = 0.0, neg = 0.0, sq = 0.0, min = kInf, max = -kInf;
   int64_t count = 0;
@@ -118,17 +129,18 @@ template <class T>
 struct Image {
   const Summary<T>& s;
   bool skip;
+  double inv_h;
 
   void scan(Acc& a, int64_t c, int64_t r0, int64_t r1) const {
     const T* col = s.xt.data() + c * s.h;
     for (int64_t r = r0; r < r1; ++r) {
       const double v = static_cast<double>(col[r]);
       if (skip && !std::isfinite(v)) continue;
-      a.pos += (0.0 > v) ? 0.0 : v;
-      a.neg += (0.0 < v) ? 0.0 : v;
+      a.pos += max_of(0.0, v);
+      a.neg += min_of(0.0, v);
       a.sq += v * v;
-      a.min = a.min < v ? a.min : v;
-      a.max = a.max > v ? a.max : v;
+      a.min = min_of(a.min, v);
+      a.max = max_of(a.max, v);
       a.count += 1;
     }
   }
@@ -152,8 +164,8 @@ struct Image {
     a.count += n;
     T mn, mx;
     s.block_range(c, k0, k1, mn, mx);
-    a.min = a.min < mn ? a.min : static_cast<double>(mn);
-    a.max = a.max > mx ? a.max : static_cast<double>(mx);
+    a.min = min_of(a.min, static_cast<double>(mn));
+    a.max = max_of(a.max, static_cast<double>(mx));
     if (rows_end < r1) scan(a, c, rows_end, r1);
   }
 
@@ -175,11 +187,30 @@ struct Image {
     a.max = a.max > mx ? a.max : mx;
   }
 
+  // column = p / h, row = p % h, by a reciprocal (an integer division per
+  // run end costs as much as the rest of the run's work).
+  void divide(int64_t p, int64_t& column, int64_t& row) const {
+    int64_t c = static_cast<int64_t>(static_cast<double>(p) * inv_h);
+    int64_t r = p - c * s.h;
+    while (r < 0) {
+      --c;
+      r += s.h;
+    }
+    while (r >= s.h) {
+      ++c;
+      r -= s.h;
+    }
+    column = c;
+    row = r;
+  }
+
   // Pixels [p, q) in column-major order, 0 <= p < q <= h*w.
   void run(Acc& a, int64_t p, int64_t q) const {
     const int64_t h = s.h;
-    const int64_t c0 = p / h, r0 = p % h;
-    const int64_t c1 = (q - 1) / h, r1 = (q - 1) % h + 1;
+    int64_t c0, r0, c1, r1;
+    divide(p, c0, r0);
+    divide(q - 1, c1, r1);
+    r1 += 1;
     if (c0 == c1) {
       if (r0 == 0 && r1 == h)
         columns(a, c0, c0 + 1);
@@ -512,7 +543,7 @@ RleError reduce_image(const RleInput& in, const StatsOutput& out, int64_t b, Scr
     err.value = static_cast<double>(x[bad]);
     return err;
   }
-  const Image<T> image{s, in.skip_nonfinite};
+  const Image<T> image{s, in.skip_nonfinite, 1.0 / static_cast<double>(h)};
   sc.all.clear();
   for (int64_t seg = s0; seg < s1; ++seg) {
     sc.runs.clear();

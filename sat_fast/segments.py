@@ -75,7 +75,7 @@ def _where(image_id: ImageId, source: str | None) -> str:
 
 def _index_array(a: Any, what: str) -> np.ndarray:
     arr = np.ascontiguousarray(a, dtype=np.int64)
-    if arr.ndim != 1 or arr.shape[0] < 1 or arr[0] != 0 or (np.diff(arr) < 0).any():
+    if arr.ndim != 1 or arr.shape[0] < 1 or arr[0] != 0 or (arr[1:] < arr[:-1]).any():
         raise ValueError(f"{what} must be a non-decreasing 1-D array of offsets starting at 0")
     return arr
 
