@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <utility>
 #include <vector>
@@ -16,6 +17,7 @@
 #include <xmmintrin.h>
 #endif
 
+#include "reduce_rle_avx2.hpp"
 #include "threads.hpp"
 
 namespace sat {
@@ -392,9 +394,36 @@ inline void fill_strip4_sse2(Summary<T>& s, const T* x, int64_t k, int64_t r0, i
 }
 #endif
 
+// The 8-column AVX2 strip (reduce_rle_avx2.cpp), with the summary's layout
+// translated to and from its raw arrays.
+template <class T>
+void fill_strip8_avx2(Summary<T>& s, const T* x, int64_t k, int64_t r0, int64_t r1, int64_t c0) {
+  const int64_t np1 = s.nb + 1;
+  double sums[24];
+  T mn[8], mx[8];
+  for (int j = 0; j < 8; ++j) {
+    const typename Summary<T>::Sums& p = s.pre[(c0 + j) * np1 + k];
+    sums[j] = p.pos;
+    sums[8 + j] = p.neg;
+    sums[16 + j] = p.sq;
+  }
+  rle_avx2::strip8(x, s.w, s.h, r0, r1, c0, sums, mn, mx, s.xt.data());
+  for (int j = 0; j < 8; ++j) {
+    s.pre[(c0 + j) * np1 + k + 1] = typename Summary<T>::Sums{sums[j], sums[8 + j], sums[16 + j]};
+    s.blocks[(c0 + j) * s.nb + k] = MinMax<T>{mn[j], mx[j]};
+  }
+}
+
+// The kernel variant the rest of sat_fast chose (honours SAT_FAST_KERNEL).
+bool use_avx2() {
+  static const bool avx2 = std::strcmp(kernel_variant(), "avx2") == 0;
+  return avx2;
+}
+
 template <bool Checked, class T>
 void fill_blocks(Summary<T>& s, const T* x) {
   constexpr int S = 4;
+  const bool avx2 = !Checked && use_avx2();
   const int64_t np1 = s.nb + 1;
   for (int64_t c = 0; c < s.w; ++c) {
     s.pre[c * np1] = typename Summary<T>::Sums{0.0, 0.0, 0.0};
@@ -405,6 +434,8 @@ void fill_blocks(Summary<T>& s, const T* x) {
   for (int64_t k = 0; k < s.nb; ++k) {
     const int64_t r0 = k * B, r1 = std::min(s.h, r0 + B);
     int64_t c = 0;
+    if (avx2)
+      for (; c + 8 <= s.w; c += 8) fill_strip8_avx2(s, x, k, r0, r1, c);
 #if defined(__SSE2__)
     if (!Checked)
       for (; c + S <= s.w; c += S) fill_strip4_sse2(s, x, k, r0, r1, c);
