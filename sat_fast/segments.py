@@ -36,9 +36,11 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
+import polars as pl
 
 from sat_fast import _core
 from sat_fast import _validate as v
+from sat_fast.tables import PackedMasks, SegmentStats, pack_masks, segment_stats, stats_table
 
 __all__ = [
     "LoadReport",
@@ -911,7 +913,7 @@ def _masks_one(
     if not merged:
         return Segments((), h, w, words=np.zeros((0, -(-h * w // 64)), np.uint64), image_id=image_id)
     stack = np.ascontiguousarray(np.stack(list(merged.values()))[None])
-    words = _core.pack_masks(stack)[0]
+    words = pack_masks(stack).words[0]
     return Segments(tuple(merged), h, w, words=words, image_id=image_id)
 
 
@@ -1282,28 +1284,35 @@ def _saliency_list(saliency: Any, segs: Sequence[Segments]) -> list[np.ndarray]:
     return out
 
 
-_RAW_KEYS = ("count", "pos_sum", "neg_sum", "sq_sum", "min", "max")
+_SEGMENT_KEYS = ("count", "sum", "pos_sum", "neg_sum", "abs_sum", "sq_sum", "min", "max")
+_IMAGE_KEYS = ("total_sum", "total_abs", "pixels", "nonfinite")
 
 
-def _reduce(
-    maps: list[np.ndarray], segs: Sequence[Segments], threads: int | None, skip: bool, unassigned: bool
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Padded (B, Kmax) raw statistics, (B,) unassigned ones and (B,) totals."""
+def _derived(raw: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """SegmentStats keys from the RLE kernel's raw pos/neg sums."""
+    pos, neg = raw["pos_sum"], raw["neg_sum"]
+    return {"count": raw["count"], "sum": pos + neg, "pos_sum": pos, "neg_sum": neg, "abs_sum": pos - neg,
+            "sq_sum": raw["sq_sum"], "min": raw["min"], "max": raw["max"]}
+
+
+def _reduce(maps: list[np.ndarray], segs: Sequence[Segments], threads: int | None, nonfinite: str,
+            unassigned: bool) -> SegmentStats:
+    """Padded (B, Kmax) statistics: label maps and packed masks go through the
+    public dense path image by image; all RLE images share one kernel call."""
     b = len(segs)
     kmax = max([len(s) for s in segs] + [1])
-    raw = {key: np.zeros((b, kmax), np.int64 if key == "count" else np.float64) for key in _RAW_KEYS}
-    raw["min"][:] = np.nan
-    raw["max"][:] = np.nan
-    extra = {key: np.zeros(b, np.int64 if key == "count" else np.float64) for key in _RAW_KEYS}
-    extra["min"][:] = np.nan
-    extra["max"][:] = np.nan
-    totals = {"total_pos": np.zeros(b), "total_neg": np.zeros(b), "nonfinite": np.zeros(b, np.int64)}
+    data = {key: np.zeros((b, kmax), np.int64 if key == "count" else np.float64) for key in _SEGMENT_KEYS}
+    extra = {key: np.zeros(b, np.int64 if key == "count" else np.float64) for key in _SEGMENT_KEYS}
+    for d in (data, extra):
+        d["min"][:] = np.nan
+        d["max"][:] = np.nan
+    data.update({key: np.zeros(b, np.int64 if key in ("pixels", "nonfinite") else np.float64) for key in _IMAGE_KEYS})
 
-    def put(i: int, k: int, out: Mapping[str, np.ndarray], rows: slice | np.ndarray, extra_row: Any) -> None:
-        for key in _RAW_KEYS:
-            raw[key][i, :k] = out[key][rows]
-            if unassigned:
-                extra[key][i] = out[key][extra_row]
+    def put(i: int, k: int, seg_rows: Mapping[str, np.ndarray], extra_row: Mapping[str, Any] | None) -> None:
+        for key in _SEGMENT_KEYS:
+            data[key][i, :k] = seg_rows[key]
+            if extra_row is not None:
+                extra[key][i] = extra_row[key]
 
     rle = [i for i, s in enumerate(segs) if s.kind == "rle"]
     for i, s in enumerate(segs):
@@ -1313,18 +1322,18 @@ def _reduce(
         x = maps[i][None]
         try:
             if s.labels is not None:
-                out = _core.reduce_labels(x, s.labels[None], max(k, 1), ignore_index=k, skip_nonfinite=skip,
-                                          threads=threads)
+                st = segment_stats(x, s.labels[None], num_segments=max(k, 1), ignore_index=k, threads=threads,
+                                   nonfinite=nonfinite, unassigned=unassigned)  # type: ignore[arg-type]
             else:
                 words = s.words if k else np.zeros((1, s.words.shape[1]), np.uint64)  # type: ignore[union-attr]
-                out = _core.reduce_masks(x, words[None], max(k, 1), unassigned=unassigned, skip_nonfinite=skip,
-                                         threads=threads)
+                st = segment_stats(x, masks=PackedMasks(words[None], s.height, s.width), threads=threads,
+                                   nonfinite=nonfinite, unassigned=unassigned)  # type: ignore[arg-type]
         except ValueError as exc:
             raise ValueError(f"{s._where()}: {exc}") from None
-        flat = {key: out[key][0] for key in _RAW_KEYS}
-        put(i, k, flat, slice(0, k), -1)
-        for key in totals:
-            totals[key][i] = out[key][0]
+        put(i, k, {key: st[key][0, :k] for key in _SEGMENT_KEYS},
+            {key: st.unassigned[key][0] for key in _SEGMENT_KEYS} if unassigned else None)  # type: ignore[index]
+        for key in _IMAGE_KEYS:
+            data[key][i] = st[key][0]
     if rle:
         parts = [segs[i] for i in rle]
         seg_counts = np.array([len(s) for s in parts], np.int64)
@@ -1332,7 +1341,7 @@ def _reduce(
         n_counts = np.array([len(s.counts) for s in parts], np.int64)  # type: ignore[arg-type]
         inst_base = np.concatenate([[0], np.cumsum(n_inst)])
         count_base = np.concatenate([[0], np.cumsum(n_counts)])
-        counts = np.concatenate([s.counts for s in parts]) if parts else np.zeros(0, np.uint32)  # type: ignore[misc]
+        counts = np.concatenate([s.counts for s in parts])  # type: ignore[misc]
         instance_offsets = np.concatenate(
             [[0]] + [s.instance_offsets[1:] + count_base[j] for j, s in enumerate(parts)]  # type: ignore[index]
         ).astype(np.int64)
@@ -1343,7 +1352,7 @@ def _reduce(
         try:
             out = _core.reduce_rle([maps[i] for i in rle], image_segments, segment_instances, instance_offsets,
                                    np.ascontiguousarray(counts, np.uint32), unassigned=unassigned,
-                                   skip_nonfinite=skip, threads=threads)
+                                   skip_nonfinite=nonfinite == "skip", threads=threads)
         except ValueError as exc:
             # The kernel numbers images within this call; name them as the user does.
             msg = str(exc)
@@ -1352,31 +1361,17 @@ def _reduce(
                 where = segs[rle[int(found.group(1))]]._where()
                 msg = msg[: found.start()] + where + msg[found.end() :]
             raise ValueError(msg) from None
-        flat = {key: out[key][0] for key in _RAW_KEYS}
+        rows = _derived({key: out[key][0] for key in ("count", "pos_sum", "neg_sum", "sq_sum", "min", "max")})
         total_segments = int(image_segments[-1])
         for j, i in enumerate(rle):
-            put(i, int(seg_counts[j]), flat, slice(int(image_segments[j]), int(image_segments[j + 1])),
-                total_segments + j)
-            for key in totals:
-                totals[key][i] = out[key][j]
-    return raw, extra, totals
-
-
-def _stats(raw: Mapping[str, np.ndarray], extra: Mapping[str, np.ndarray], totals: Mapping[str, np.ndarray],
-           pixels: np.ndarray, unassigned: bool) -> Any:
-    from sat_fast.tables import SegmentStats
-
-    def derive(r: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        pos, neg = r["pos_sum"], r["neg_sum"]
-        return {"count": r["count"], "sum": pos + neg, "pos_sum": pos, "neg_sum": neg, "abs_sum": pos - neg,
-                "sq_sum": r["sq_sum"], "min": r["min"], "max": r["max"]}
-
-    data = derive(raw)
-    data["total_sum"] = totals["total_pos"] + totals["total_neg"]
-    data["total_abs"] = totals["total_pos"] - totals["total_neg"]
-    data["pixels"] = pixels
-    data["nonfinite"] = totals["nonfinite"]
-    return SegmentStats(data, derive(extra) if unassigned else None)
+            a, z = int(image_segments[j]), int(image_segments[j + 1])
+            put(i, z - a, {key: r[a:z] for key, r in rows.items()},
+                {key: r[total_segments + j] for key, r in rows.items()} if unassigned else None)
+            data["total_sum"][i] = out["total_pos"][j] + out["total_neg"][j]
+            data["total_abs"][i] = out["total_pos"][j] - out["total_neg"][j]
+            data["nonfinite"][i] = out["nonfinite"][j]
+            data["pixels"][i] = segs[i].height * segs[i].width
+    return SegmentStats(data, extra if unassigned else None)
 
 
 def segments_stats(
@@ -1386,7 +1381,7 @@ def segments_stats(
     threads: int | None = None,
     nonfinite: Literal["raise", "skip"] = "raise",
     unassigned: bool = False,
-) -> Any:
+) -> SegmentStats:
     """Statistics of per-image :class:`Segments` (differing sizes and vocabularies).
 
     Returns a :class:`sat_fast.SegmentStats` of shape (B, Kmax), Kmax the
@@ -1416,10 +1411,8 @@ def segments_stats(
     """
     segs = list(segments)
     maps = _saliency_list(saliency, segs)
-    skip = v.nonfinite_mode(nonfinite)
-    raw, extra, totals = _reduce(maps, segs, v.num_threads(threads), skip, bool(unassigned))
-    pixels = np.array([s.height * s.width for s in segs], np.int64)
-    return _stats(raw, extra, totals, pixels, bool(unassigned))
+    v.nonfinite_mode(nonfinite)
+    return _reduce(maps, segs, v.num_threads(threads), nonfinite, bool(unassigned))
 
 
 def segment_table_from_segments(
@@ -1432,11 +1425,9 @@ def segment_table_from_segments(
     nonfinite: Literal["raise", "skip"] = "raise",
     unassigned: str | None = None,
     metadata: Mapping[str, Any] | None = None,
-) -> Any:
+) -> pl.DataFrame:
     """The SAT of per-image Segments; ``sat_fast.segment_table(saliency, segments=...)`` calls this."""
-    import polars as pl
 
-    from sat_fast.tables import stats_table
 
     segs = list(segments)
     if unassigned is not None and not isinstance(unassigned, str):

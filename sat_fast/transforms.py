@@ -24,9 +24,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from sat_fast import _core
 from sat_fast import _validate as v
 from sat_fast.segments import Segments, _replace, _rle_segments, rle_encode
+from sat_fast.tables import pack_masks
 
 __all__ = ["CenterCrop", "Compose", "Pad", "Resize", "ResizeShorter", "Transform", "resize_saliency"]
 
@@ -117,7 +117,7 @@ class Transform:
             return _replace(s, height=h, width=w, labels=np.ascontiguousarray(self.mask(s.labels, fill=k)))
         masks = self.mask(s.masks(), fill=False)
         if s.words is not None:
-            words = _core.pack_masks(np.ascontiguousarray(masks[None]))[0] if k else np.zeros((0, -(-h * w // 64)), np.uint64)
+            words = pack_masks(np.ascontiguousarray(masks[None])).words[0] if k else np.zeros((0, -(-h * w // 64)), np.uint64)
             return _replace(s, height=h, width=w, words=words)
         return _rle_segments(s.names, [[rle_encode(m)] for m in masks], h, w, s.image_id, s.source)
 
