@@ -1441,7 +1441,7 @@ def segment_table_from_segments(
         vocab.append(unassigned)
     if image_ids is None:
         ids = [s.image_id for s in segs]
-        image_ids = ids if all(i is not None for i in ids) else None
+        image_ids = ids if ids and all(i is not None for i in ids) else None
     # stats_table computes every column from the padded (B, Kmax) statistics;
     # only the segment names differ per image, so they are put in afterwards.
     placeholders = [f"\x00{j}" for j in range(kmax)]

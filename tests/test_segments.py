@@ -298,6 +298,22 @@ def test_from_masks_scores_synonyms_groups_and_union():
     assert_rows_close(table_rows(t, "y"), ref_rows(sal[1], {"eye": eyes, "fur": fur}))
 
 
+def test_rename_merges_segments_of_every_kind(tmp_path, coco):
+    labels = from_label_map(np.array([[0, 1], [2, 2]]), ["left eye", "right eye", "fur"])[0]
+    masks = from_masks([{"left eye": np.eye(2, dtype=bool), "right eye": ~np.eye(2, dtype=bool)}])[0]
+    rle = from_coco(coco[0], keep_instances=True, image_ids=[1])[0]
+    groups = rename_map(groups={"eye": ["left eye", "right eye"], "person": ["person#1", "person#2"]})
+    for seg in (labels, masks, rle):
+        before = seg.masks()
+        after = seg.rename(groups)
+        assert after.kind == seg.kind
+        for name in after.names:
+            members = [i for i, n in enumerate(seg.names) if groups.get(n, n) == name]
+            np.testing.assert_array_equal(after.masks()[after.names.index(name)], before[members].any(axis=0))
+    assert labels.rename(groups).names == ("eye", "fur")
+    assert rle.rename(groups).names == ("person", "dog#1")
+
+
 def test_rename_map_chains_and_conflicts():
     assert rename_map(synonyms={"eyes": "eye", "eye": "face"}) == {"eyes": "face", "eye": "face"}
     with pytest.raises(ValueError, match="'iris' is mapped to both 'eye' and 'pupil'"):
