@@ -177,13 +177,17 @@ def test_nonfinite_raise_names_image_and_pixel_and_skip_leaves_them_out():
     bad = rng.standard_normal((20, 21))
     bad[3, 4] = np.nan
     bad[10, 0] = np.inf
-    masks = [random_masks(rng, 20, 20, 2), random_masks(rng, 20, 21, 5)]
+    bad[0, 4] = -np.inf
+    whole_columns = np.zeros((20, 21), bool)
+    whole_columns[:, 2:9] = True  # one run over whole columns, some with non-finite pixels
+    whole_columns[5:, 9] = True
+    masks = [random_masks(rng, 20, 20, 2), random_masks(rng, 20, 21, 4) + [whole_columns]]
     segs = [[[coco_counts(m)] for m in ms] for ms in masks]
-    with pytest.raises(ValueError, match=r"non-finite value \(nan\) at image 1, pixel \(3, 4\)"):
+    with pytest.raises(ValueError, match=r"non-finite value \(-inf\) at image 1, pixel \(0, 4\)"):
         reduce([good, bad], segs)
     out = reduce([good, bad], segs, skip=True, unassigned=True)
-    assert out["nonfinite"].tolist() == [0, 2]
-    scale = np.abs(np.nan_to_num(bad, posinf=0)).sum() * 10 + 100
+    assert out["nonfinite"].tolist() == [0, 3]
+    scale = np.abs(np.nan_to_num(bad, posinf=0, neginf=0)).sum() * 10 + 100
     for i, m in enumerate(masks[1]):
         check(out, 2 + i, reference(bad, m, skip=True), scale)
     covered = np.logical_or.reduce(masks[1])
