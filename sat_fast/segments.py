@@ -1117,7 +1117,9 @@ def save_segments(path: str | os.PathLike, segments: Sequence[Segments]) -> None
         arrays["counts"] = np.concatenate([s.counts for s in rle])  # type: ignore[misc]
         arrays["instance_lengths"] = np.concatenate([np.diff(s.instance_offsets) for s in rle]).astype(np.int64)  # type: ignore[arg-type]
         arrays["segment_sizes"] = np.concatenate([np.diff(s.segment_instances) for s in rle]).astype(np.int64)  # type: ignore[arg-type]
-    np.savez(path, **arrays)
+    # Through a file object, so numpy does not append ".npz" to another name.
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def _npz_header(zf: zipfile.ZipFile, key: str, where: str) -> tuple[tuple[int, ...], np.dtype]:

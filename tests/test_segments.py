@@ -378,8 +378,8 @@ def test_npz_round_trip_of_every_kind(tmp_path, coco):
     with np.load(path, allow_pickle=False) as z:
         assert z["vocabulary"].dtype.kind == "U"
     strs = from_label_map([np.zeros((2, 2), np.uint8)], ["only"], image_ids=["p"])
-    save_segments(tmp_path / "s.npz", strs)
-    assert load_segments(tmp_path / "s.npz")[0].image_id == "p"
+    save_segments(tmp_path / "s.bundle", strs)
+    assert load_segments(tmp_path / "s.bundle")[0].image_id == "p"
 
 
 def test_npz_bad_bundles(tmp_path, coco):
