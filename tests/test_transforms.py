@@ -132,3 +132,24 @@ def test_shape_errors_name_both_shapes():
         resize_saliency(np.zeros((3, 3), np.int32), 5)
     with pytest.raises(ValueError, match="size must be positive"):
         Resize((0, 3))
+
+
+@settings(max_examples=40, deadline=None)
+@given(h=st.integers(2, 40), w=st.integers(2, 40), side=st.integers(1, 50), crop=st.floats(0.3, 1.0),
+       pad=st.tuples(*[st.integers(0, 3)] * 4), out=st.tuples(st.integers(1, 60), st.integers(1, 60)),
+       data=st.data())
+def test_property_images_and_segments_share_the_geometry(h, w, side, crop, pad, out, data):
+    r, c = data.draw(st.integers(0, h - 1)), data.draw(st.integers(0, w - 1))
+    first = ResizeShorter(side)
+    mid_h, mid_w = first.output_size(h, w)
+    pipeline = Compose([first, CenterCrop((max(1, int(mid_h * crop)), max(1, int(mid_w * crop)))),
+                        Pad(top=pad[0], bottom=pad[1], left=pad[2], right=pad[3]), Resize(out)])
+    image = np.zeros((h, w), np.int32)
+    image[r, c] = 7
+    mask = image == 7
+    moved_image = pipeline.image(image, interpolation="nearest")
+    moved_mask = pipeline.mask(mask)
+    assert moved_mask.shape == moved_image.shape == pipeline.output_size(h, w) == out
+    np.testing.assert_array_equal(moved_image == 7, moved_mask)
+    seg = _rle_segments(["dot"], [[rle_encode(mask)]], h, w, 0, None)
+    np.testing.assert_array_equal(pipeline.segments(seg).masks()[0], moved_mask)
