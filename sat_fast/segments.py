@@ -40,7 +40,7 @@ import polars as pl
 
 from sat_fast import _core
 from sat_fast import _validate as v
-from sat_fast.tables import PackedMasks, SegmentStats, pack_masks, segment_stats, stats_table
+from sat_fast.tables import PackedMasks, SegmentStats, _image_id_series, pack_masks, segment_stats, stats_table
 
 __all__ = [
     "LoadReport",
@@ -1417,6 +1417,24 @@ def segments_stats(
     return _reduce(maps, segs, v.num_threads(threads), nonfinite, bool(unassigned))
 
 
+#: Padded (images x segments) entries reduced at once by segment_table: bounds
+#: memory when a few images have many more segments than the rest.
+_CHUNK_ENTRIES = 1 << 20
+
+
+def _chunks(segs: Sequence[Segments]) -> Iterator[tuple[int, int]]:
+    """[start, end) ranges of images whose padded statistics stay under _CHUNK_ENTRIES."""
+    start, widest = 0, 1
+    for i, s in enumerate(segs):
+        k = max(1, len(s))
+        if i > start and (i + 1 - start) * max(widest, k) > _CHUNK_ENTRIES:
+            yield start, i
+            start, widest = i, k
+        else:
+            widest = max(widest, k)
+    yield start, len(segs)
+
+
 def segment_table_from_segments(
     saliency: Any,
     segments: Sequence[Segments],
@@ -1428,14 +1446,19 @@ def segment_table_from_segments(
     unassigned: str | None = None,
     metadata: Mapping[str, Any] | None = None,
 ) -> pl.DataFrame:
-    """The SAT of per-image Segments; ``sat_fast.segment_table(saliency, segments=...)`` calls this."""
+    """The SAT of per-image Segments; ``sat_fast.segment_table(saliency, segments=...)`` calls this.
 
-
+    Images are reduced in chunks whose padded (images x most segments)
+    statistics stay small, so one image with thousands of segments does not
+    make every image pay for them.
+    """
     segs = list(segments)
     if unassigned is not None and not isinstance(unassigned, str):
         raise TypeError(f"unassigned must be a segment name (str) or None, got {type(unassigned).__name__}")
-    stats = segments_stats(saliency, segs, threads=threads, nonfinite=nonfinite, unassigned=unassigned is not None)
-    b, kmax = stats.shape
+    maps = _saliency_list(saliency, segs)
+    v.nonfinite_mode(nonfinite)
+    nthreads = v.num_threads(threads)
+    b = len(segs)
     vocab = merge_vocabularies(segs)
     if unassigned is not None:
         if unassigned in vocab:
@@ -1443,20 +1466,36 @@ def segment_table_from_segments(
         vocab.append(unassigned)
     if image_ids is None:
         ids = [s.image_id for s in segs]
-        image_ids = ids if ids and all(i is not None for i in ids) else None
-    # stats_table computes every column from the padded (B, Kmax) statistics;
-    # only the segment names differ per image, so they are put in afterwards.
-    placeholders = [f"\x00{j}" for j in range(kmax)]
-    table = stats_table(stats, names=placeholders, image_ids=image_ids, targets=targets, metadata=metadata,
-                        unassigned=unassigned)
+        image_ids = ids if ids and all(i is not None for i in ids) else list(range(b))
+    id_list = image_ids.tolist() if isinstance(image_ids, np.ndarray) else list(image_ids)
+    _image_id_series(id_list, b)  # all ids checked (kind, count, uniqueness) before any chunk
+    target_arr = None if targets is None else v.per_image(targets, b, "targets")
+    meta = {name: v.per_image(values, b, f"metadata[{name!r}]") for name, values in (metadata or {}).items()}
     index = {n: i for i, n in enumerate(vocab)}
-    name_index = np.full((b, kmax + (unassigned is not None)), -1, np.int64)
-    for i, s in enumerate(segs):
-        name_index[i, : len(s)] = [index[n] for n in s.names]
-    count = stats["count"]
-    if unassigned is not None:
-        name_index[:, kmax] = index[unassigned]
-        count = np.concatenate([count, stats.unassigned["count"][:, None]], axis=1)
-    bi, ki = np.nonzero(count > 0)
-    segment = pl.Series("segment", vocab, dtype=pl.Categorical).gather(name_index[bi, ki])
-    return table.with_columns(segment)
+    categories = pl.Series("segment", vocab, dtype=pl.Categorical)
+    frames = []
+    for i0, i1 in _chunks(segs):
+        part = segs[i0:i1]
+        stats = _reduce(maps[i0:i1], part, nthreads, nonfinite, unassigned is not None)
+        kmax = stats.shape[1]
+        # stats_table computes every column from the padded (B, Kmax)
+        # statistics; only the names differ per image, so they go in after.
+        placeholders = [f"\x00{j}" for j in range(kmax)]
+        table = stats_table(
+            stats,
+            names=placeholders,
+            image_ids=id_list[i0:i1],
+            targets=None if target_arr is None else target_arr[i0:i1],
+            metadata={name: values[i0:i1] for name, values in meta.items()},
+            unassigned=unassigned,
+        )
+        name_index = np.full((i1 - i0, kmax + (unassigned is not None)), -1, np.int64)
+        for i, s in enumerate(part):
+            name_index[i, : len(s)] = [index[n] for n in s.names]
+        count = stats["count"]
+        if unassigned is not None:
+            name_index[:, kmax] = index[unassigned]
+            count = np.concatenate([count, stats.unassigned["count"][:, None]], axis=1)  # type: ignore[index]
+        bi, ki = np.nonzero(count > 0)
+        frames.append(table.with_columns(categories.gather(name_index[bi, ki])))
+    return frames[0] if len(frames) == 1 else pl.concat(frames)

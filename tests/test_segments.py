@@ -433,6 +433,26 @@ def test_table_over_mixed_kinds_sizes_and_vocabularies(tmp_path, coco):
     assert stats.shape == (4, 3)
 
 
+def test_tables_built_in_chunks_equal_one_pass(monkeypatch):
+    import sat_fast.segments as segments_module
+
+    rng = np.random.default_rng(12)
+    sizes = [(3, 4), (5, 2), (4, 4), (2, 6), (6, 3)]
+    outputs = [{f"n{(i + j) % 7}": rng.random(hw) < 0.5 for j in range(i + 1)} for i, hw in enumerate(sizes)]
+    segs = from_masks(outputs, image_ids=["a", "b", "c", "d", "e"])
+    maps = [rng.standard_normal(hw) for hw in sizes]
+    kwargs = dict(segments=segs, targets=[1, 2, 3, 4, 5], metadata={"split": "x", "label": [0, 1, 0, 1, 0]},
+                  unassigned="rest")
+    whole = segment_table(maps, **kwargs)
+    monkeypatch.setattr(segments_module, "_CHUNK_ENTRIES", 6)
+    assert list(segments_module._chunks(segs)) == [(0, 2), (2, 3), (3, 4), (4, 5)]
+    chunked = segment_table(maps, **kwargs)
+    assert chunked.schema == whole.schema
+    assert chunked.rows() == whole.rows()
+    with pytest.raises(ValueError, match="image_ids must be unique"):
+        segment_table(maps, segments=segs, image_ids=[1, 2, 3, 4, 1])
+
+
 def test_saliency_shape_must_match_each_image():
     segs = from_label_map([np.zeros((4, 5), np.uint8), np.zeros((2, 3), np.uint8)], ["a"], image_ids=["p", "q"])
     with pytest.raises(ValueError, match=r"saliency of image 'q' has shape \(3, 2\) but its segments have shape \(2, 3\)"):
