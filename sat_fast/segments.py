@@ -505,7 +505,7 @@ def _from_labels_one(
         present = np.flatnonzero(np.bincount(flat.astype(np.int64)))
     else:
         present = np.unique(flat).astype(np.int64)
-    names: list[str] = []
+    positions: dict[str, int] = {}
     local: dict[int, int] = {}
     for value in present.tolist():
         if value == ignore_index:
@@ -517,9 +517,8 @@ def _from_labels_one(
                 f"{_where(image_id, source)}: label value {value} at pixel ({r}, {c}) is missing from the names "
                 "table (pass ignore_index for a 'no segment' value)"
             )
-        if name not in names:
-            names.append(name)
-        local[value] = names.index(name)
+        local[value] = positions.setdefault(name, len(positions))
+    names = list(positions)
     k = len(names)
     dtype = _label_dtype(k)
     if present.size and present[0] >= 0 and present[-1] < (1 << 20):
