@@ -21,9 +21,17 @@ from sat_fast.tables import (
     table_schema,
 )
 
+# --- segments (issue 4): sat_fast/segments.py, sat_fast/transforms.py ---
+from sat_fast import segments, transforms
+from sat_fast.segments import LoadReport, Segments
+
 __version__ = "0.1.0"
 
 __all__ = [
+    "LoadReport",
+    "Segments",
+    "segments",
+    "transforms",
     "PackedMasks",
     "SegmentStats",
     "__version__",

@@ -29,3 +29,18 @@ def pack_masks(
 def read_probe(data: np.ndarray, threads: int | None = None) -> int: ...
 def default_threads() -> int: ...
 def kernel_variant() -> str: ...
+
+# RLE segments (issue 4)
+RLE_BLOCK_ROWS: int
+
+def reduce_rle(
+    saliency_maps: list[npt.NDArray[np.floating]],
+    image_segments: npt.NDArray[np.int64],
+    segment_instances: npt.NDArray[np.int64],
+    instance_offsets: npt.NDArray[np.int64],
+    counts: npt.NDArray[np.uint32],
+    unassigned: bool = False,
+    skip_nonfinite: bool = False,
+    threads: int | None = None,
+) -> dict[str, np.ndarray]: ...
+def rle_from_strings(strings: list[str | bytes]) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.int64]]: ...

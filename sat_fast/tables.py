@@ -519,7 +519,7 @@ def segment_table(
     labels: Any = None,
     *,
     masks: Any = None,
-    names: Sequence[str],
+    names: Sequence[str] | None = None,
     image_ids: Any = None,
     targets: Any = None,
     ignore_index: int | None = None,
@@ -527,6 +527,7 @@ def segment_table(
     nonfinite: Literal["raise", "skip"] = "raise",
     unassigned: str | None = None,
     metadata: Mapping[str, Any] | None = None,
+    segments: Sequence[Any] | None = None,
 ) -> pl.DataFrame:
     """Per-image Segment Attribution Table: one row per (image, present segment).
 
@@ -556,6 +557,14 @@ def segment_table(
         Extra per-image columns (true label, predicted class, split, model
         name, ...): a mapping from column name to one value per image, or a
         scalar for all images. They repeat on each of the image's rows.
+    segments
+        Instead of ``labels``/``masks`` and ``names``: one
+        :class:`sat_fast.segments.Segments` per image (label map, packed
+        masks or COCO RLE, each at its image's size and with its own names).
+        ``saliency`` is then (B, H, W) or a sequence of (H, W) maps matching
+        each image's size; ``segment`` holds the merged vocabulary and
+        ``image_ids`` default to the Segments' ids. RLE is reduced from the
+        runs without decoding.
 
     Returns
     -------
@@ -577,6 +586,17 @@ def segment_table(
     >>> t.select("image_id", "target", "segment", "mean", "share", "rank").rows()
     [(0, 3, 'eye', 1.0, 0.5, 1), (0, 3, 'background', -1.0, 0.5, 2)]
     """
+    if segments is not None:  # per-image Segments (issue 4): see sat_fast/segments.py
+        if labels is not None or masks is not None or names is not None or ignore_index is not None:
+            raise ValueError("segments= replaces labels, masks, names and ignore_index; pass it alone")
+        from sat_fast.segments import segment_table_from_segments
+
+        return segment_table_from_segments(
+            saliency, segments, image_ids=image_ids, targets=targets, threads=threads, nonfinite=nonfinite,
+            unassigned=unassigned, metadata=metadata,
+        )
+    if names is None:
+        raise TypeError("segment_table needs names= (or segments=)")
     names_list = v.segment_names(names, None)
     if labels is not None and masks is None:
         try:
