@@ -327,7 +327,7 @@ py::tuple rle_from_strings(const py::list& strings) {
     py::handle h = strings[i];
     if (!py::isinstance<py::bytes>(h) && !py::isinstance<py::str>(h))
       throw py::type_error("RLE string " + std::to_string(i) + " must be str or bytes, got " +
-                           py::str(h.get_type().attr("__name__")).cast<std::string>());
+                           py::str(py::type::handle_of(h).attr("__name__")).cast<std::string>());
     texts.push_back(h.cast<std::string>());
     total += static_cast<int64_t>(texts.back().size());
   }
