@@ -64,6 +64,9 @@ struct MasksInput {
   const void* saliency = nullptr;
   SaliencyType saliency_type = SaliencyType::F32;
   const uint64_t* words = nullptr;  // (images, K, words_per_mask), bit i of word w = pixel 64*w + i
+  // (images, K, 2): [first, last) words of each mask that may hold set bits,
+  // so small masks are not scanned end to end. Clamped, never trusted.
+  const int64_t* bounds = nullptr;
   int64_t images = 0;
   int64_t pixels = 0;
   int64_t num_segments = 0;
@@ -77,8 +80,9 @@ struct MasksInput {
 KernelError reduce_labels(const LabelsInput& in, const StatsOutput& out);
 KernelError reduce_masks(const MasksInput& in, const StatsOutput& out);
 
-// bool (planes, pixels) -> (planes, ceil(pixels/64)) bit planes.
-void pack_masks(const uint8_t* masks, int64_t planes, int64_t pixels, uint64_t* words, int threads);
+// bool (planes, pixels) -> (planes, ceil(pixels/64)) bit planes, and per
+// plane the [first, last) range of words that are not zero ((0, 0) if none).
+void pack_masks(const uint8_t* masks, int64_t planes, int64_t pixels, uint64_t* words, int64_t* bounds, int threads);
 
 // Read every byte of a buffer with `threads` threads; the result only keeps
 // the compiler from skipping the reads. Used to measure memory bandwidth.

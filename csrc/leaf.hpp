@@ -20,6 +20,23 @@ struct alignas(64) Accumulator {
   int64_t count;
 };
 
+// Per-pixel accumulation for noisy label maps, laid out so one 256-bit add
+// updates pos, neg, sq and count together: min and the negated max then
+// share one 128-bit min. Converted to an Accumulator at the end of a chunk.
+struct alignas(64) PixelAccumulator {
+  double pos;
+  double neg;
+  double sq;
+  double count;
+  double min;
+  double negmax;
+  double unused[2];
+};
+
+// Slots (K + 1 plus one trap slot for bad labels) up to which noisy chunks
+// use two PixelAccumulator sets; beyond it they use the touched-list path.
+constexpr int64_t kMaxLaneSlots = 4096;
+
 // Scratch owned by one thread and reused across the chunks it processes.
 // acc/acc2 hold slots+1 accumulators at identity; touched lists name the
 // slots a chunk changed, in first-touch order, so resetting and emitting a
@@ -32,6 +49,7 @@ struct ChunkScratch {
   int64_t* touched2 = nullptr;
   int64_t n_touched2 = 0;
   uint64_t* words = nullptr;  // kChunkPixels / 64 words for the unassigned mask
+  PixelAccumulator* lanes = nullptr;  // 2 * (slots + 1), at identity, or null
 };
 
 struct ChunkResult {
@@ -57,6 +75,7 @@ struct LabelChunkArgs {
 struct MaskChunkArgs {
   const void* saliency;   // first pixel of the image
   const uint64_t* planes; // the image's K planes, each words_per_mask long
+  const int64_t* bounds;  // the image's K [first, last) word ranges
   int64_t num_segments;
   int64_t words_per_mask;
   int64_t image_pixels;

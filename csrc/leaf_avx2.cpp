@@ -16,7 +16,7 @@ struct Avx2Ops {
     __m256d p0, p1, q0, q1, s0, s1, mn0, mn1, mx0, mx1;
   };
 
-  static inline void step(Lanes& l, __m256d a, __m256d b) {
+  static inline void step_sums(Lanes& l, __m256d a, __m256d b) {
     const __m256d zero = _mm256_setzero_pd();
     // Operand order matters: max_pd/min_pd return the second operand when
     // either is NaN, so NaN propagates exactly as in the portable code.
@@ -26,6 +26,10 @@ struct Avx2Ops {
     l.q1 = _mm256_add_pd(l.q1, _mm256_min_pd(zero, b));
     l.s0 = _mm256_add_pd(l.s0, _mm256_mul_pd(a, a));
     l.s1 = _mm256_add_pd(l.s1, _mm256_mul_pd(b, b));
+  }
+
+  static inline void step(Lanes& l, __m256d a, __m256d b) {
+    step_sums(l, a, b);
     l.mn0 = _mm256_min_pd(l.mn0, a);
     l.mn1 = _mm256_min_pd(l.mn1, b);
     l.mx0 = _mm256_max_pd(l.mx0, a);
@@ -58,35 +62,101 @@ struct Avx2Ops {
     return _mm_cvtsd_f64(_mm_max_sd(w, _mm_unpackhi_pd(w, w)));
   }
 
+  // The last n % 8 pixels of a run: masked loads put them in lanes 0..rem-1;
+  // the other lanes see +0 for the sums (which leaves them unchanged) and
+  // +-inf for min/max.
+  static inline void load_tail(const float* x, int64_t rem, __m256d& a, __m256d& b) {
+    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(rem)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const __m256 f = _mm256_maskload_ps(x, m);
+    a = _mm256_cvtps_pd(_mm256_castps256_ps128(f));
+    b = _mm256_cvtps_pd(_mm256_extractf128_ps(f, 1));
+  }
+  static inline void load_tail(const double* x, int64_t rem, __m256d& a, __m256d& b) {
+    const __m256i r = _mm256_set1_epi64x(rem);
+    a = _mm256_maskload_pd(x, _mm256_cmpgt_epi64(r, _mm256_setr_epi64x(0, 1, 2, 3)));
+    b = _mm256_maskload_pd(x + 4, _mm256_cmpgt_epi64(r, _mm256_setr_epi64x(4, 5, 6, 7)));
+  }
+
   template <class T>
   static RunStats reduce(const T* x, int64_t n) {
-    RunStats r;
+    Lanes l;
+    l.p0 = l.p1 = l.q0 = l.q1 = l.s0 = l.s1 = _mm256_setzero_pd();
+    l.mn0 = l.mn1 = _mm256_set1_pd(kInf);
+    l.mx0 = l.mx1 = _mm256_set1_pd(-kInf);
     int64_t i = 0;
-    if (n >= 8) {
-      Lanes l;
-      l.p0 = l.p1 = l.q0 = l.q1 = l.s0 = l.s1 = _mm256_setzero_pd();
-      l.mn0 = l.mn1 = _mm256_set1_pd(kInf);
-      l.mx0 = l.mx1 = _mm256_set1_pd(-kInf);
-      for (; i + 8 <= n; i += 8) {
-        __m256d a, b;
-        load8(x + i, a, b);
-        step(l, a, b);
-      }
-      r = RunStats{hadd(l.p0, l.p1), hadd(l.q0, l.q1), hadd(l.s0, l.s1), hmin(l.mn0, l.mn1),
-                   hmax(l.mx0, l.mx1)};
-    } else {
-      // Same value as combining eight all-identity lanes.
-      r = RunStats{0.0, 0.0, 0.0, kInf, -kInf};
+    for (; i + 8 <= n; i += 8) {
+      __m256d a, b;
+      load8(x + i, a, b);
+      step(l, a, b);
     }
-    for (; i < n; ++i) {
-      const double v = static_cast<double>(x[i]);
-      r.pos += (0.0 > v) ? 0.0 : v;
-      r.neg += (0.0 < v) ? 0.0 : v;
-      r.sq += v * v;
-      r.min = r.min < v ? r.min : v;
-      r.max = r.max > v ? r.max : v;
+    const int64_t rem = n - i;
+    if (rem > 0) {
+      __m256d a, b;
+      load_tail(x + i, rem, a, b);
+      step_sums(l, a, b);
+      const __m256i r = _mm256_set1_epi64x(rem);
+      const __m256d in0 = _mm256_castsi256_pd(_mm256_cmpgt_epi64(r, _mm256_setr_epi64x(0, 1, 2, 3)));
+      const __m256d in1 = _mm256_castsi256_pd(_mm256_cmpgt_epi64(r, _mm256_setr_epi64x(4, 5, 6, 7)));
+      const __m256d inf = _mm256_set1_pd(kInf), ninf = _mm256_set1_pd(-kInf);
+      l.mn0 = _mm256_min_pd(l.mn0, _mm256_blendv_pd(inf, a, in0));
+      l.mn1 = _mm256_min_pd(l.mn1, _mm256_blendv_pd(inf, b, in1));
+      l.mx0 = _mm256_max_pd(l.mx0, _mm256_blendv_pd(ninf, a, in0));
+      l.mx1 = _mm256_max_pd(l.mx1, _mm256_blendv_pd(ninf, b, in1));
     }
-    return r;
+    return RunStats{hadd(l.p0, l.p1), hadd(l.q0, l.q1), hadd(l.s0, l.s1), hmin(l.mn0, l.mn1), hmax(l.mx0, l.mx1)};
+  }
+
+  // float32 input: min and max are taken on the float lanes before widening
+  // (exact, and half the instructions); the sums are as in the template.
+  static RunStats reduce(const float* x, int64_t n) {
+    Lanes l;
+    l.p0 = l.p1 = l.q0 = l.q1 = l.s0 = l.s1 = _mm256_setzero_pd();
+    __m256 mn = _mm256_set1_ps(static_cast<float>(kInf)), mx = _mm256_set1_ps(static_cast<float>(-kInf));
+    auto sums = [&](__m256 f) {
+      step_sums(l, _mm256_cvtps_pd(_mm256_castps256_ps128(f)), _mm256_cvtps_pd(_mm256_extractf128_ps(f, 1)));
+    };
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      const __m256 f = _mm256_loadu_ps(x + i);
+      mn = _mm256_min_ps(mn, f);
+      mx = _mm256_max_ps(mx, f);
+      sums(f);
+    }
+    const int64_t rem = n - i;
+    if (rem > 0) {
+      const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(rem)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+      const __m256 f = _mm256_maskload_ps(x + i, m);
+      const __m256 in = _mm256_castsi256_ps(m);
+      mn = _mm256_min_ps(mn, _mm256_blendv_ps(_mm256_set1_ps(static_cast<float>(kInf)), f, in));
+      mx = _mm256_max_ps(mx, _mm256_blendv_ps(_mm256_set1_ps(static_cast<float>(-kInf)), f, in));
+      sums(f);
+    }
+    const __m256d mn0 = _mm256_cvtps_pd(_mm256_castps256_ps128(mn)), mn1 = _mm256_cvtps_pd(_mm256_extractf128_ps(mn, 1));
+    const __m256d mx0 = _mm256_cvtps_pd(_mm256_castps256_ps128(mx)), mx1 = _mm256_cvtps_pd(_mm256_extractf128_ps(mx, 1));
+    return RunStats{hadd(l.p0, l.p1), hadd(l.q0, l.q1), hadd(l.s0, l.s1), hmin(mn0, mn1), hmax(mx0, mx1)};
+  }
+
+  static inline void add_pixel(PixelAccumulator& acc, double v) {
+    const __m256d bv = _mm256_set1_pd(v);
+    // (max(0,v), min(0,v), v*v, 1) with the operand order of dmax/dmin.
+    __m256d t = _mm256_max_pd(_mm256_setr_pd(0.0, -kInf, -kInf, -kInf), bv);
+    t = _mm256_min_pd(_mm256_setr_pd(kInf, 0.0, kInf, kInf), t);
+    t = _mm256_mul_pd(t, _mm256_blend_pd(_mm256_set1_pd(1.0), bv, 0x4));
+    t = _mm256_blend_pd(t, _mm256_set1_pd(1.0), 0x8);
+    _mm256_store_pd(&acc.pos, _mm256_add_pd(_mm256_load_pd(&acc.pos), t));
+    const __m128d vv = _mm_xor_pd(_mm256_castpd256_pd128(bv), _mm_setr_pd(0.0, -0.0));
+    _mm_store_pd(&acc.min, _mm_min_pd(_mm_load_pd(&acc.min), vv));
+  }
+
+  static int64_t find_word(const uint64_t* p, int64_t w, int64_t end, uint64_t skip) {
+    const __m256i pattern = _mm256_set1_epi64x(static_cast<long long>(skip));
+    for (; w + 4 <= end; w += 4) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + w));
+      const unsigned same = static_cast<unsigned>(_mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpeq_epi64(v, pattern))));
+      if (same != 0xFu) return w + __builtin_ctz(~same);
+    }
+    while (w < end && p[w] == skip) ++w;
+    return w;
   }
 
   static inline uint32_t eq_mask(const uint8_t* p, uint8_t l) {

@@ -2,6 +2,9 @@
 // variant, so both round identically.
 #include <cstdint>
 #include <cstring>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "leaf.hpp"
 
@@ -19,40 +22,38 @@ struct GenericOps {
       mn[j] = kInf;
       mx[j] = -kInf;
     }
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-      for (int j = 0; j < 8; ++j) {
-        const double v = static_cast<double>(x[i + j]);
-        p[j] += (0.0 > v) ? 0.0 : v;
-        q[j] += (0.0 < v) ? 0.0 : v;
-        s[j] += v * v;
-        mn[j] = mn[j] < v ? mn[j] : v;
-        mx[j] = mx[j] > v ? mx[j] : v;
-      }
+    for (int64_t i = 0; i < n; ++i) {
+      const int j = static_cast<int>(i & 7);
+      pixel_into(p[j], q[j], s[j], mn[j], mx[j], static_cast<double>(x[i]));
     }
     auto add8 = [](const double* l) { return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7])); };
     auto min8 = [](const double* l) {
       double h[4], g[2];
-      for (int j = 0; j < 4; ++j) h[j] = l[j] < l[j + 4] ? l[j] : l[j + 4];
-      for (int j = 0; j < 2; ++j) g[j] = h[j] < h[j + 2] ? h[j] : h[j + 2];
-      return g[0] < g[1] ? g[0] : g[1];
+      for (int j = 0; j < 4; ++j) h[j] = dmin(l[j], l[j + 4]);
+      for (int j = 0; j < 2; ++j) g[j] = dmin(h[j], h[j + 2]);
+      return dmin(g[0], g[1]);
     };
     auto max8 = [](const double* l) {
       double h[4], g[2];
-      for (int j = 0; j < 4; ++j) h[j] = l[j] > l[j + 4] ? l[j] : l[j + 4];
-      for (int j = 0; j < 2; ++j) g[j] = h[j] > h[j + 2] ? h[j] : h[j + 2];
-      return g[0] > g[1] ? g[0] : g[1];
+      for (int j = 0; j < 4; ++j) h[j] = dmax(l[j], l[j + 4]);
+      for (int j = 0; j < 2; ++j) g[j] = dmax(h[j], h[j + 2]);
+      return dmax(g[0], g[1]);
     };
-    RunStats r{add8(p), add8(q), add8(s), min8(mn), max8(mx)};
-    for (; i < n; ++i) {
-      const double v = static_cast<double>(x[i]);
-      r.pos += (0.0 > v) ? 0.0 : v;
-      r.neg += (0.0 < v) ? 0.0 : v;
-      r.sq += v * v;
-      r.min = r.min < v ? r.min : v;
-      r.max = r.max > v ? r.max : v;
-    }
-    return r;
+    return RunStats{add8(p), add8(q), add8(s), min8(mn), max8(mx)};
+  }
+
+  static void add_pixel(PixelAccumulator& a, double v) {
+    a.pos += dmax(0.0, v);
+    a.neg += dmin(0.0, v);
+    a.sq += v * v;
+    a.count += 1.0;
+    a.min = dmin(a.min, v);
+    a.negmax = dmin(a.negmax, -v);
+  }
+
+  static int64_t find_word(const uint64_t* p, int64_t w, int64_t end, uint64_t skip) {
+    while (w < end && p[w] == skip) ++w;
+    return w;
   }
 
   template <class L>

@@ -37,6 +37,7 @@ struct ThreadState {
   std::vector<Accumulator> acc, acc2;
   std::vector<int64_t> touched, touched2;
   std::vector<uint64_t> words;
+  std::vector<PixelAccumulator> lanes;
   ChunkScratch scratch;
   KernelError error;
 
@@ -49,9 +50,12 @@ struct ThreadState {
         acc2(slots <= kMaxSlotsForSecondSet ? static_cast<size_t>(slots) : 0),
         touched(static_cast<size_t>(slots)),
         touched2(slots <= kMaxSlotsForSecondSet ? static_cast<size_t>(slots) : 0),
-        words(static_cast<size_t>(kChunkPixels / 64)) {
+        words(static_cast<size_t>(kChunkPixels / 64)),
+        lanes(slots + 1 <= kMaxLaneSlots ? static_cast<size_t>(2 * (slots + 1)) : 0) {
     for (auto& a : acc) identity(a);
     for (auto& a : acc2) identity(a);
+    for (auto& l : lanes) l = PixelAccumulator{0.0, 0.0, 0.0, 0.0, kInfinity, kInfinity, {0.0, 0.0}};
+    scratch.lanes = lanes.empty() ? nullptr : lanes.data();
     scratch.acc = acc.data();
     scratch.acc2 = acc2.empty() ? nullptr : acc2.data();
     scratch.touched = touched.data();
@@ -222,6 +226,7 @@ KernelError reduce_masks(const MasksInput& in, const StatsOutput& out) {
                [&](ChunkScratch& s, int64_t b, int64_t p0, int64_t n) {
                  MaskChunkArgs args{x + static_cast<size_t>(b * in.pixels) * xs,
                                     in.words + static_cast<size_t>(b * in.num_segments * in.words_per_mask),
+                                    in.bounds + static_cast<size_t>(b * in.num_segments * 2),
                                     in.num_segments,
                                     in.words_per_mask,
                                     in.pixels,
@@ -233,12 +238,21 @@ KernelError reduce_masks(const MasksInput& in, const StatsOutput& out) {
                });
 }
 
-void pack_masks(const uint8_t* masks, int64_t planes, int64_t pixels, uint64_t* words, int threads) {
+void pack_masks(const uint8_t* masks, int64_t planes, int64_t pixels, uint64_t* words, int64_t* bounds, int threads) {
   const int64_t nw = (pixels + 63) / 64;
   const PackPlaneFn fn = leaf_table().pack_plane;
   parallel_units(
       planes, threads, [](int) { return 0; },
-      [&](int, int64_t p) { fn(masks + static_cast<size_t>(p * pixels), pixels, words + static_cast<size_t>(p * nw)); });
+      [&](int, int64_t p) {
+        uint64_t* plane = words + static_cast<size_t>(p * nw);
+        fn(masks + static_cast<size_t>(p * pixels), pixels, plane);
+        int64_t first = 0, last = nw;
+        while (first < nw && plane[first] == 0) ++first;
+        while (last > first && plane[last - 1] == 0) --last;
+        if (first == last) first = last = 0;
+        bounds[2 * p] = first;
+        bounds[2 * p + 1] = last;
+      });
 }
 
 uint64_t read_probe(const uint8_t* data, int64_t bytes, int threads) {

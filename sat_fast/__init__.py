@@ -24,6 +24,10 @@ from sat_fast.tables import (
     table_schema,
 )
 
+# --- segments (issue 4): sat_fast/segments.py, sat_fast/transforms.py ---
+from sat_fast import segments, transforms
+from sat_fast.segments import LoadReport, Segments
+
 # --- aggregate / deletion / plots / report (issue 5) ---
 from sat_fast.aggregate import AGGREGATE_COLUMNS, aggregate, compare, flag_shortcuts
 from sat_fast.deletion import deletion_agreement, segment_deletion
@@ -41,6 +45,10 @@ from sat_fast.report import report, summary
 __version__ = "0.1.0"
 
 __all__ = [
+    "LoadReport",
+    "Segments",
+    "segments",
+    "transforms",
     # issue 5
     "AGGREGATE_COLUMNS",
     "aggregate",

@@ -17,12 +17,30 @@ def reduce_labels(
 def reduce_masks(
     saliency: npt.NDArray[np.floating],
     words: npt.NDArray[np.uint64],
+    bounds: npt.NDArray[np.int64],
     num_segments: int,
     unassigned: bool = False,
     skip_nonfinite: bool = False,
     threads: int | None = None,
 ) -> dict[str, np.ndarray]: ...
-def pack_masks(masks: npt.NDArray[np.bool_] | npt.NDArray[np.uint8], threads: int | None = None) -> npt.NDArray[np.uint64]: ...
+def pack_masks(
+    masks: npt.NDArray[np.bool_] | npt.NDArray[np.uint8], threads: int | None = None
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64]]: ...
 def read_probe(data: np.ndarray, threads: int | None = None) -> int: ...
 def default_threads() -> int: ...
 def kernel_variant() -> str: ...
+
+# RLE segments (issue 4)
+RLE_BLOCK_ROWS: int
+
+def reduce_rle(
+    saliency_maps: list[npt.NDArray[np.floating]],
+    image_segments: npt.NDArray[np.int64],
+    segment_instances: npt.NDArray[np.int64],
+    instance_offsets: npt.NDArray[np.int64],
+    counts: npt.NDArray[np.uint32],
+    unassigned: bool = False,
+    skip_nonfinite: bool = False,
+    threads: int | None = None,
+) -> dict[str, np.ndarray]: ...
+def rle_from_strings(strings: list[str | bytes]) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.int64]]: ...

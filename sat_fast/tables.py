@@ -37,8 +37,10 @@ class PackedMasks:
     """Overlapping boolean masks packed one bit per segment per pixel.
 
     ``words[b, k, w]`` holds pixels ``64*w .. 64*w + 63`` (row-major within the
-    image) of segment ``k`` of image ``b``, lowest bit first. Pack once with
-    :func:`pack_masks` and reduce many saliency maps against the result.
+    image) of segment ``k`` of image ``b``, lowest bit first. ``bounds[b, k]``
+    is the ``[first, last)`` range of words of that mask that are not zero
+    (computed when omitted), so small masks are not scanned end to end. Pack
+    once with :func:`pack_masks` and reduce many saliency maps against it.
 
     Examples
     --------
@@ -54,6 +56,7 @@ class PackedMasks:
     words: np.ndarray
     height: int
     width: int
+    bounds: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         w = self.words
@@ -67,6 +70,10 @@ class PackedMasks:
                 f"PackedMasks.words has {w.shape[2]} words per mask but {self.height}x{self.width} "
                 f"images need {expected}"
             )
+        if self.bounds is None:
+            object.__setattr__(self, "bounds", _word_bounds(w))
+        elif self.bounds.dtype != np.int64 or self.bounds.shape != w.shape[:2] + (2,):
+            raise ValueError(f"PackedMasks.bounds must be int64 of shape {w.shape[:2] + (2,)}")
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -82,9 +89,14 @@ class PackedMasks:
 
     def __getitem__(self, index: slice | int) -> PackedMasks:
         """Images by batch index or slice, still packed."""
-        if isinstance(index, slice):
-            return PackedMasks(np.ascontiguousarray(self.words[index]), self.height, self.width)
-        return PackedMasks(np.ascontiguousarray(self.words[index : index + 1 or None]), self.height, self.width)
+        if not isinstance(index, slice):
+            index = slice(index, index + 1 or None)
+        return PackedMasks(
+            np.ascontiguousarray(self.words[index]),
+            self.height,
+            self.width,
+            np.ascontiguousarray(self.bounds[index]),  # type: ignore[index]
+        )
 
     def unpack(self) -> np.ndarray:
         """The boolean masks, shape (B, K, H, W)."""
@@ -92,6 +104,15 @@ class PackedMasks:
         n = self.height * self.width
         bits = np.unpackbits(self.words.view(np.uint8), axis=-1, bitorder="little")
         return bits[..., :n].astype(bool).reshape(b, k, self.height, self.width)
+
+
+def _word_bounds(words: np.ndarray) -> np.ndarray:
+    nonzero = words != 0
+    n = words.shape[-1]
+    any_set = nonzero.any(axis=-1)
+    first = np.where(any_set, nonzero.argmax(axis=-1), 0)
+    last = np.where(any_set, n - nonzero[..., ::-1].argmax(axis=-1), 0)
+    return np.ascontiguousarray(np.stack([first, last], axis=-1).astype(np.int64))
 
 
 class SegmentStats(Mapping[str, np.ndarray]):
@@ -255,8 +276,8 @@ def pack_masks(masks: Any, *, threads: int | None = None) -> PackedMasks:
         raise ValueError(f"masks must have shape (B, K, H, W), got {v.shape_str(m.shape)}")
     if m.dtype != np.bool_:
         raise TypeError(f"masks must be boolean, got dtype {m.dtype}; use masks.astype(bool)")
-    words = _core.pack_masks(np.ascontiguousarray(m), threads=v.num_threads(threads))
-    return PackedMasks(words, int(m.shape[2]), int(m.shape[3]))
+    words, bounds = _core.pack_masks(np.ascontiguousarray(m), threads=v.num_threads(threads))
+    return PackedMasks(words, int(m.shape[2]), int(m.shape[3]), bounds)
 
 
 def segment_stats(
@@ -345,7 +366,13 @@ def segment_stats(
         raise ValueError(f"num_segments is {num_segments} but masks have {k} segments")
     v.num_segments_value(k)
     raw = _core.reduce_masks(
-        x, np.ascontiguousarray(packed.words), k, unassigned=unassigned, skip_nonfinite=skip, threads=nthreads
+        x,
+        np.ascontiguousarray(packed.words),
+        np.ascontiguousarray(packed.bounds),
+        k,
+        unassigned=unassigned,
+        skip_nonfinite=skip,
+        threads=nthreads,
     )
     return SegmentStats._from_kernel(raw, height, width, unassigned)
 
@@ -433,7 +460,7 @@ def stats_table(
     target_arr = None
     if targets is not None:
         t = v.per_image(targets, b, "targets")
-        if t.dtype.kind not in "iu":
+        if t.size and t.dtype.kind not in "iu":
             raise TypeError(f"targets must be integers, got dtype {t.dtype}")
         target_arr = t.astype(np.int64)
     meta: dict[str, pl.Series] = {}
@@ -492,7 +519,7 @@ def segment_table(
     labels: Any = None,
     *,
     masks: Any = None,
-    names: Sequence[str],
+    names: Sequence[str] | None = None,
     image_ids: Any = None,
     targets: Any = None,
     ignore_index: int | None = None,
@@ -500,6 +527,7 @@ def segment_table(
     nonfinite: Literal["raise", "skip"] = "raise",
     unassigned: str | None = None,
     metadata: Mapping[str, Any] | None = None,
+    segments: Sequence[Any] | None = None,
 ) -> pl.DataFrame:
     """Per-image Segment Attribution Table: one row per (image, present segment).
 
@@ -529,6 +557,14 @@ def segment_table(
         Extra per-image columns (true label, predicted class, split, model
         name, ...): a mapping from column name to one value per image, or a
         scalar for all images. They repeat on each of the image's rows.
+    segments
+        Instead of ``labels``/``masks`` and ``names``: one
+        :class:`sat_fast.segments.Segments` per image (label map, packed
+        masks or COCO RLE, each at its image's size and with its own names).
+        ``saliency`` is then (B, H, W) or a sequence of (H, W) maps matching
+        each image's size; ``segment`` holds the merged vocabulary and
+        ``image_ids`` default to the Segments' ids. RLE is reduced from the
+        runs without decoding.
 
     Returns
     -------
@@ -550,6 +586,17 @@ def segment_table(
     >>> t.select("image_id", "target", "segment", "mean", "share", "rank").rows()
     [(0, 3, 'eye', 1.0, 0.5, 1), (0, 3, 'background', -1.0, 0.5, 2)]
     """
+    if segments is not None:  # per-image Segments (issue 4): see sat_fast/segments.py
+        if labels is not None or masks is not None or names is not None or ignore_index is not None:
+            raise ValueError("segments= replaces labels, masks, names and ignore_index; pass it alone")
+        from sat_fast.segments import segment_table_from_segments
+
+        return segment_table_from_segments(
+            saliency, segments, image_ids=image_ids, targets=targets, threads=threads, nonfinite=nonfinite,
+            unassigned=unassigned, metadata=metadata,
+        )
+    if names is None:
+        raise TypeError("segment_table needs names= (or segments=)")
     names_list = v.segment_names(names, None)
     if labels is not None and masks is None:
         try:

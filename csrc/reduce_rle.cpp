@@ -1,0 +1,654 @@
+// RLE-native reduction; see reduce_rle.hpp for the design.
+//
+// Like the other kernels this one trusts the shapes and offsets the bindings
+// checked, but re-checks every run against the image size before using it,
+// because the arrays may change while the GIL is released.
+#include "reduce_rle.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <utility>
+#include <vector>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#include <xmmintrin.h>
+#endif
+
+#include "reduce_rle_avx2.hpp"
+#include "threads.hpp"
+
+namespace sat {
+
+namespace {
+
+constexpr double kInf = HUGE_VAL;
+constexpr int64_t B = kRleBlockRows;
+
+// Branch-free min/max with the ternaries' semantics (x < y ? x : y, the
+// second operand on NaN): GCC compiles the plain ternaries to branches, which
+// mispredict on saliency values.
+#if defined(__SSE2__)
+inline double min_of(double x, double y) { return _mm_cvtsd_f64(_mm_min_sd(_mm_set_sd(x), _mm_set_sd(y))); }
+inline double max_of(double x, double y) { return _mm_cvtsd_f64(_mm_max_sd(_mm_set_sd(x), _mm_set_sd(y))); }
+#else
+inline double min_of(double x, double y) { return x < y ? x : y; }
+inline double max_of(double x, double y) { return x > y ? x : y; }
+#endif
+
+struct Acc {
+  double pos = 0.0, neg = 0.0, sq = 0.0, min = kInf, max = -kInf;
+  int64_t count = 0;
+};
+
+// A double-double running sum (Knuth's TwoSum), so that differences of the
+// column-prefix sums stay accurate relative to the columns they span.
+struct Compensated {
+  double hi = 0.0, lo = 0.0;
+  void add(double v) {
+    const double s = hi + v;
+    const double bp = s - hi;
+    const double err = (hi - (s - bp)) + (v - bp);
+    hi = s;
+    lo += err;
+  }
+};
+
+inline double diff(const Compensated& b, const Compensated& a) { return (b.hi - a.hi) + (b.lo - a.lo); }
+
+// The per-image summary, reused across the images a thread processes.
+// Column-major layouts throughout, so that everything one column piece needs
+// sits together in memory.
+template <class T>
+struct MinMax {
+  T mn, mx;
+};
+
+template <class T>
+struct Summary {
+  int64_t h = 0, w = 0, nb = 0;  // rows, columns, blocks per column
+  bool has_nonfinite = false;
+  // (w, h): the saliency, transposed, so the few pixels a run end reads are
+  // contiguous.
+  std::vector<T> xt;
+  // (w, nb + 1): column prefix sums at block boundaries (row min(k*B, h)).
+  // pos, neg and sq side by side: a run end reads one cache line, not three.
+  struct Sums {
+    double pos, neg, sq;
+  };
+  std::vector<Sums> pre;
+  std::vector<int64_t> pnf;
+  // (block_levels, w, nb): per column, sparse tables over blocks; level 0
+  // is the min/max of each block over its finite pixels, level l of block k
+  // covers blocks [k, k + 2^l).
+  std::vector<MinMax<T>> blocks;
+  int block_levels = 0;
+  // (w + 1): prefix over columns of the column totals.
+  std::vector<Compensated> qpos, qneg, qsq;
+  std::vector<int64_t> qnf;
+  // (levels, w): sparse tables over columns.
+  std::vector<MinMax<T>> cols;
+  int levels = 0;
+
+  // Min and max of blocks [k0, k1) of column c, k0 < k1: O(1).
+  void block_range(int64_t c, int64_t k0, int64_t k1, T& mn, T& mx) const {
+    const int l = 63 - __builtin_clzll(static_cast<unsigned long long>(k1 - k0));
+    const int64_t base = static_cast<int64_t>(l) * nb * w + c * nb;
+    const int64_t k2 = k1 - (int64_t(1) << l);
+    mn = std::min(blocks[base + k0].mn, blocks[base + k2].mn);
+    mx = std::max(blocks[base + k0].mx, blocks[base + k2].mx);
+  }
+};
+
+int sparse_levels(int64_t n) {
+  int levels = 1;
+  while ((int64_t(1) << levels) <= n) ++levels;
+  return levels;
+}
+
+// Builds levels 1.. of `outer` sparse tables of length n each, whose level 0
+// is filled; level l holds outer * n entries.
+template <class T>
+void build_sparse(MinMax<T>* t, int levels, int64_t outer, int64_t n) {
+  const int64_t count = outer * n;
+  for (int l = 1; l < levels; ++l) {
+    const int64_t half = int64_t(1) << (l - 1);
+    const int64_t valid = n - (int64_t(1) << l) + 1;
+    for (int64_t o = 0; o < outer; ++o) {
+      const MinMax<T>* in = t + (l - 1) * count + o * n;
+      MinMax<T>* out = t + l * count + o * n;
+      for (int64_t i = 0; i < valid; ++i) {
+        out[i].mn = std::min(in[i].mn, in[i + half].mn);
+        out[i].mx = std::max(in[i].mx, in[i + half].mx);
+      }
+    }
+  }
+}
+
+template <class T>
+struct Image {
+  const Summary<T>& s;
+  bool skip;
+  double inv_h;
+
+  void scan(Acc& a, int64_t c, int64_t r0, int64_t r1) const {
+    const T* col = s.xt.data() + c * s.h;
+    for (int64_t r = r0; r < r1; ++r) {
+      const double v = static_cast<double>(col[r]);
+      if (skip && !std::isfinite(v)) continue;
+      a.pos += max_of(0.0, v);
+      a.neg += min_of(0.0, v);
+      a.sq += v * v;
+      a.min = min_of(a.min, v);
+      a.max = max_of(a.max, v);
+      a.count += 1;
+    }
+  }
+
+  // Rows [r0, r1) of column c.
+  void piece(Acc& a, int64_t c, int64_t r0, int64_t r1) const {
+    const int64_t k0 = (r0 + B - 1) / B;           // first whole block
+    const int64_t k1 = r1 == s.h ? s.nb : r1 / B;  // end of whole blocks
+    if (k0 >= k1) {
+      scan(a, c, r0, r1);
+      return;
+    }
+    scan(a, c, r0, k0 * B);
+    const int64_t i0 = c * (s.nb + 1) + k0, i1 = c * (s.nb + 1) + k1;
+    a.pos += s.pre[i1].pos - s.pre[i0].pos;
+    a.neg += s.pre[i1].neg - s.pre[i0].neg;
+    a.sq += s.pre[i1].sq - s.pre[i0].sq;
+    const int64_t rows_end = std::min(k1 * B, s.h);
+    int64_t n = rows_end - k0 * B;
+    if (s.has_nonfinite) n -= s.pnf[i1] - s.pnf[i0];
+    a.count += n;
+    T mn, mx;
+    s.block_range(c, k0, k1, mn, mx);
+    a.min = min_of(a.min, static_cast<double>(mn));
+    a.max = max_of(a.max, static_cast<double>(mx));
+    if (rows_end < r1) scan(a, c, rows_end, r1);
+  }
+
+  // Whole columns [c0, c1).
+  void columns(Acc& a, int64_t c0, int64_t c1) const {
+    if (c0 >= c1) return;
+    a.pos += diff(s.qpos[c1], s.qpos[c0]);
+    a.neg += diff(s.qneg[c1], s.qneg[c0]);
+    a.sq += diff(s.qsq[c1], s.qsq[c0]);
+    int64_t n = (c1 - c0) * s.h;
+    if (s.has_nonfinite) n -= s.qnf[c1] - s.qnf[c0];
+    a.count += n;
+    const int l = 63 - __builtin_clzll(static_cast<unsigned long long>(c1 - c0));
+    const int64_t base = static_cast<int64_t>(l) * s.w;
+    const int64_t c2 = c1 - (int64_t(1) << l);
+    const double mn = std::min(s.cols[base + c0].mn, s.cols[base + c2].mn);
+    const double mx = std::max(s.cols[base + c0].mx, s.cols[base + c2].mx);
+    a.min = a.min < mn ? a.min : mn;
+    a.max = a.max > mx ? a.max : mx;
+  }
+
+  // column = p / h, row = p % h, by a reciprocal (an integer division per
+  // run end costs as much as the rest of the run's work).
+  void divide(int64_t p, int64_t& column, int64_t& row) const {
+    int64_t c = static_cast<int64_t>(static_cast<double>(p) * inv_h);
+    int64_t r = p - c * s.h;
+    while (r < 0) {
+      --c;
+      r += s.h;
+    }
+    while (r >= s.h) {
+      ++c;
+      r -= s.h;
+    }
+    column = c;
+    row = r;
+  }
+
+  // Pixels [p, q) in column-major order, 0 <= p < q <= h*w.
+  void run(Acc& a, int64_t p, int64_t q) const {
+    const int64_t h = s.h;
+    int64_t c0, r0, c1, r1;
+    divide(p, c0, r0);
+    divide(q - 1, c1, r1);
+    r1 += 1;
+    if (c0 == c1) {
+      if (r0 == 0 && r1 == h)
+        columns(a, c0, c0 + 1);
+      else
+        piece(a, c0, r0, r1);
+      return;
+    }
+    int64_t first = c0;
+    if (r0 != 0) {
+      piece(a, c0, r0, h);
+      first = c0 + 1;
+    }
+    int64_t last = c1 + 1;
+    if (r1 != h) {
+      piece(a, c1, 0, r1);
+      last = c1;
+    }
+    columns(a, first, last);
+  }
+};
+
+// One block of rows [r0, r1) of columns [c0, c0 + S): running sums continue
+// from the previous block boundary and block min/max start afresh. S columns
+// at a time keeps every accumulator in registers and lets the compiler
+// vectorise across columns (the unchecked variant has no branch per pixel).
+template <int S, bool Checked, class T>
+inline void fill_strip(Summary<T>& s, const T* x, int64_t k, int64_t r0, int64_t r1, int64_t c0) {
+  const int64_t w = s.w, np1 = s.nb + 1;
+  constexpr T inf = std::numeric_limits<T>::infinity();
+  double p[S], q[S], sq[S];
+  T mn[S], mx[S];
+  int64_t nf[S];
+  for (int j = 0; j < S; ++j) {
+    const int64_t i = (c0 + j) * np1 + k;
+    p[j] = s.pre[i].pos;
+    q[j] = s.pre[i].neg;
+    sq[j] = s.pre[i].sq;
+    nf[j] = Checked ? s.pnf[i] : 0;
+    mn[j] = inf;
+    mx[j] = -inf;
+  }
+  for (int64_t r = r0; r < r1; ++r) {
+    const T* row = x + r * w + c0;
+    for (int j = 0; j < S; ++j) {
+      const T t = row[j];
+      if (Checked && !std::isfinite(t)) {
+        nf[j] += 1;
+        continue;
+      }
+      const double v = static_cast<double>(t);
+      p[j] += (0.0 > v) ? 0.0 : v;
+      q[j] += (0.0 < v) ? 0.0 : v;
+      sq[j] += v * v;
+      mn[j] = mn[j] < t ? mn[j] : t;
+      mx[j] = mx[j] > t ? mx[j] : t;
+    }
+  }
+  for (int j = 0; j < S; ++j) {
+    const int64_t i = (c0 + j) * np1 + k + 1;
+    s.pre[i].pos = p[j];
+    s.pre[i].neg = q[j];
+    s.pre[i].sq = sq[j];
+    if (Checked) s.pnf[i] = nf[j];
+    s.blocks[(c0 + j) * s.nb + k] = MinMax<T>{mn[j], mx[j]};
+  }
+}
+
+#if defined(__SSE2__)
+// The unchecked 4-column strip with SSE2 (baseline on x86-64): GCC turns the
+// portable ternaries into unpredictable branches here. NaN handling does not
+// matter on this path: a non-finite pixel makes the sums non-finite, and the
+// block is then redone by the checked variant.
+struct Lanes4 {
+  __m128d p0, p1, q0, q1, s0, s1, mn0, mn1, mx0, mx1;
+  void add(__m128d a, __m128d b) {
+    const __m128d zero = _mm_setzero_pd();
+    p0 = _mm_add_pd(p0, _mm_max_pd(zero, a));
+    p1 = _mm_add_pd(p1, _mm_max_pd(zero, b));
+    q0 = _mm_add_pd(q0, _mm_min_pd(zero, a));
+    q1 = _mm_add_pd(q1, _mm_min_pd(zero, b));
+    s0 = _mm_add_pd(s0, _mm_mul_pd(a, a));
+    s1 = _mm_add_pd(s1, _mm_mul_pd(b, b));
+    mn0 = _mm_min_pd(mn0, a);
+    mn1 = _mm_min_pd(mn1, b);
+    mx0 = _mm_max_pd(mx0, a);
+    mx1 = _mm_max_pd(mx1, b);
+  }
+  void add(__m128 v) { add(_mm_cvtps_pd(v), _mm_cvtps_pd(_mm_movehl_ps(v, v))); }
+};
+
+// Accumulates rows [r0, r1) of columns c0..c0+3 and writes them, transposed
+// in registers, to the column-major copy.
+inline void strip4_rows(Lanes4& l, const float* x, float* xt, int64_t w, int64_t h, int64_t r0, int64_t r1,
+                        int64_t c0) {
+  int64_t r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    // The 16 rows of a block are read as 16 interleaved streams, which the
+    // hardware prefetchers follow badly: fetch a few cache lines ahead.
+    for (int j = 0; j < 4; ++j) _mm_prefetch(reinterpret_cast<const char*>(x + (r + j) * w + c0 + 64), _MM_HINT_T0);
+    __m128 v0 = _mm_loadu_ps(x + r * w + c0), v1 = _mm_loadu_ps(x + (r + 1) * w + c0);
+    __m128 v2 = _mm_loadu_ps(x + (r + 2) * w + c0), v3 = _mm_loadu_ps(x + (r + 3) * w + c0);
+    l.add(v0);
+    l.add(v1);
+    l.add(v2);
+    l.add(v3);
+    _MM_TRANSPOSE4_PS(v0, v1, v2, v3);
+    _mm_storeu_ps(xt + c0 * h + r, v0);
+    _mm_storeu_ps(xt + (c0 + 1) * h + r, v1);
+    _mm_storeu_ps(xt + (c0 + 2) * h + r, v2);
+    _mm_storeu_ps(xt + (c0 + 3) * h + r, v3);
+  }
+  for (; r < r1; ++r) {
+    const float* row = x + r * w + c0;
+    l.add(_mm_loadu_ps(row));
+    for (int j = 0; j < 4; ++j) xt[(c0 + j) * h + r] = row[j];
+  }
+}
+
+inline void strip4_rows(Lanes4& l, const double* x, double* xt, int64_t w, int64_t h, int64_t r0, int64_t r1,
+                        int64_t c0) {
+  int64_t r = r0;
+  for (; r + 2 <= r1; r += 2) {
+    const __m128d a0 = _mm_loadu_pd(x + r * w + c0), b0 = _mm_loadu_pd(x + r * w + c0 + 2);
+    const __m128d a1 = _mm_loadu_pd(x + (r + 1) * w + c0), b1 = _mm_loadu_pd(x + (r + 1) * w + c0 + 2);
+    l.add(a0, b0);
+    l.add(a1, b1);
+    _mm_storeu_pd(xt + c0 * h + r, _mm_unpacklo_pd(a0, a1));
+    _mm_storeu_pd(xt + (c0 + 1) * h + r, _mm_unpackhi_pd(a0, a1));
+    _mm_storeu_pd(xt + (c0 + 2) * h + r, _mm_unpacklo_pd(b0, b1));
+    _mm_storeu_pd(xt + (c0 + 3) * h + r, _mm_unpackhi_pd(b0, b1));
+  }
+  for (; r < r1; ++r) {
+    const double* row = x + r * w + c0;
+    l.add(_mm_loadu_pd(row), _mm_loadu_pd(row + 2));
+    for (int j = 0; j < 4; ++j) xt[(c0 + j) * h + r] = row[j];
+  }
+}
+
+template <class T>
+inline void fill_strip4_sse2(Summary<T>& s, const T* x, int64_t k, int64_t r0, int64_t r1, int64_t c0) {
+  const int64_t np1 = s.nb + 1;
+  double p[4], q[4], sq[4], mn[4], mx[4];
+  for (int j = 0; j < 4; ++j) {
+    const int64_t i = (c0 + j) * np1 + k;
+    p[j] = s.pre[i].pos;
+    q[j] = s.pre[i].neg;
+    sq[j] = s.pre[i].sq;
+  }
+  Lanes4 l;
+  l.p0 = _mm_loadu_pd(p);
+  l.p1 = _mm_loadu_pd(p + 2);
+  l.q0 = _mm_loadu_pd(q);
+  l.q1 = _mm_loadu_pd(q + 2);
+  l.s0 = _mm_loadu_pd(sq);
+  l.s1 = _mm_loadu_pd(sq + 2);
+  l.mn0 = l.mn1 = _mm_set1_pd(kInf);
+  l.mx0 = l.mx1 = _mm_set1_pd(-kInf);
+  strip4_rows(l, x, s.xt.data(), s.w, s.h, r0, r1, c0);
+  const __m128d p0 = l.p0, p1 = l.p1, q0 = l.q0, q1 = l.q1, s0 = l.s0, s1 = l.s1;
+  const __m128d mn0 = l.mn0, mn1 = l.mn1, mx0 = l.mx0, mx1 = l.mx1;
+  _mm_storeu_pd(p, p0);
+  _mm_storeu_pd(p + 2, p1);
+  _mm_storeu_pd(q, q0);
+  _mm_storeu_pd(q + 2, q1);
+  _mm_storeu_pd(sq, s0);
+  _mm_storeu_pd(sq + 2, s1);
+  _mm_storeu_pd(mn, mn0);
+  _mm_storeu_pd(mn + 2, mn1);
+  _mm_storeu_pd(mx, mx0);
+  _mm_storeu_pd(mx + 2, mx1);
+  for (int j = 0; j < 4; ++j) {
+    const int64_t i = (c0 + j) * np1 + k + 1;
+    s.pre[i].pos = p[j];
+    s.pre[i].neg = q[j];
+    s.pre[i].sq = sq[j];
+    // Exact: the values came from T.
+    s.blocks[(c0 + j) * s.nb + k] = MinMax<T>{static_cast<T>(mn[j]), static_cast<T>(mx[j])};
+  }
+}
+#endif
+
+// The 8-column AVX2 strip (reduce_rle_avx2.cpp), with the summary's layout
+// translated to and from its raw arrays.
+template <class T>
+void fill_strip8_avx2(Summary<T>& s, const T* x, int64_t k, int64_t r0, int64_t r1, int64_t c0) {
+  const int64_t np1 = s.nb + 1;
+  double sums[24];
+  T mn[8], mx[8];
+  for (int j = 0; j < 8; ++j) {
+    const typename Summary<T>::Sums& p = s.pre[(c0 + j) * np1 + k];
+    sums[j] = p.pos;
+    sums[8 + j] = p.neg;
+    sums[16 + j] = p.sq;
+  }
+  rle_avx2::strip8(x, s.w, s.h, r0, r1, c0, sums, mn, mx, s.xt.data());
+  for (int j = 0; j < 8; ++j) {
+    s.pre[(c0 + j) * np1 + k + 1] = typename Summary<T>::Sums{sums[j], sums[8 + j], sums[16 + j]};
+    s.blocks[(c0 + j) * s.nb + k] = MinMax<T>{mn[j], mx[j]};
+  }
+}
+
+// The kernel variant the rest of sat_fast chose (honours SAT_FAST_KERNEL).
+bool use_avx2() {
+  static const bool avx2 = std::strcmp(kernel_variant(), "avx2") == 0;
+  return avx2;
+}
+
+template <bool Checked, class T>
+void fill_blocks(Summary<T>& s, const T* x) {
+  constexpr int S = 4;
+  const bool avx2 = !Checked && use_avx2();
+  const int64_t np1 = s.nb + 1;
+  for (int64_t c = 0; c < s.w; ++c) {
+    s.pre[c * np1] = typename Summary<T>::Sums{0.0, 0.0, 0.0};
+    if (Checked) s.pnf[c * np1] = 0;
+  }
+  // Block by block, so the rows of one block are read from memory once and
+  // then stay in cache while their columns are swept.
+  for (int64_t k = 0; k < s.nb; ++k) {
+    const int64_t r0 = k * B, r1 = std::min(s.h, r0 + B);
+    int64_t c = 0;
+    if (avx2)
+      for (; c + 8 <= s.w; c += 8) fill_strip8_avx2(s, x, k, r0, r1, c);
+#if defined(__SSE2__)
+    if (!Checked)
+      for (; c + S <= s.w; c += S) fill_strip4_sse2(s, x, k, r0, r1, c);
+#endif
+    const int64_t c_vec = c;
+    for (; c + S <= s.w; c += S) fill_strip<S, Checked>(s, x, k, r0, r1, c);
+    for (; c < s.w; ++c) fill_strip<1, Checked>(s, x, k, r0, r1, c);
+    if (!Checked) {
+      // Columns the vector strips did not copy.
+      T* xt = s.xt.data();
+      for (c = c_vec; c < s.w; ++c)
+        for (int64_t r = r0; r < r1; ++r) xt[c * s.h + r] = x[r * s.w + c];
+    }
+  }
+}
+
+template <class T>
+int64_t first_nonfinite(const T* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(static_cast<double>(x[i]))) return i;
+  return -1;
+}
+
+// Builds the summary of one image. Returns the row-major index of the first
+// non-finite pixel when one exists and they are not skipped, else -1.
+template <class T>
+int64_t summarise(Summary<T>& s, const T* x, int64_t h, int64_t w, bool skip) {
+  s.h = h;
+  s.w = w;
+  s.nb = (h + B - 1) / B;
+  const int64_t np1 = s.nb + 1;
+  const size_t prefix = static_cast<size_t>(np1 * w), blocks = static_cast<size_t>(s.nb * w);
+  s.xt.resize(static_cast<size_t>(h * w));
+  s.pre.resize(prefix);
+  s.block_levels = sparse_levels(s.nb);
+  s.blocks.resize(blocks * static_cast<size_t>(s.block_levels));
+  s.has_nonfinite = false;
+  fill_blocks<false>(s, x);
+  bool finite = true;
+  for (int64_t c = 0; c < w && finite; ++c) {
+    const int64_t i = c * np1 + s.nb;
+    finite = std::isfinite(s.pre[i].pos) && std::isfinite(s.pre[i].neg) && std::isfinite(s.pre[i].sq);
+  }
+  if (!finite) {
+    // Either a non-finite pixel or float64 values so large that their squares
+    // overflow; only the first case changes anything.
+    const int64_t bad = first_nonfinite(x, h * w);
+    if (bad >= 0) {
+      if (!skip) return bad;
+      s.has_nonfinite = true;
+      s.pnf.resize(prefix);
+      fill_blocks<true>(s, x);
+    }
+  }
+  s.qpos.assign(static_cast<size_t>(w + 1), Compensated{});
+  s.qneg.assign(static_cast<size_t>(w + 1), Compensated{});
+  s.qsq.assign(static_cast<size_t>(w + 1), Compensated{});
+  if (s.has_nonfinite) s.qnf.assign(static_cast<size_t>(w + 1), 0);
+  for (int64_t c = 0; c < w; ++c) {
+    const int64_t i = c * np1 + s.nb;
+    s.qpos[c + 1] = s.qpos[c];
+    s.qpos[c + 1].add(s.pre[i].pos);
+    s.qneg[c + 1] = s.qneg[c];
+    s.qneg[c + 1].add(s.pre[i].neg);
+    s.qsq[c + 1] = s.qsq[c];
+    s.qsq[c + 1].add(s.pre[i].sq);
+    if (s.has_nonfinite) s.qnf[c + 1] = s.qnf[c] + s.pnf[i];
+  }
+  build_sparse(s.blocks.data(), s.block_levels, w, s.nb);
+  s.levels = sparse_levels(w);
+  s.cols.resize(static_cast<size_t>(s.levels * w));
+  for (int64_t c = 0; c < w; ++c) s.block_range(c, 0, s.nb, s.cols[c].mn, s.cols[c].mx);
+  build_sparse(s.cols.data(), s.levels, 1, w);
+  return -1;
+}
+
+struct Scratch {
+  Summary<float> f32;
+  Summary<double> f64;
+  Summary<float>& summary(const float*) { return f32; }
+  Summary<double>& summary(const double*) { return f64; }
+  std::vector<std::pair<int64_t, int64_t>> runs, all;
+};
+
+// Appends the runs of 1s of one instance; returns the sum of its counts.
+int64_t append_runs(const uint32_t* counts, int64_t n, int64_t limit, std::vector<std::pair<int64_t, int64_t>>& out) {
+  int64_t p = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t len = counts[i];
+    if ((i & 1) && len > 0 && p + len <= limit) out.emplace_back(p, p + len);
+    p += len;
+  }
+  return p;
+}
+
+// Sorts runs and joins those that overlap or touch.
+void coalesce(std::vector<std::pair<int64_t, int64_t>>& runs) {
+  if (runs.size() < 2) return;
+  std::sort(runs.begin(), runs.end());
+  size_t j = 0;
+  for (size_t i = 1; i < runs.size(); ++i) {
+    if (runs[i].first <= runs[j].second)
+      runs[j].second = std::max(runs[j].second, runs[i].second);
+    else
+      runs[++j] = runs[i];
+  }
+  runs.resize(j + 1);
+}
+
+void store(const Acc& a, const StatsOutput& out, int64_t row) {
+  out.count[row] = a.count;
+  out.pos[row] = a.pos;
+  out.neg[row] = a.neg;
+  out.sq[row] = a.sq;
+  if (a.count > 0) {
+    out.min[row] = a.min;
+    out.max[row] = a.max;
+  }
+}
+
+template <class T>
+RleError reduce_image(const RleInput& in, const StatsOutput& out, int64_t b, Scratch& sc) {
+  RleError err;
+  const RleImage& img = in.images[b];
+  const T* x = static_cast<const T*>(img.saliency);
+  const int64_t h = img.height, w = img.width, hw = h * w;
+  const int64_t s0 = in.image_segments[b], s1 = in.image_segments[b + 1];
+  const int64_t total_segments = in.image_segments[in.num_images];
+  if (hw == 0) return err;
+  Summary<T>& s = sc.summary(x);
+  const int64_t bad = summarise(s, x, h, w, in.skip_nonfinite);
+  if (bad >= 0) {
+    err.kind = RleError::NonFinite;
+    err.image = b;
+    err.pixel = bad;
+    err.value = static_cast<double>(x[bad]);
+    return err;
+  }
+  const Image<T> image{s, in.skip_nonfinite, 1.0 / static_cast<double>(h)};
+  sc.all.clear();
+  for (int64_t seg = s0; seg < s1; ++seg) {
+    sc.runs.clear();
+    for (int64_t i = in.segment_instances[seg]; i < in.segment_instances[seg + 1]; ++i) {
+      const int64_t c0 = in.instance_offsets[i], c1 = in.instance_offsets[i + 1];
+      const int64_t length = append_runs(in.counts + c0, c1 - c0, hw, sc.runs);
+      if (length != hw) {
+        err.kind = RleError::BadLength;
+        err.image = b;
+        err.instance = i;
+        err.length = length;
+        return err;
+      }
+    }
+    if (in.segment_instances[seg + 1] - in.segment_instances[seg] > 1) coalesce(sc.runs);
+    Acc a;
+    for (const auto& r : sc.runs) image.run(a, r.first, r.second);
+    store(a, out, seg);
+    if (in.unassigned) sc.all.insert(sc.all.end(), sc.runs.begin(), sc.runs.end());
+  }
+  if (in.unassigned) {
+    coalesce(sc.all);
+    Acc a;
+    int64_t p = 0;
+    for (const auto& r : sc.all) {
+      if (r.first > p) image.run(a, p, r.first);
+      p = r.second;
+    }
+    if (p < hw) image.run(a, p, hw);
+    store(a, out, total_segments + b);
+  }
+  out.total_pos[b] = s.qpos[w].hi + s.qpos[w].lo;
+  out.total_neg[b] = s.qneg[w].hi + s.qneg[w].lo;
+  out.nonfinite[b] = s.has_nonfinite ? s.qnf[w] : 0;
+  return err;
+}
+
+}  // namespace
+
+RleError reduce_rle(const RleInput& in, const StatsOutput& out) {
+  std::vector<RleError> errors(static_cast<size_t>(in.num_images));
+  parallel_units(
+      in.num_images, in.threads, [](int) { return Scratch(); },
+      [&](Scratch& sc, int64_t b) {
+        errors[static_cast<size_t>(b)] = in.saliency_type == SaliencyType::F32 ? reduce_image<float>(in, out, b, sc)
+                                                                               : reduce_image<double>(in, out, b, sc);
+      });
+  for (const RleError& e : errors)
+    if (e.kind != RleError::None) return e;
+  return RleError{};
+}
+
+int64_t rle_counts_from_string(const char* s, int64_t n, uint32_t* out) {
+  int64_t m = 0, p = 0;
+  while (p < n) {
+    int64_t x = 0;
+    int k = 0;
+    bool more = true;
+    const int64_t start = p;
+    while (more) {
+      if (p >= n || k > 12) return -1 - (p < n ? p : start);
+      const int c = static_cast<int>(static_cast<unsigned char>(s[p])) - 48;
+      if (c < 0 || c > 63) return -1 - p;
+      x |= static_cast<int64_t>(c & 0x1f) << (5 * k);
+      more = (c & 0x20) != 0;
+      ++p;
+      ++k;
+      if (!more && (c & 0x10)) x |= -(int64_t(1) << (5 * k));
+    }
+    if (m > 2) x += static_cast<int64_t>(out[m - 2]);
+    if (x < 0 || x > int64_t(0xFFFFFFFF)) return -1 - start;
+    out[m++] = static_cast<uint32_t>(x);
+  }
+  return m;
+}
+
+}  // namespace sat

@@ -1,0 +1,342 @@
+"""Keep masks aligned with saliency maps: the same geometry for images and masks.
+
+Saliency is computed at the model's input size (say 224x224 after resizing the
+shorter side and centre-cropping) while masks come at the original image size.
+Either apply the model's preprocessing to the masks too (:class:`Compose` of
+:class:`ResizeShorter`, :class:`CenterCrop`, :class:`Resize`, :class:`Pad`:
+bilinear or nearest for images, always nearest for masks and label maps), or
+bring the saliency back to the mask size with :func:`resize_saliency`.
+
+Geometry: output pixel ``i`` of a resize from ``n`` to ``m`` pixels samples
+input coordinate ``(i + 0.5) * n / m - 0.5`` (pixel centres, as in
+``torch.nn.functional.interpolate(..., align_corners=False)``; nearest takes
+``floor((i + 0.5) * n / m)``, torch's "nearest-exact"). Sizes follow
+torchvision: ``ResizeShorter(s)`` makes the shorter side ``s`` and the longer
+``int(s * long / short)``; ``CenterCrop`` starts at ``round((n - m) / 2)``.
+A shape mismatch is an error naming both shapes, never a broadcast.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+from sat_fast import _validate as v
+from sat_fast.segments import Segments, _replace, _rle_segments, rle_encode
+from sat_fast.tables import pack_masks
+
+__all__ = ["CenterCrop", "Compose", "Pad", "Resize", "ResizeShorter", "Transform", "resize_saliency"]
+
+Interpolation = Literal["bilinear", "nearest"]
+
+
+def _size_pair(size: Any, what: str) -> tuple[int, int]:
+    if isinstance(size, (tuple, list)):
+        if len(size) != 2:
+            raise ValueError(f"{what} must be an int or (height, width), got {size!r}")
+        h, w = (operator.index(s) for s in size)
+    else:
+        h = w = operator.index(size)
+    if h < 1 or w < 1:
+        raise ValueError(f"{what} must be positive, got {size!r}")
+    return h, w
+
+
+def _nearest_index(n: int, m: int) -> np.ndarray:
+    return np.minimum(((np.arange(m) + 0.5) * (n / m)).astype(np.int64), n - 1)
+
+
+def _bilinear_weights(n: int, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    src = np.clip((np.arange(m) + 0.5) * (n / m) - 0.5, 0.0, n - 1)
+    i0 = np.floor(src).astype(np.int64)
+    i1 = np.minimum(i0 + 1, n - 1)
+    return i0, i1, src - i0
+
+
+def _resize_axis(a: np.ndarray, axis: int, m: int, mode: Interpolation) -> np.ndarray:
+    n = a.shape[axis]
+    if n == m:
+        return a
+    if mode == "nearest":
+        return np.take(a, _nearest_index(n, m), axis=axis)
+    i0, i1, frac = _bilinear_weights(n, m)
+    shape = [1] * a.ndim
+    shape[axis] = m
+    f = frac.reshape(shape)
+    x = a.astype(np.float64, copy=False)
+    return np.take(x, i0, axis=axis) * (1.0 - f) + np.take(x, i1, axis=axis) * f
+
+
+class Transform:
+    """One geometric step applied alike to images, masks and :class:`Segments`.
+
+    Images are (H, W) or (H, W, C) arrays; masks are (H, W) or (K, H, W)
+    boolean (or integer label) arrays and always use nearest neighbour.
+    """
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """(H, W) after this step for an input of (height, width)."""
+        raise NotImplementedError
+
+    def _apply(self, a: np.ndarray, axes: tuple[int, int], mode: Interpolation, fill: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def image(self, image: Any, *, interpolation: Interpolation = "bilinear") -> np.ndarray:
+        """The transformed image, same dtype (integers are rounded and clipped)."""
+        if interpolation not in ("bilinear", "nearest"):
+            raise ValueError(f"interpolation must be 'bilinear' or 'nearest', got {interpolation!r}")
+        a = v.as_numpy(image, "image")
+        if a.ndim not in (2, 3):
+            raise ValueError(f"image must be (H, W) or (H, W, C), got {v.shape_str(a.shape)}")
+        out = self._apply(a, (0, 1), interpolation, None)
+        if out.dtype != a.dtype:
+            if a.dtype.kind in "iu":
+                info = np.iinfo(a.dtype)
+                out = np.clip(np.rint(out), info.min, info.max)
+            out = out.astype(a.dtype)
+        return out
+
+    def mask(self, mask: Any, *, fill: Any = 0) -> np.ndarray:
+        """The transformed mask(s) or label map, nearest neighbour; padding gets ``fill``."""
+        a = v.as_numpy(mask, "mask")
+        if a.ndim not in (2, 3):
+            raise ValueError(f"mask must be (H, W) or (K, H, W), got {v.shape_str(a.shape)}")
+        return self._apply(a, (a.ndim - 2, a.ndim - 1), "nearest", fill)
+
+    def segments(self, segments: Segments) -> Segments:
+        """The same segments after this step (kept in their representation)."""
+        if not isinstance(segments, Segments):
+            raise TypeError(f"expected Segments, got {type(segments).__name__}")
+        s = segments
+        h, w = self.output_size(s.height, s.width)
+        k = len(s)
+        if s.labels is not None:
+            return _replace(s, height=h, width=w, labels=np.ascontiguousarray(self.mask(s.labels, fill=k)))
+        masks = self.mask(s.masks(), fill=False)
+        if s.words is not None:
+            words = pack_masks(np.ascontiguousarray(masks[None])).words[0] if k else np.zeros((0, -(-h * w // 64)), np.uint64)
+            return _replace(s, height=h, width=w, words=words)
+        return _rle_segments(s.names, [[rle_encode(m)] for m in masks], h, w, s.image_id, s.source)
+
+    def __call__(self, image: Any) -> np.ndarray:
+        return self.image(image)
+
+
+class Resize(Transform):
+    """Resize to ``size`` = (height, width), or a square side.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> Resize((2, 4)).mask(np.eye(2, dtype=bool)).astype(int).tolist()
+    [[1, 1, 0, 0], [0, 0, 1, 1]]
+    """
+
+    def __init__(self, size: int | tuple[int, int]):
+        self.size = _size_pair(size, "size")
+
+    def __repr__(self) -> str:
+        return f"Resize({self.size})"
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        return self.size
+
+    def _apply(self, a: np.ndarray, axes: tuple[int, int], mode: Interpolation, fill: Any) -> np.ndarray:
+        out = _resize_axis(a, axes[0], self.size[0], mode)
+        return _resize_axis(out, axes[1], self.size[1], mode)
+
+
+class ResizeShorter(Resize):
+    """Resize so the shorter side is ``size``, keeping the aspect ratio (torchvision's ``Resize(int)``).
+
+    Examples
+    --------
+    >>> ResizeShorter(256).output_size(480, 640)
+    (256, 341)
+    """
+
+    def __init__(self, size: int):
+        self.side = operator.index(size)
+        if self.side < 1:
+            raise ValueError(f"size must be positive, got {size!r}")
+
+    def __repr__(self) -> str:
+        return f"ResizeShorter({self.side})"
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        s = self.side
+        if height <= width:
+            return (s, int(s * width / height))
+        return (int(s * height / width), s)
+
+    def _apply(self, a: np.ndarray, axes: tuple[int, int], mode: Interpolation, fill: Any) -> np.ndarray:
+        h, w = self.output_size(a.shape[axes[0]], a.shape[axes[1]])
+        return _resize_axis(_resize_axis(a, axes[0], h, mode), axes[1], w, mode)
+
+
+class CenterCrop(Transform):
+    """Crop the central ``size`` = (height, width), or a square side.
+
+    Examples
+    --------
+    >>> CenterCrop(224).output_size(256, 341)
+    (224, 224)
+    """
+
+    def __init__(self, size: int | tuple[int, int]):
+        self.size = _size_pair(size, "size")
+
+    def __repr__(self) -> str:
+        return f"CenterCrop({self.size})"
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        if self.size[0] > height or self.size[1] > width:
+            raise ValueError(
+                f"cannot centre-crop {v.shape_str(self.size)} from an image of shape {v.shape_str((height, width))}"
+            )
+        return self.size
+
+    def _apply(self, a: np.ndarray, axes: tuple[int, int], mode: Interpolation, fill: Any) -> np.ndarray:
+        h, w = a.shape[axes[0]], a.shape[axes[1]]
+        th, tw = self.output_size(h, w)
+        top, left = int(round((h - th) / 2.0)), int(round((w - tw) / 2.0))
+        index: list[Any] = [slice(None)] * a.ndim
+        index[axes[0]] = slice(top, top + th)
+        index[axes[1]] = slice(left, left + tw)
+        return a[tuple(index)]
+
+
+class Pad(Transform):
+    """Pad with ``top``, ``bottom``, ``left``, ``right`` pixels of ``fill`` (images) / no segment (masks).
+
+    Examples
+    --------
+    >>> Pad(top=1, left=2).output_size(3, 3)
+    (4, 5)
+    """
+
+    def __init__(self, *, top: int = 0, bottom: int = 0, left: int = 0, right: int = 0, fill: float = 0):
+        self.pads = tuple(operator.index(p) for p in (top, bottom, left, right))
+        if min(self.pads) < 0:
+            raise ValueError(f"padding must be non-negative, got {self.pads}")
+        self.fill = fill
+
+    def __repr__(self) -> str:
+        t, b, l, r = self.pads
+        return f"Pad(top={t}, bottom={b}, left={l}, right={r})"
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        t, b, l, r = self.pads
+        return (height + t + b, width + l + r)
+
+    def _apply(self, a: np.ndarray, axes: tuple[int, int], mode: Interpolation, fill: Any) -> np.ndarray:
+        t, b, l, r = self.pads
+        widths = [(0, 0)] * a.ndim
+        widths[axes[0]] = (t, b)
+        widths[axes[1]] = (l, r)
+        return np.pad(a, widths, constant_values=self.fill if fill is None else fill)
+
+
+class Compose(Transform):
+    """Several steps in order, e.g. ``Compose([ResizeShorter(256), CenterCrop(224)])``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> t = Compose([ResizeShorter(4), CenterCrop(4)])
+    >>> t.output_size(8, 12)
+    (4, 4)
+    >>> t.image(np.zeros((8, 12, 3), np.uint8)).shape
+    (4, 4, 3)
+    """
+
+    def __init__(self, steps: Sequence[Transform]):
+        self.steps = list(steps)
+        for i, s in enumerate(self.steps):
+            if not isinstance(s, Transform):
+                raise TypeError(f"steps[{i}] must be a Transform, got {type(s).__name__}")
+
+    def __repr__(self) -> str:
+        return f"Compose({self.steps!r})"
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        for s in self.steps:
+            height, width = s.output_size(height, width)
+        return (height, width)
+
+    def _apply(self, a: np.ndarray, axes: tuple[int, int], mode: Interpolation, fill: Any) -> np.ndarray:
+        for s in self.steps:
+            a = s._apply(a, axes, mode, fill)
+        return a
+
+    def segments(self, segments: Segments) -> Segments:
+        for s in self.steps:
+            segments = s.segments(segments)
+        return segments
+
+
+def _weights(n: int, m: int, preserve_total: bool) -> np.ndarray:
+    """(m, n) resampling matrix along one axis."""
+    i0, i1, frac = _bilinear_weights(n, m)
+    w = np.zeros((m, n))
+    rows = np.arange(m)
+    np.add.at(w, (rows, i0), 1.0 - frac)
+    np.add.at(w, (rows, i1), frac)
+    if not preserve_total:
+        return w
+    col = w.sum(axis=0)
+    if (col <= 0).any():
+        # Shrinking more than 2x: bilinear samples skip some input pixels,
+        # whose attribution would be lost; area weights cover every pixel.
+        edges = np.arange(m + 1) * (n / m)
+        lo, hi = edges[:-1, None], edges[1:, None]
+        j = np.arange(n)[None, :]
+        w = np.clip(np.minimum(hi, j + 1) - np.maximum(lo, j), 0.0, None)
+        col = w.sum(axis=0)
+    return w / col
+
+
+def resize_saliency(saliency: Any, size: int | tuple[int, int], *, preserve_total: bool = False) -> np.ndarray:
+    """Resize saliency maps (H, W) or (B, H, W) to ``size`` = (height, width), bilinear.
+
+    Parameters
+    ----------
+    saliency
+        numpy or JAX array, (H, W) or (B, H, W).
+    size
+        Target (height, width), typically a :class:`Segments`' ``shape``.
+    preserve_total
+        Keep each map's total attribution: every input pixel's value is
+        spread over the output pixels in proportion to its bilinear weights
+        (area weights when shrinking more than 2x), so sums (and so the
+        shares of segments) are preserved up to rounding. Without it values
+        are interpolated, which preserves the mean value instead.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 (or float32 for float32 input), shape (..., height, width).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> s = np.arange(4.0).reshape(2, 2)
+    >>> resize_saliency(s, (4, 4)).shape
+    (4, 4)
+    >>> float(resize_saliency(s, (3, 5), preserve_total=True).sum())
+    6.0
+    """
+    x = v.as_numpy(saliency, "saliency")
+    if x.ndim not in (2, 3):
+        raise ValueError(f"saliency must be (H, W) or (B, H, W), got {v.shape_str(x.shape)}")
+    if x.dtype.kind != "f" and x.dtype.name != "bfloat16":
+        raise TypeError(f"saliency must be a floating-point array, got dtype {x.dtype}")
+    h, w = _size_pair(size, "size")
+    n_h, n_w = x.shape[-2], x.shape[-1]
+    wr = _weights(n_h, h, preserve_total)
+    wc = _weights(n_w, w, preserve_total)
+    out = np.matmul(np.matmul(wr, x.astype(np.float64)), wc.T)
+    return out.astype(np.float32) if x.dtype == np.float32 else out
