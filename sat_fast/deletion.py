@@ -54,13 +54,29 @@ class _SlotSource:
     """
 
     def __init__(self, segments: Any, names: Sequence[str] | None, shape: tuple[int, int, int]):
+        from sat_fast.segments import Segments
+
         b, h, w = shape
         self.per_image: list[list[tuple[str, np.ndarray]]] | None = None
+        self.segments: list[Segments] | None = None
         self.labels: np.ndarray | None = None
         self.masks: np.ndarray | PackedMasks | None = None
-        if isinstance(segments, Sequence) and not isinstance(segments, np.ndarray | str) and all(
-            isinstance(s, Mapping) for s in segments
-        ):
+        is_list = isinstance(segments, Sequence) and not isinstance(segments, np.ndarray | str)
+        if is_list and len(segments) and all(isinstance(s, Segments) for s in segments):
+            if names is not None:
+                raise ValueError("names is given by the Segments; do not pass names= with them")
+            if len(segments) != b:
+                raise ValueError(f"segments has {len(segments)} Segments but images has {b}")
+            for i, seg in enumerate(segments):
+                if seg.shape != (h, w):
+                    raise ValueError(
+                        f"Segments of image {i} are {seg.shape[0]}x{seg.shape[1]} but images are {h}x{w}; "
+                        "resize them with sat_fast.transforms first"
+                    )
+            self.segments = list(segments)
+            self.num_slots = max(len(seg.names) for seg in self.segments)
+            return
+        if is_list and all(isinstance(s, Mapping) for s in segments):
             if names is not None:
                 raise ValueError("names is given by the mappings' keys; do not pass names= with per-image mappings")
             if len(segments) != b:
@@ -110,8 +126,11 @@ class _SlotSource:
     def batch(self, start: int, stop: int) -> Iterator[tuple[np.ndarray, list[str | None]]]:
         """(masks (n, H, W) bool, name per image or None) for each slot of images start..stop."""
         n = stop - start
-        if self.per_image is not None:
-            images = self.per_image[start:stop]
+        if self.per_image is not None or self.segments is not None:
+            if self.segments is not None:  # decoded one batch at a time
+                images = [list(zip(seg.names, seg.masks(), strict=True)) for seg in self.segments[start:stop]]
+            else:
+                images = self.per_image[start:stop]  # type: ignore[index]
             for j in range(self.num_slots):
                 names = [items[j][0] if j < len(items) else None for items in images]
                 if all(name is None for name in names):
@@ -160,7 +179,10 @@ def segment_deletion(
         - boolean masks (B, K, H, W) or :class:`sat_fast.PackedMasks` with
           ``names`` (masks may overlap);
         - a sequence of per-image mappings ``{name: (H, W) bool mask}``
-          (vocabularies may differ between images; no ``names``).
+          (vocabularies may differ between images; no ``names``);
+        - a sequence of :class:`sat_fast.Segments`, one per image at the
+          images' size (labels, packed masks or RLE; decoded a batch at a
+          time; no ``names``).
     names
         Segment names for label maps and mask arrays.
     fill
@@ -171,7 +193,8 @@ def segment_deletion(
         Output index explained per image (int per image, or one int);
         default: each image's predicted class (argmax of ``fn(images)``).
     image_ids, metadata
-        As in :func:`sat_fast.segment_table`, so the frames join.
+        As in :func:`sat_fast.segment_table`, so the frames join (with
+        ``Segments``, ids default to theirs when every one has an id).
     batch_size
         Images per jitted forward pass; the last batch is padded so the model
         compiles once.
@@ -229,6 +252,10 @@ def segment_deletion(
     if not sigma > 0:
         raise ValueError(f"blur_sigma must be positive, got {blur_sigma!r}")
     source = _SlotSource(segments, names, (b, h, w))
+    if image_ids is None and source.segments is not None:
+        # Like segment_table(segments=...): the Segments' own ids when all have one.
+        own = [seg.image_id for seg in source.segments]
+        image_ids = own if all(i is not None for i in own) else None
     ids = _image_id_series(image_ids, b)
     target_arr = v.target_array(targets, b)
     meta = {name: v.per_image(vals, b, f"metadata[{name!r}]") for name, vals in (metadata or {}).items()}

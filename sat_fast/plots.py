@@ -232,7 +232,7 @@ def plot_image(
     saliency: Any,
     segments: Any,
     *,
-    names: Sequence[str],
+    names: Sequence[str] | None = None,
     table: pl.DataFrame | None = None,
     alpha: float = 0.55,
     figsize: tuple[float, float] = (10.0, 4.5),
@@ -247,10 +247,10 @@ def plot_image(
     saliency
         (H, W) saliency map.
     segments
-        (H, W) integer label map (label k is ``names[k]``) or (K, H, W)
-        boolean masks.
+        (H, W) integer label map (label k is ``names[k]``), (K, H, W)
+        boolean masks, or one :class:`sat_fast.Segments` (then no ``names``).
     names
-        Segment names.
+        Segment names for label maps and masks.
     table
         This image's SAT rows (``segment``, ``mean``); computed with
         :func:`sat_fast.segment_table` when omitted.
@@ -263,6 +263,14 @@ def plot_image(
     >>> len(fig.axes) >= 2
     True
     """
+    from sat_fast.segments import Segments
+
+    if isinstance(segments, Segments):
+        if names is not None:
+            raise ValueError("names is given by the Segments; do not pass names= with them")
+        names, segments = list(segments.names), segments.masks()
+    if names is None:
+        raise ValueError("names= is required with label maps and masks")
     img = v.as_numpy(image, "image")
     sal = v.as_numpy(saliency, "saliency").astype(np.float64)
     seg = v.as_numpy(segments, "segments")

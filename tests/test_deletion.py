@@ -193,3 +193,26 @@ def test_model_output_shape_is_checked():
     images, labels = data()
     with pytest.raises(ValueError, match="fn must map"):
         sat_fast.segment_deletion(lambda x: x.sum(axis=(1, 2, 3)), images, labels, names=NAMES)
+
+
+def test_segments_objects_match_arrays_and_join_like_segment_table():
+    from sat_fast.segments import from_label_map, from_masks
+
+    images, labels = data(3)
+    base = sat_fast.segment_deletion(model, images, labels, names=NAMES, fill="zeros", targets=0, image_ids=[10 + i for i in range(B)])
+    ids = [10 + i for i in range(B)]
+    from_labels = sat_fast.segment_deletion(model, images, from_label_map(labels, NAMES, image_ids=ids), fill="zeros", targets=0)
+    assert_frame_equal(from_labels, base, check_exact=False, rel_tol=1e-6, abs_tol=1e-5)
+    per_image = [{NAMES[k]: labels[i] == k for k in range(3) if (labels[i] == k).any()} for i in range(B)]
+    segs = from_masks(per_image, image_ids=ids)
+    from_mask_segments = sat_fast.segment_deletion(model, images, segs, fill="zeros", targets=0, batch_size=4)
+    order = [pl.col("image_id"), pl.col("segment").cast(pl.String)]
+    assert_frame_equal(
+        from_mask_segments.sort(order).drop("drop_rank"), base.sort(order).drop("drop_rank"), check_exact=False, rel_tol=1e-6, abs_tol=1e-5
+    )
+    sat = sat_fast.segment_table(images.mean(axis=3), segments=segs, targets=np.zeros(B, np.int64))
+    assert sat.join(from_mask_segments, on=["image_id", "target", "segment"], how="inner").height == sat.height
+    with pytest.raises(ValueError, match="Segments of image 0 are 12x5"):
+        sat_fast.segment_deletion(model, images, from_label_map(labels[:, :, :5], NAMES), targets=0)
+    with pytest.raises(ValueError, match="names is given by the Segments"):
+        sat_fast.segment_deletion(model, images, segs, names=NAMES)

@@ -97,6 +97,18 @@ def test_plot_image_with_masks_and_given_table(tables):
     assert sorted(t.get_text() for t in bars.get_yticklabels()) == sorted(table["segment"].cast(pl.String).to_list())
 
 
+def test_plot_image_with_segments_object(tables):
+    from sat_fast.segments import from_label_map
+
+    seg = from_label_map(tables["labels"][:1], NAMES)[0]
+    fig = sat_fast.plot_image(np.ones((16, 16, 3)), tables["sal"][0], seg, figsize=(4, 2), dpi=50)
+    image = png_of(fig)
+    assert image.size == (200, 100)
+    assert_not_blank(image)
+    with pytest.raises(ValueError, match="names is given by the Segments"):
+        sat_fast.plot_image(np.ones((16, 16, 3)), tables["sal"][0], seg, names=NAMES)
+
+
 def test_plot_bad_input(tables):
     with pytest.raises(ValueError, match="does not match saliency shape"):
         sat_fast.plot_image(np.zeros((8, 8, 3)), tables["sal"][0], tables["labels"][0], names=NAMES)
