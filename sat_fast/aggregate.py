@@ -227,6 +227,9 @@ def aggregate(
     lf = _as_lazy(table)
     schema = lf.collect_schema()
     keys = _group_keys(by, schema)
+    clash = [k for k in keys if k in AGGREGATE_COLUMNS or k.startswith("__")]
+    if clash:
+        raise ValueError(f"grouping key {clash[0]!r} clashes with a result column; rename it before aggregating")
     _require(schema, ["image_id", "segment"], "table")
     value_expr = _value_expr(value, schema, lf)
     if not isinstance(ci, float | int) or not 0.0 < float(ci) < 1.0:

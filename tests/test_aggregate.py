@@ -304,6 +304,8 @@ def test_bad_input():
         sat_fast.aggregate(table.drop("image_id"))
     with pytest.raises(ValueError, match="grouping key 'label' is not a column"):
         sat_fast.aggregate(table, by="label")
+    with pytest.raises(ValueError, match="grouping key 'share' clashes with a result column"):
+        sat_fast.aggregate(table, by="share")
     with pytest.raises(ValueError, match="by cannot contain 'segment'"):
         sat_fast.aggregate(table, by=["target", "segment"])
     with pytest.raises(ValueError, match="value column 'abs_sum' is not in the table"):
