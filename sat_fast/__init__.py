@@ -9,6 +9,7 @@ The public API:
 
 - :func:`segment_stats`, :func:`segment_table`, :func:`pack_masks`,
   :class:`SegmentStats`, :class:`PackedMasks`: per-image statistics and tables.
+- :func:`saliency`: batched gradient-based saliency maps for any JAX classifier.
 """
 
 from sat_fast.tables import (
@@ -21,6 +22,11 @@ from sat_fast.tables import (
     table_schema,
 )
 
+# --- saliency (issue 3): gradient-based saliency maps for JAX models ---
+from sat_fast.saliency import saliency  # noqa: E402  (rebinds the submodule name to the function)
+
+# --- end saliency ---
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -32,4 +38,6 @@ __all__ = [
     "segment_table",
     "stats_table",
     "table_schema",
+    # saliency (issue 3)
+    "saliency",
 ]
