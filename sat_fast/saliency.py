@@ -15,7 +15,7 @@ that
 
 from __future__ import annotations
 
-import dataclasses
+import collections
 import functools
 import math
 import operator
@@ -64,12 +64,14 @@ _PATH_METHODS = ("integrated_gradients", "expected_gradients")
 _NOISE_METHODS = ("smoothgrad", "smoothgrad_squared", "vargrad")
 _SQUARE_METHODS = ("smoothgrad_squared", "vargrad")
 
-# Chunk sizing for speed. Measured with benchmarks/bench_saliency.py (see
-# benchmarks/RESULTS.md): on XLA:CPU the throughput per gradient point peaks
-# when one chunk's activations are a few tens of MB (cache-sized) and falls for
-# larger chunks; on accelerators bigger batches keep winning, so there only
-# the memory budget limits a chunk.
-_CPU_CHUNK_BYTES = 48 * 2**20
+# Chunk sizing for speed, measured with benchmarks/bench_saliency.py (see
+# benchmarks/RESULTS.md): on XLA:CPU throughput per gradient point peaks at
+# about 16 points per chunk for the 64x64 CNN (~90 MB of forward intermediates
+# by the jaxpr count below, ~10 MB by XLA's analysis) and halves at 64-128
+# points; very small batches lose vectorisation, so at least 4 points. On
+# accelerators bigger batches keep winning: only the memory budget limits.
+_CPU_CHUNK_BYTES = 96 * 2**20
+_CPU_MIN_ROWS = 4
 _MAX_CHUNK_ROWS = 4096
 
 
@@ -357,7 +359,7 @@ def _prepare(spec: _Spec, arrays, x, user, targets, index, seed):
     return result
 
 
-def _chunk(spec: _Spec, arrays, x, user, refs, targets, index, seed, j0, first, second):
+def _chunk(spec: _Spec, arrays, x, user, targets, index, seed, refs, j0, first, second):
     """Gradients at points j0 .. j0+rows of every image in the block, added to the running sums.
 
     x (b, H, W, C), targets (b, T); first/second (b, T, H, W, C) running sums.
@@ -447,7 +449,7 @@ def _gradcam_layers(model: _ModelSpec, arrays, x) -> dict[str, tuple]:
     return found
 
 
-def _gradcam_chunk(spec: _Spec, arrays, x, user, refs, targets, index, seed, j0, first, second):
+def _gradcam_chunk(spec: _Spec, arrays, x, user, targets, index, seed, refs, j0, first, second):
     act_shape = jax.eval_shape(lambda: _gradcam_forward(spec, arrays, x, None)[1]).shape
     delta = jnp.zeros(act_shape, x.dtype)
     (out, activation), pullback = jax.vjp(lambda d: _gradcam_forward(spec, arrays, x, d), delta)
@@ -463,18 +465,26 @@ def _gradcam_chunk(spec: _Spec, arrays, x, user, refs, targets, index, seed, j0,
 # --------------------------------------------------------------------------
 # Compilation cache and chunk sizing.
 
-_COMPILED: dict[Any, Any] = {}
-_CHUNK_ROWS: dict[Any, int] = {}
+_COMPILED: collections.OrderedDict = collections.OrderedDict()  # least recently used first
+_COMPILED_MAX = 64
+_CHUNK_POINTS: dict[Any, int] = {}
 
 
-def _compiled(name: str, fun: Callable, spec: _Spec, args: tuple):
-    """An ahead-of-time compiled ``fun(spec, *args)``, cached by spec and argument shapes."""
-    avals = jax.tree_util.tree_map(lambda a: (a.shape, str(a.dtype)), args)
-    key = (name, spec, jax.tree_util.tree_structure(args), tuple(jax.tree_util.tree_leaves(avals)))
+def _compiled(fun: Callable, spec: _Spec, args: tuple):
+    """An ahead-of-time compiled ``fun(spec, *args)``, cached by spec and argument shapes.
+
+    Array arguments (the model's parameters included) are never part of the
+    key: new values of the same shapes reuse the executable.
+    """
+    avals = tuple((np.shape(a), str(getattr(a, "dtype", type(a)))) for a in jax.tree_util.tree_leaves(args))
+    key = (fun.__name__, spec, jax.tree_util.tree_structure(args), avals)
     compiled = _COMPILED.get(key)
     if compiled is None:
         compiled = jax.jit(functools.partial(fun, spec)).lower(*args).compile()
         _COMPILED[key] = compiled
+        if len(_COMPILED) > _COMPILED_MAX:
+            _COMPILED.popitem(last=False)
+    _COMPILED.move_to_end(key)
     return compiled
 
 
@@ -644,14 +654,14 @@ def _pad(block: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([block, pad])
 
 
-def _mesh(rows: int):
+def _mesh():
+    """A 1-D mesh over all devices when there are several (the rows of a chunk are sharded over it)."""
     devices = jax.devices()
     if len(devices) < 2:
-        return None, rows
+        return None
     from jax.sharding import Mesh
 
-    n = len(devices)
-    return Mesh(np.asarray(devices), ("rows",)), n
+    return Mesh(np.asarray(devices), ("rows",))
 
 
 def saliency(
@@ -843,101 +853,109 @@ def saliency(
             value = int(target_array[bad][0])
             raise ValueError(f"target {value} is out of range for a model with {n_classes} outputs [0, {n_classes})")
 
-    # Chunk layout: `block` images x `rows` points per image per chunk.
-    mesh, multiple = _mesh(1)
     spec = _Spec(model, method, output, points, rule, kind, constant, float(noise), n_targets,
-                 target_array is None, 1, 1, mesh, layer_path, reduce)
-    budget_key = (spec, image_shape, str(dtype), memory_budget, chunk_size)
-    per_chunk = _CHUNK_ROWS.get(budget_key)
-    if per_chunk is None:
-        per_point = _forward_bytes_per_image(spec, arrays, image_shape, dtype) * (1 + n_targets)
-        if chunk_size is not None:
-            per_chunk = chunk_size
-        else:
-            per_chunk = memory_budget // per_point
-            if jax.devices()[0].platform == "cpu":
-                per_chunk = min(per_chunk, _CPU_CHUNK_BYTES // per_point)
-            per_chunk = int(max(1, min(per_chunk, _MAX_CHUNK_ROWS)))
-    block, rows = _layout(per_chunk, points, b_total, multiple)
-    spec = spec._replace(block=block, rows=rows)
+                 target_array is None, 1, 1, _mesh(), layer_path, reduce)
+    refs = base_array if method == "expected_gradients" else np.zeros((1,) + image_shape, dtype)
+    plan = _plan(spec, arrays, refs, image_shape, dtype, b_total, memory_budget, chunk_size)
+    user = base_array if kind == "array" and method == "integrated_gradients" else None
+    maps, parts = _run(plan, arrays, host, user, refs, target_array, np.uint32(seed % 2**32))
 
-    refs = jnp.asarray(base_array) if method == "expected_gradients" else jnp.zeros((1,) + image_shape, dtype)
-    user_all = base_array if kind == "array" and method == "integrated_gradients" else None
-    seed_arr = np.uint32(seed % 2**32)
-    kernel = _gradcam_chunk if method == "gradcam" else _chunk
-    acc_shape = (block, n_targets) + image_shape
-
-    def example_args(x_block, user_block, t_block, index):
-        zeros = np.zeros(acc_shape, dtype)
-        return (arrays, x_block, user_block, refs, t_block, index, seed_arr, np.int32(0), zeros, zeros)
-
-    # Check the compiled kernel against the budget; shrink the chunk until it fits.
-    def build(spec_, x_block, user_block, t_block, index):
-        return _compiled(kernel.__name__, kernel, spec_, example_args(x_block, user_block, t_block, index))
-
-    x0 = np.zeros((block,) + image_shape, dtype)
-    t0 = np.zeros((block, n_targets), np.int32)
-    i0 = np.zeros(block, np.int32)
-    compiled = build(spec, x0, x0, t0, i0)
-    if chunk_size is None and budget_key not in _CHUNK_ROWS:
-        for _ in range(4):
-            used = _working_bytes(compiled)
-            if used <= memory_budget or block * rows == 1:
-                break
-            per_chunk = max(1, int(block * rows * memory_budget / used * 0.9))
-            block, rows = _layout(per_chunk, points, b_total, multiple)
-            spec = spec._replace(block=block, rows=rows)
-            acc_shape = (block, n_targets) + image_shape
-            x0 = np.zeros((block,) + image_shape, dtype)
-            t0 = np.zeros((block, n_targets), np.int32)
-            i0 = np.zeros(block, np.int32)
-            compiled = build(spec, x0, x0, t0, i0)
-        _CHUNK_ROWS[budget_key] = block * rows
-    prepare = _compiled("prepare", _prepare, spec, (arrays, x0, x0, t0, i0, seed_arr))
-
-    keeps_channels = reduce is None and method != "gradcam"
-    out_shape = (b_total, n_targets) + image_shape[:2] + ((image_shape[2],) if keeps_channels else ())
-    maps = np.zeros(out_shape, dtype)
-    info_parts: dict[str, list] = {}
-    for start in range(0, b_total, block):
-        stop = min(start + block, b_total)
-        x_block = _pad(host[start:stop], block)
-        user_block = _pad(np.ascontiguousarray(user_all[start:stop]), block) if user_all is not None else x0
-        t_block = _pad(target_array[start:stop].astype(np.int32), block) if target_array is not None else t0
-        index = np.arange(start, start + block, dtype=np.int32)
-        prepared = prepare(arrays, x_block, user_block, t_block, index, seed_arr)
-        t_block = prepared["targets"]
-        first = second = np.zeros(acc_shape, dtype)
-        for j0 in range(0, points, rows):
-            first, second, reduced, totals = compiled(
-                arrays, x_block, user_block, refs, t_block, index, seed_arr, np.int32(j0), first, second
-            )
-        prepared = dict(prepared, attribution_sum=totals)
-        maps[start:stop] = np.asarray(reduced)[: stop - start]
-        for name, value in prepared.items():
-            info_parts.setdefault(name, []).append(np.asarray(value)[: stop - start])
-
-    result = _to_jax(maps if target_axis else maps[:, 0])
-    if not return_info:
-        return result
-
-    def gathered(name, dtype_):
-        value = np.concatenate(info_parts[name]) if b_total else np.zeros((0, n_targets), dtype_)
+    def per_image(value):
         return value if target_axis else value[:, 0]
 
-    info: dict[str, Any] = {"targets": _to_jax(gathered("targets", np.int32))}
-    for name in ("output", "baseline_output"):
-        if name in info_parts or (not b_total and (name == "output" or method == "integrated_gradients")):
-            info[name] = _to_jax(gathered(name, dtype))
+    result = _to_jax(per_image(maps))
+    if not return_info:
+        return result
+    info: dict[str, Any] = {name: _to_jax(per_image(value)) for name, value in parts.items() if name != "total"}
     if method == "integrated_gradients":
-        diff = np.asarray(info["output"], np.float64) - np.asarray(info["baseline_output"])
-        error = np.abs(gathered("attribution_sum", dtype) - diff)
+        diff = parts["output"].astype(np.float64) - parts["baseline_output"]
+        error = np.abs(parts["total"] - diff)
         with np.errstate(divide="ignore", invalid="ignore"):
             relative = error / np.abs(diff)
-        info["completeness_error"] = _to_jax(error.astype(dtype))
-        info["relative_completeness_error"] = _to_jax(relative.astype(dtype))
-    info.update(chunk_size=block * rows, points=points, devices=multiple if mesh is not None else 1)
+        info["completeness_error"] = _to_jax(per_image(error.astype(dtype)))
+        info["relative_completeness_error"] = _to_jax(per_image(relative.astype(dtype)))
+    devices = 1 if plan.spec.mesh is None else plan.spec.mesh.devices.size
+    info.update(chunk_size=plan.spec.block * plan.spec.rows, points=points, devices=devices)
     return result, info
+
+
+class _Plan(NamedTuple):
+    spec: _Spec  # with the chosen block and rows
+    kernel: Any  # compiled _chunk / _gradcam_chunk
+    prepare: Any  # compiled _prepare
+
+
+def _plan(spec, arrays, refs, image_shape, dtype, n_images, memory_budget, chunk_size) -> _Plan:
+    """Choose the chunk layout (block images x rows points) and compile its kernels.
+
+    The first guess divides the budget (and, on CPU, the measured speed
+    optimum) by a jaxpr count of one forward pass's intermediates; XLA's memory
+    analysis of the compiled kernel then shrinks the chunk until its working
+    memory fits the budget. The decision is cached per configuration.
+    """
+    devices = 1 if spec.mesh is None else spec.mesh.devices.size
+    key = (spec, image_shape, str(dtype), memory_budget, chunk_size)
+    cached = _CHUNK_POINTS.get(key)
+    per_chunk = cached or chunk_size
+    if per_chunk is None:
+        per_point = _forward_bytes_per_image(spec, arrays, image_shape, dtype) * (1 + spec.n_targets)
+        per_chunk = memory_budget // per_point
+        if jax.devices()[0].platform == "cpu":
+            per_chunk = min(per_chunk, max(_CPU_MIN_ROWS, _CPU_CHUNK_BYTES // per_point))
+        per_chunk = int(max(1, min(per_chunk, _MAX_CHUNK_ROWS)))
+    kernel_fun = _gradcam_chunk if spec.method == "gradcam" else _chunk
+    for _ in range(5):
+        block, rows = _layout(per_chunk, spec.points, n_images, devices)
+        spec = spec._replace(block=block, rows=rows)
+        blocks = _example_block(spec, image_shape, dtype)
+        acc = np.zeros((block, spec.n_targets) + image_shape, dtype)
+        kernel = _compiled(kernel_fun, spec, (arrays, *blocks, refs, np.int32(0), acc, acc))
+        if cached or chunk_size is not None:
+            break
+        used = _working_bytes(kernel)
+        if used <= memory_budget or block * rows == 1:
+            break
+        per_chunk = max(1, int(block * rows * memory_budget / used * 0.9))
+    _CHUNK_POINTS[key] = per_chunk
+    prepare = _compiled(_prepare, spec, (arrays, *blocks))
+    return _Plan(spec, kernel, prepare)
+
+
+def _example_block(spec: _Spec, image_shape, dtype) -> tuple:
+    """(images, user baselines, targets, image indices, seed) of one block, all zeros."""
+    x = np.zeros((spec.block,) + image_shape, dtype)
+    return x, x, np.zeros((spec.block, spec.n_targets), np.int32), np.zeros(spec.block, np.int32), np.uint32(0)
+
+
+def _run(plan: _Plan, arrays, images, user, refs, targets, seed) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Maps (B, T, H, W[, C]) and per-image info (B, T) arrays, one image block at a time."""
+    spec = plan.spec
+    block, n = spec.block, images.shape[0]
+    zeros_x, _, zeros_t, _, _ = _example_block(spec, images.shape[1:], images.dtype)
+    acc = np.zeros((block, spec.n_targets) + images.shape[1:], images.dtype)
+    keeps_channels = spec.reduce is None and spec.method != "gradcam"
+    maps = np.zeros((n, spec.n_targets) + images.shape[1:3] + images.shape[3:] * keeps_channels, images.dtype)
+    parts: dict[str, list] = {}
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        x = _pad(images[start:stop], block)
+        user_block = zeros_x if user is None else _pad(np.ascontiguousarray(user[start:stop]), block)
+        t = zeros_t if targets is None else _pad(targets[start:stop].astype(np.int32), block)
+        index = np.arange(start, start + block, dtype=np.int32)
+        prepared = plan.prepare(arrays, x, user_block, t, index, seed)
+        first = second = acc
+        for j0 in range(0, spec.points, spec.rows):
+            first, second, reduced, total = plan.kernel(
+                arrays, x, user_block, prepared["targets"], index, seed, refs, np.int32(j0), first, second
+            )
+        maps[start:stop] = np.asarray(reduced)[: stop - start]
+        for name, value in dict(prepared, total=total).items():
+            parts.setdefault(name, []).append(np.asarray(value)[: stop - start])
+    empty = np.zeros((0, spec.n_targets), images.dtype)
+    names = ["targets", "output", "total"] + ["baseline_output"] * (spec.method == "integrated_gradients")
+    info = {name: np.concatenate(parts[name]) if n else empty.astype(np.int32 if name == "targets" else empty.dtype)
+            for name in names}
+    return maps, info
 
 
 def _to_jax(value: np.ndarray) -> jax.Array:
