@@ -26,7 +26,6 @@ import functools
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -49,15 +48,24 @@ HERE = Path(__file__).resolve().parent
 
 
 class SmallCNN(nn.Module):
+    """Six 3x3 convolutions (16-64 channels) and a linear head; nonzero biases like a trained net.
+
+    (With zero biases a ReLU net is positively homogeneous: its gradient is constant along
+    the IG path from a zero baseline and any quadrature rule looks exact.)
+    """
+
     classes: int = 10
+    activation: str = "relu"
 
     @nn.compact
     def __call__(self, x):
+        act = getattr(nn, self.activation)
+        bias = nn.initializers.normal(0.1)
         for features in (16, 32, 64):
-            x = nn.relu(nn.Conv(features, (3, 3))(x))
-            x = nn.relu(nn.Conv(features, (3, 3), strides=2)(x))
+            x = act(nn.Conv(features, (3, 3), bias_init=bias)(x))
+            x = act(nn.Conv(features, (3, 3), strides=2, bias_init=bias)(x))
         x = x.mean(axis=(1, 2))
-        return nn.Dense(self.classes)(x)
+        return nn.Dense(self.classes, bias_init=bias)(x)
 
 
 class BasicBlock(nn.Module):
@@ -89,8 +97,8 @@ class ResNet18(nn.Module):
 
 
 def make_model(name: str):
-    if name == "small_cnn":
-        model, shape, batch = SmallCNN(), (64, 64, 3), 64
+    if name.startswith("small_cnn"):  # small_cnn, small_cnn_gelu
+        model, shape, batch = SmallCNN(activation=name[10:] or "relu"), (64, 64, 3), 64
     else:
         model, shape, batch = ResNet18(), (224, 224, 3), 8
     variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1,) + shape))
@@ -253,7 +261,7 @@ def study_quadrature(fn, images, rules, candidates):
 
 
 _BUDGET_CHILD = """
-import json, resource, sys, time
+import json, sys, time
 import numpy as np, jax, jax.numpy as jnp
 sys.path.insert(0, {bench_dir!r})
 import bench_saliency as b, sat_fast
@@ -263,7 +271,9 @@ t0 = time.perf_counter()
 maps, info = sat_fast.saliency(fn, images, steps=256, memory_budget={budget}, return_info=True)
 maps.block_until_ready()
 seconds = time.perf_counter() - t0
-print(json.dumps({{"seconds": seconds, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+# VmHWM, not ru_maxrss: Linux carries the parent's high-water mark into ru_maxrss across fork + exec
+peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")) * 1024
+print(json.dumps({{"seconds": seconds, "peak_rss_bytes": peak,
                   "chunk_size": info["chunk_size"], "max_rel_completeness": float(info["relative_completeness_error"].max())}}))
 """
 
@@ -339,6 +349,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(HERE / "results" / "saliency.json"))
     parser.add_argument("--quick", action="store_true", help="fewer repeats and no ResNet (smoke run)")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["resnet18", "sweep", "budget", "quadrature"],
+                        help="studies to leave out")
     args = parser.parse_args()
 
     results = {
@@ -347,29 +359,36 @@ def main():
                     "devices": [str(d) for d in jax.devices()]},
     }
     repeats = 2 if args.quick else 5
-    small, small_fn, small_images = bench_model("small_cnn", repeats, (16, 32, 64, 128, 256), args.quick)
+    small, small_fn, small_images = bench_model("small_cnn", repeats, (1, 4, 8, 16, 32, 64, 128), args.quick)
     results["small_cnn"] = small
 
-    print("\nchunk-size sweep (small CNN, IG-32, 64 images):", flush=True)
-    results["chunk_sweep_small_cnn"] = study_chunks(small_fn, small_images, (4, 8, 16, 32, 64, 128, 256, 512), 3)
+    if "sweep" not in args.skip:
+        print("\nchunk-size sweep (small CNN, IG-32, 64 images):", flush=True)
+        results["chunk_sweep_small_cnn"] = study_chunks(small_fn, small_images, (4, 8, 16, 32, 64, 128, 256, 512), 3)
 
-    if not args.quick:
+    if not args.quick and "resnet18" not in args.skip:
         # fewer repeats and batch sizes for the big model: one IG-32 run is ~10-30 s on 2 shared cores
-        results["resnet18"], _, _ = bench_model("resnet18", 3, (8, 32), args.quick)
+        results["resnet18"], _, _ = bench_model("resnet18", 3, (4, 16), args.quick)
 
-    print("\nIG-256, 64 images 64x64, memory_budget=1 GB, fresh subprocess:", flush=True)
-    budget = study_budget(2**30)
-    budget["budget_bytes"] = 2**30
-    budget["unchunked_working_set_estimate_bytes"] = unchunked_estimate(small_fn, small_images, 256)
-    print(f"  peak RSS {budget['peak_rss_bytes'] / 2**20:.0f} MB, {budget['seconds']:.1f} s, chunk {budget['chunk_size']}, "
-          f"unchunked estimate {budget['unchunked_working_set_estimate_bytes'] / 2**30:.1f} GB", flush=True)
-    results["ig256_budget"] = budget
+    if "budget" not in args.skip:
+        print("\nIG-256, 64 images 64x64, memory_budget=1 GB, fresh subprocess:", flush=True)
+        budget = study_budget(2**30)
+        budget["budget_bytes"] = 2**30
+        budget["unchunked_working_set_estimate_bytes"] = unchunked_estimate(small_fn, small_images, 256)
+        print(f"  peak RSS {budget['peak_rss_bytes'] / 2**20:.0f} MB, {budget['seconds']:.1f} s, "
+              f"chunk {budget['chunk_size']}, unchunked estimate "
+              f"{budget['unchunked_working_set_estimate_bytes'] / 2**30:.1f} GB", flush=True)
+        results["ig256_budget"] = budget
 
-    print("\nIG steps for max relative completeness error <= 1% (small CNN, 8 images):", flush=True)
-    results["quadrature"] = study_quadrature(
-        small_fn, small_images[:8], ("left", "right", "midpoint", "trapezoid", "gauss_legendre"),
-        (2, 4, 8, 16, 32, 64, 128, 256, 512),
-    )
+    if "quadrature" not in args.skip:
+        results["quadrature"] = {}
+        for name in ("small_cnn", "small_cnn_gelu"):
+            print(f"\nIG steps for max relative completeness error <= 1% ({name}, 8 images):", flush=True)
+            model, variables, images = make_model(name)
+            results["quadrature"][name] = study_quadrature(
+                functools.partial(model.apply, variables), images[:8],
+                ("left", "right", "midpoint", "trapezoid", "gauss_legendre"), (2, 4, 8, 16, 32, 64, 128, 256, 512),
+            )
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import functools
 import math
+import numbers
 import operator
 import os
 from collections.abc import Callable
@@ -65,14 +66,13 @@ _NOISE_METHODS = ("smoothgrad", "smoothgrad_squared", "vargrad")
 _SQUARE_METHODS = ("smoothgrad_squared", "vargrad")
 
 # Chunk sizing for speed, measured with benchmarks/bench_saliency.py (see
-# benchmarks/RESULTS.md): on XLA:CPU throughput per gradient point peaks at
-# about 16 points per chunk for the 64x64 CNN (~90 MB of forward intermediates
-# by the jaxpr count below, ~10 MB by XLA's analysis) and halves at 64-128
-# points; very small batches lose vectorisation, so at least 4 points. On
-# accelerators bigger batches keep winning: only the memory budget limits.
-_CPU_CHUNK_BYTES = 96 * 2**20
-_CPU_MIN_ROWS = 4
-_MAX_CHUNK_ROWS = 4096
+# benchmarks/RESULTS.md): on XLA:CPU the throughput per gradient point is flat
+# from 4 to 32 points per chunk and about halves from 64 points on (64x64 CNN),
+# and ResNet-18 at 224x224 runs as fast at 8 as at 32 points: 16 points per
+# chunk sits in the middle of the flat range for both. On accelerators bigger
+# batches keep winning, so there only the memory budget limits a chunk.
+_CPU_CHUNK_POINTS = 16
+_MAX_CHUNK_POINTS = 4096
 
 
 # --------------------------------------------------------------------------
@@ -218,14 +218,17 @@ class _Spec(NamedTuple):
     reduce: str | None
 
 
-def _explained(spec: _Spec, arrays: list, z: jax.Array) -> jax.Array:
-    """The model's outputs being explained, (n, N): logits, probabilities or log-probabilities."""
-    logits = _apply(spec.model, arrays, z)
-    if spec.output == "probability":
+def _as_output(output: str, logits: jax.Array) -> jax.Array:
+    """Logits (n, N) as the explained output: logits, probabilities or log-probabilities."""
+    if output == "probability":
         return jax.nn.softmax(logits, axis=-1)
-    if spec.output == "log_probability":
+    if output == "log_probability":
         return jax.nn.log_softmax(logits, axis=-1)
     return logits
+
+
+def _explained(spec: _Spec, arrays: list, z: jax.Array) -> jax.Array:
+    return _as_output(spec.output, _apply(spec.model, arrays, z))
 
 
 def _blur(x: jax.Array) -> jax.Array:
@@ -419,12 +422,7 @@ def _gradcam_forward(spec: _Spec, arrays, x, delta):
     node = state["intermediates"]
     for name in layer:
         node = node[name]
-    activation = node["__call__"][0]
-    if spec.output == "probability":
-        logits = jax.nn.softmax(logits, axis=-1)
-    elif spec.output == "log_probability":
-        logits = jax.nn.log_softmax(logits, axis=-1)
-    return logits, activation
+    return _as_output(spec.output, logits), node["__call__"][0]
 
 
 def _gradcam_layers(model: _ModelSpec, arrays, x) -> dict[str, tuple]:
@@ -450,6 +448,7 @@ def _gradcam_layers(model: _ModelSpec, arrays, x) -> dict[str, tuple]:
 
 
 def _gradcam_chunk(spec: _Spec, arrays, x, user, targets, index, seed, refs, j0, first, second):
+    """Grad-CAM maps (b, T, H, W): relu(sum_k mean_hw(d out / d A_k) * A_k), bilinearly resized."""
     act_shape = jax.eval_shape(lambda: _gradcam_forward(spec, arrays, x, None)[1]).shape
     delta = jnp.zeros(act_shape, x.dtype)
     (out, activation), pullback = jax.vjp(lambda d: _gradcam_forward(spec, arrays, x, d), delta)
@@ -800,7 +799,7 @@ def saliency(
     else:
         points = 1
     if method in _NOISE_METHODS:
-        if not isinstance(noise, (int, float)) or not math.isfinite(noise) or noise < 0:
+        if not isinstance(noise, numbers.Real) or not math.isfinite(noise) or noise < 0:
             raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
     seed = operator.index(seed)
     if memory_budget is None:
@@ -888,10 +887,11 @@ class _Plan(NamedTuple):
 def _plan(spec, arrays, refs, image_shape, dtype, n_images, memory_budget, chunk_size) -> _Plan:
     """Choose the chunk layout (block images x rows points) and compile its kernels.
 
-    The first guess divides the budget (and, on CPU, the measured speed
-    optimum) by a jaxpr count of one forward pass's intermediates; XLA's memory
-    analysis of the compiled kernel then shrinks the chunk until its working
-    memory fits the budget. The decision is cached per configuration.
+    The first guess divides the budget by a jaxpr count of one forward pass's
+    intermediates (an overestimate), capped on CPU at the measured speed
+    optimum of 16 points; XLA's memory analysis of the compiled kernel then
+    shrinks the chunk until its working memory fits the budget. The decision
+    is cached per configuration.
     """
     devices = 1 if spec.mesh is None else spec.mesh.devices.size
     key = (spec, image_shape, str(dtype), memory_budget, chunk_size)
@@ -901,8 +901,8 @@ def _plan(spec, arrays, refs, image_shape, dtype, n_images, memory_budget, chunk
         per_point = _forward_bytes_per_image(spec, arrays, image_shape, dtype) * (1 + spec.n_targets)
         per_chunk = memory_budget // per_point
         if jax.devices()[0].platform == "cpu":
-            per_chunk = min(per_chunk, max(_CPU_MIN_ROWS, _CPU_CHUNK_BYTES // per_point))
-        per_chunk = int(max(1, min(per_chunk, _MAX_CHUNK_ROWS)))
+            per_chunk = min(per_chunk, _CPU_CHUNK_POINTS)
+        per_chunk = int(max(1, min(per_chunk, _MAX_CHUNK_POINTS)))
     kernel_fun = _gradcam_chunk if spec.method == "gradcam" else _chunk
     for _ in range(5):
         block, rows = _layout(per_chunk, spec.points, n_images, devices)

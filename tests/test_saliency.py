@@ -337,7 +337,7 @@ def test_chunked_equals_unchunked(method, model, options):
     x = _images(5)
     fn = _cnn_fn() if model == "cnn" else _mlp
     whole = sat_fast.saliency(fn, x, method=method, reduce=None, **options)
-    for chunk in (1, 3, 12):
+    for chunk in (3, 12):  # points split within an image (padded); whole images per chunk (ragged block)
         maps, info = sat_fast.saliency(fn, x, method=method, reduce=None, chunk_size=chunk, return_info=True, **options)
         assert info["chunk_size"] <= max(chunk, options.get("steps", options.get("samples")))
         np.testing.assert_allclose(np.asarray(maps), np.asarray(whole), rtol=2e-5, atol=2e-6)
@@ -400,7 +400,7 @@ def test_batch_sharded_across_two_devices(tmp_path):
     np.save(tmp_path / "expected.npy", np.asarray(expected))
     script = textwrap.dedent(
         f"""
-        import functools, jax, jax.numpy as jnp, numpy as np
+        import functools, sys, jax, jax.numpy as jnp, numpy as np
         import flax.linen as nn, sat_fast
         N_CLASSES = {N_CLASSES}
         assert jax.device_count() == 2, jax.devices()
@@ -411,6 +411,9 @@ def test_batch_sharded_across_two_devices(tmp_path):
         maps, info = sat_fast.saliency(functools.partial(model.apply, variables), x, steps=6, reduce=None,
                                        return_info=True)
         assert info["devices"] == 2, info
+        # the compiled kernel splits the chunk's rows over both devices (not a replicated computation)
+        kernels = [c for key, c in sys.modules["sat_fast.saliency"]._COMPILED.items() if key[0] == "_chunk"]
+        assert not kernels[-1].output_shardings[0].is_fully_replicated, kernels[-1].output_shardings
         np.testing.assert_allclose(np.asarray(maps), np.load({str(tmp_path / "expected.npy")!r}),
                                    rtol=2e-5, atol=2e-6)
         print("sharded ok")
