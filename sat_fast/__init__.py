@@ -7,8 +7,11 @@ can be read and aggregated across a whole dataset.
 
 The public API:
 
+- :func:`saliency`: batched gradient-based saliency maps for any JAX classifier.
 - :func:`segment_stats`, :func:`segment_table`, :func:`pack_masks`,
   :class:`SegmentStats`, :class:`PackedMasks`: per-image statistics and tables.
+- :class:`Segments` and the loaders in :mod:`sat_fast.segments`; geometry in
+  :mod:`sat_fast.transforms`.
 - :func:`aggregate`, :func:`compare`, :func:`flag_shortcuts`: per-group summaries.
 - :func:`segment_deletion`, :func:`deletion_agreement`: the intervention check.
 - ``plot_*``, :func:`save_figure`, :func:`report`, :func:`summary`: figures and reports.
@@ -24,11 +27,9 @@ from sat_fast.tables import (
     table_schema,
 )
 
-# --- segments (issue 4): sat_fast/segments.py, sat_fast/transforms.py ---
 from sat_fast import segments, transforms
 from sat_fast.segments import LoadReport, Segments
 
-# --- aggregate / deletion / plots / report (issue 5) ---
 from sat_fast.aggregate import AGGREGATE_COLUMNS, aggregate, compare, flag_shortcuts
 from sat_fast.deletion import deletion_agreement, segment_deletion
 from sat_fast.plots import (
@@ -40,37 +41,38 @@ from sat_fast.plots import (
     save_figure,
 )
 from sat_fast.report import report, summary
-# --- end issue 5 ---
+
+# Rebinds the submodule's name to the function it exports.
+from sat_fast.saliency import saliency
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "LoadReport",
-    "Segments",
-    "segments",
-    "transforms",
-    # issue 5
     "AGGREGATE_COLUMNS",
+    "LoadReport",
+    "PackedMasks",
+    "SegmentStats",
+    "Segments",
+    "__version__",
     "aggregate",
     "compare",
     "deletion_agreement",
     "flag_shortcuts",
+    "pack_masks",
     "plot_class_bars",
     "plot_comparison",
     "plot_heatmap",
     "plot_image",
     "plot_presence_scatter",
     "report",
+    "saliency",
     "save_figure",
     "segment_deletion",
-    "summary",
-    # core
-    "PackedMasks",
-    "SegmentStats",
-    "__version__",
-    "pack_masks",
     "segment_stats",
     "segment_table",
+    "segments",
     "stats_table",
+    "summary",
     "table_schema",
+    "transforms",
 ]

@@ -1,0 +1,400 @@
+"""Benchmark sat_fast.saliency (integrated gradients) against raw jax.grad, the `saliency` package and a naive loop.
+
+Run:  PYTHONPATH=<install dir> python benchmarks/bench_saliency.py [--out benchmarks/results/saliency.json] [--quick]
+
+Models (random weights, eval mode): a small Flax CNN on 64x64 images (batches of
+64) and a ResNet-18-sized Flax model on 224x224 images (8 images). For each,
+IG with 32 steps (Gauss-Legendre) through
+
+* sat_fast.saliency (default chunking),
+* raw jax.grad of the same model on precomputed path points, at its best batch size
+  (the library's overhead is ours / raw),
+* the `saliency` package's IntegratedGradients (framework-agnostic, driven through a
+  jitted call_model_function) at its best batch size,
+* a naive loop: for each image, for each step, a jitted batch-1 gradient.
+
+Also: a chunk-size sweep (gradient points per chunk vs throughput, the data behind
+the CPU chunk-sizing rule), IG-256 on 64 images of 64x64 under a 1 GB budget with
+peak RSS measured in a fresh subprocess, and the IG steps each quadrature rule
+needs for 1% completeness error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import psutil
+
+import sat_fast
+
+HERE = Path(__file__).resolve().parent
+
+
+# ---------------------------------------------------------------- models
+
+
+class SmallCNN(nn.Module):
+    """Six 3x3 convolutions (16-64 channels) and a linear head; nonzero biases like a trained net.
+
+    (With zero biases a ReLU net is positively homogeneous: its gradient is constant along
+    the IG path from a zero baseline and any quadrature rule looks exact.)
+    """
+
+    classes: int = 10
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, x):
+        act = getattr(nn, self.activation)
+        bias = nn.initializers.normal(0.1)
+        for features in (16, 32, 64):
+            x = act(nn.Conv(features, (3, 3), bias_init=bias)(x))
+            x = act(nn.Conv(features, (3, 3), strides=2, bias_init=bias)(x))
+        x = x.mean(axis=(1, 2))
+        return nn.Dense(self.classes, bias_init=bias)(x)
+
+
+class BasicBlock(nn.Module):
+    features: int
+    strides: int = 1
+
+    @nn.compact
+    def __call__(self, x):
+        norm = functools.partial(nn.BatchNorm, use_running_average=True)
+        y = nn.relu(norm()(nn.Conv(self.features, (3, 3), self.strides, use_bias=False)(x)))
+        y = norm()(nn.Conv(self.features, (3, 3), use_bias=False)(y))
+        if x.shape != y.shape:
+            x = norm()(nn.Conv(self.features, (1, 1), self.strides, use_bias=False)(x))
+        return nn.relu(x + y)
+
+
+class ResNet18(nn.Module):
+    classes: int = 1000
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Conv(64, (7, 7), 2, use_bias=False)(x)
+        x = nn.relu(nn.BatchNorm(use_running_average=True)(x))
+        x = nn.max_pool(x, (3, 3), (2, 2), padding="SAME")
+        for i, features in enumerate((64, 128, 256, 512)):
+            for j in range(2):
+                x = BasicBlock(features, 2 if i > 0 and j == 0 else 1)(x)
+        return nn.Dense(self.classes)(x.mean(axis=(1, 2)))
+
+
+def make_model(name: str):
+    if name.startswith("small_cnn"):  # small_cnn, small_cnn_gelu
+        model, shape, batch = SmallCNN(activation=name[10:] or "relu"), (64, 64, 3), 64
+    else:
+        model, shape, batch = ResNet18(), (224, 224, 3), 8
+    variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1,) + shape))
+    images = np.random.default_rng(0).uniform(0, 1, size=(batch,) + shape).astype(np.float32)
+    return model, variables, images
+
+
+# ---------------------------------------------------------------- measurement helpers
+
+
+class PeakRSS:
+    """Peak resident memory above the starting point, sampled every 5 ms."""
+
+    def __enter__(self):
+        self.proc = psutil.Process()
+        self.start = self.peak = self.proc.memory_info().rss
+        self.stop = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        return self
+
+    def _run(self):
+        while not self.stop:
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            time.sleep(0.005)
+
+    def __exit__(self, *exc):
+        self.stop = True
+        self.thread.join()
+        self.extra_mb = (self.peak - self.start) / 2**20
+
+
+def timed(run, repeats: int):
+    run()  # warm-up: compilation
+    times = []
+    with PeakRSS() as mem:
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times), times, mem.extra_mb
+
+
+def ig_points(images, steps):
+    nodes, weights = _quadrature("gauss_legendre", steps)
+    alphas = jnp.asarray(nodes, jnp.float32)
+    return (alphas[None, :, None, None, None] * images[:, None]).reshape((-1,) + images.shape[1:]), weights
+
+
+def _quadrature(rule, steps):
+    from sat_fast.saliency import quadrature  # noqa: PLC0415  (module attribute shadowed by the function)
+
+    return quadrature(rule, steps)
+
+
+# ---------------------------------------------------------------- contenders
+
+
+def run_ours(fn, images, steps, repeats, **kw):
+    def run():
+        sat_fast.saliency(fn, images, method="integrated_gradients", steps=steps, **kw).block_until_ready()
+
+    return timed(run, repeats)
+
+
+def raw_grad_fn(fn):
+    @jax.jit
+    def grads(points, targets):
+        return jax.grad(lambda z: jnp.take_along_axis(fn(z), targets[:, None], axis=1).sum())(points)
+
+    return grads
+
+
+def run_raw(fn, images, steps, batch_size, repeats):
+    """Gradients of the explained logit at every path point, batch_size points per call."""
+    grads = raw_grad_fn(fn)
+    targets = np.asarray(jnp.argmax(fn(jnp.asarray(images)), axis=1)).astype(np.int32)
+    points, _ = ig_points(jnp.asarray(images), steps)
+    points = np.asarray(points)
+    point_targets = np.repeat(targets, steps)
+    n = len(points)
+    pad = (-n) % batch_size
+    points = np.concatenate([points, np.zeros((pad,) + points.shape[1:], np.float32)])
+    point_targets = np.concatenate([point_targets, np.zeros(pad, np.int32)])
+
+    def run():
+        out = None
+        for s in range(0, len(points), batch_size):
+            out = grads(points[s : s + batch_size], point_targets[s : s + batch_size])
+        out.block_until_ready()
+
+    return timed(run, repeats)
+
+
+def run_pair(fn, images, steps, batch_size, repeats):
+    import saliency.core as pair
+
+    grads = raw_grad_fn(fn)
+    targets = np.asarray(jnp.argmax(fn(jnp.asarray(images)), axis=1))
+
+    def call_model_function(x_batch, call_model_args=None, expected_keys=None):
+        t = np.full(len(x_batch), call_model_args["target"], np.int32)
+        return {pair.INPUT_OUTPUT_GRADIENTS: np.asarray(grads(np.asarray(x_batch, np.float32), t))}
+
+    ig = pair.IntegratedGradients()
+
+    def run():
+        for x, t in zip(images, targets):
+            ig.GetMask(x, call_model_function, {"target": int(t)}, x_steps=steps, batch_size=batch_size)
+
+    return timed(run, repeats)
+
+
+def run_naive(fn, images, steps, repeats):
+    grads = raw_grad_fn(fn)
+    targets = np.asarray(jnp.argmax(fn(jnp.asarray(images)), axis=1)).astype(np.int32)
+    nodes, weights = _quadrature("gauss_legendre", steps)
+
+    def run():
+        for x, t in zip(images, targets):
+            total = 0
+            for a, w in zip(nodes, weights):
+                total = total + w * grads((a * x)[None], np.array([t], np.int32))[0]
+            np.asarray(total * x)
+
+    return timed(run, repeats)
+
+
+# ---------------------------------------------------------------- studies
+
+
+def study_chunks(fn, images, sizes, repeats):
+    from sat_fast.saliency import _Spec  # noqa: F401,PLC0415
+
+    rows = []
+    for size in sizes:
+        median, _, mem = run_ours(fn, images, 32, repeats, chunk_size=size)
+        rows.append({"chunk_size": size, "seconds": median, "points_per_s": len(images) * 32 / median, "peak_extra_mb": mem})
+        print(f"  chunk {size:5d}: {rows[-1]['points_per_s']:8.1f} points/s  (+{mem:.0f} MB)", flush=True)
+    return rows
+
+
+def study_quadrature(fn, images, rules, candidates):
+    out = {}
+    for rule in rules:
+        needed = None
+        curve = []
+        for steps in candidates:
+            if rule == "trapezoid" and steps < 2:
+                continue
+            _, info = sat_fast.saliency(fn, images, steps=steps, rule=rule, return_info=True, chunk_size=256)
+            rel = np.asarray(info["relative_completeness_error"])
+            curve.append({"steps": steps, "median": float(np.median(rel)), "max": float(rel.max())})
+            if needed is None and rel.max() <= 0.01:
+                needed = steps
+                break
+        out[rule] = {"steps_for_1pct_max_error": needed, "curve": curve}
+        print(f"  {rule:15s}: {needed} steps", flush=True)
+    return out
+
+
+_BUDGET_CHILD = """
+import json, sys, time
+import numpy as np, jax, jax.numpy as jnp
+sys.path.insert(0, {bench_dir!r})
+import bench_saliency as b, sat_fast
+model, variables, images = b.make_model("small_cnn")
+fn = lambda z: model.apply(variables, z)
+t0 = time.perf_counter()
+maps, info = sat_fast.saliency(fn, images, steps=256, memory_budget={budget}, return_info=True)
+maps.block_until_ready()
+seconds = time.perf_counter() - t0
+# VmHWM, not ru_maxrss: Linux carries the parent's high-water mark into ru_maxrss across fork + exec
+peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")) * 1024
+print(json.dumps({{"seconds": seconds, "peak_rss_bytes": peak,
+                  "chunk_size": info["chunk_size"], "max_rel_completeness": float(info["relative_completeness_error"].max())}}))
+"""
+
+
+def study_budget(budget: int):
+    child = _BUDGET_CHILD.format(bench_dir=str(HERE), budget=budget)
+    env = dict(os.environ)
+    result = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, env=env, cwd="/tmp")
+    if result.returncode:
+        raise RuntimeError(result.stderr[-2000:])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def unchunked_estimate(fn, images, steps):
+    """XLA's working-memory figure for a 64-point chunk of this model, scaled to all images x steps at once."""
+    mod = sys.modules["sat_fast.saliency"]
+
+    rows = 64
+    sat_fast.saliency(fn, images[:2], steps=steps, chunk_size=rows)
+    for key, compiled in mod._COMPILED.items():
+        spec = key[1]
+        if key[0] == "_chunk" and spec.points == steps and spec.block * spec.rows == rows:
+            return mod._working_bytes(compiled) / rows * len(images) * steps
+    raise RuntimeError("no 64-point kernel was compiled")
+
+
+# ---------------------------------------------------------------- main
+
+
+def bench_model(name, repeats, batch_sizes, quick):
+    model, variables, images = make_model(name)
+    fn = functools.partial(model.apply, variables)
+    steps = 32
+    points = len(images) * steps
+    print(f"\n{name}: {len(images)} images {images.shape[1:]}, IG {steps} steps = {points} gradient points", flush=True)
+    res = {"images": len(images), "shape": list(images.shape[1:]), "steps": steps, "repeats": repeats}
+
+    def record(label, median, times, mem, **extra):
+        row = {"seconds": median, "runs": times, "images_per_s": len(images) / median, "points_per_s": points / median,
+               "peak_extra_rss_mb": mem, **extra}
+        print(f"  {label:28s} {row['images_per_s']:8.2f} img/s {row['points_per_s']:9.1f} points/s  +{mem:6.0f} MB", flush=True)
+        return row
+
+    median, times, mem = run_ours(fn, images, steps, repeats)
+    _, info = sat_fast.saliency(fn, images, steps=steps, return_info=True)
+    res["sat_fast"] = record("sat_fast.saliency", median, times, mem, chunk_size=info["chunk_size"])
+
+    raw = {}
+    for bs in batch_sizes:
+        raw[bs] = record(f"raw jax.grad bs={bs}", *run_raw(fn, images, steps, bs, repeats), batch_size=bs)
+    best_raw = max(raw.values(), key=lambda r: r["points_per_s"])
+    res["raw_grad"] = {"by_batch_size": list(raw.values()), "best": best_raw}
+
+    pair = {}
+    for bs in batch_sizes:
+        if bs > steps:
+            continue
+        pair[bs] = record(f"saliency pkg bs={bs}", *run_pair(fn, images, steps, bs, repeats), batch_size=bs)
+    best_pair = max(pair.values(), key=lambda r: r["points_per_s"])
+    res["saliency_package"] = {"by_batch_size": list(pair.values()), "best": best_pair}
+
+    naive_repeats = 1 if quick or name == "resnet18" else 3
+    res["naive_loop"] = record("naive per-image loop", *run_naive(fn, images, steps, naive_repeats), repeats=naive_repeats)
+    res["overhead_vs_raw"] = best_raw["points_per_s"] / res["sat_fast"]["points_per_s"] - 1
+    res["speedup_vs_saliency_package"] = res["sat_fast"]["points_per_s"] / best_pair["points_per_s"]
+    res["speedup_vs_naive"] = res["sat_fast"]["points_per_s"] / res["naive_loop"]["points_per_s"]
+    print(f"  overhead vs best raw grad: {100 * res['overhead_vs_raw']:+.1f}%   "
+          f"vs saliency pkg: {res['speedup_vs_saliency_package']:.2f}x   vs naive: {res['speedup_vs_naive']:.2f}x")
+    return res, fn, images
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(HERE / "results" / "saliency.json"))
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and no ResNet (smoke run)")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["resnet18", "sweep", "budget", "quadrature"],
+                        help="studies to leave out")
+    args = parser.parse_args()
+
+    results = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "jax": jax.__version__,
+                    "devices": [str(d) for d in jax.devices()]},
+    }
+    repeats = 2 if args.quick else 5
+    small, small_fn, small_images = bench_model("small_cnn", repeats, (1, 4, 8, 16, 32, 64, 128), args.quick)
+    results["small_cnn"] = small
+
+    if "sweep" not in args.skip:
+        print("\nchunk-size sweep (small CNN, IG-32, 64 images):", flush=True)
+        results["chunk_sweep_small_cnn"] = study_chunks(small_fn, small_images, (4, 8, 16, 32, 64, 128, 256, 512), 3)
+
+    if not args.quick and "resnet18" not in args.skip:
+        # fewer repeats and batch sizes for the big model: one IG-32 run is ~10-30 s on 2 shared cores
+        results["resnet18"], _, _ = bench_model("resnet18", 3, (4, 16), args.quick)
+
+    if "budget" not in args.skip:
+        print("\nIG-256, 64 images 64x64, memory_budget=1 GB, fresh subprocess:", flush=True)
+        budget = study_budget(2**30)
+        budget["budget_bytes"] = 2**30
+        budget["unchunked_working_set_estimate_bytes"] = unchunked_estimate(small_fn, small_images, 256)
+        print(f"  peak RSS {budget['peak_rss_bytes'] / 2**20:.0f} MB, {budget['seconds']:.1f} s, "
+              f"chunk {budget['chunk_size']}, unchunked estimate "
+              f"{budget['unchunked_working_set_estimate_bytes'] / 2**30:.1f} GB", flush=True)
+        results["ig256_budget"] = budget
+
+    if "quadrature" not in args.skip:
+        results["quadrature"] = {}
+        for name in ("small_cnn", "small_cnn_gelu"):
+            print(f"\nIG steps for max relative completeness error <= 1% ({name}, 8 images):", flush=True)
+            model, variables, images = make_model(name)
+            results["quadrature"][name] = study_quadrature(
+                functools.partial(model.apply, variables), images[:8],
+                ("left", "right", "midpoint", "trapezoid", "gauss_legendre"), (2, 4, 8, 16, 32, 64, 128, 256, 512),
+            )
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()
