@@ -188,7 +188,9 @@ def segment_deletion(
     fill
         What replaces the deleted pixels: ``"blur"`` (default; a Gaussian
         blur of the image with ``blur_sigma``), ``"mean"`` (the image's mean
-        colour per channel), ``"zeros"``, or a constant.
+        colour per channel), ``"zeros"``, a constant, or an array shaped like
+        ``images`` holding each image's replacement (e.g. an in-painted
+        background, the most natural way to remove an object).
     targets
         Output index explained per image (int per image, or one int);
         default: each image's predicted class (argmax of ``fn(images)``).
@@ -241,7 +243,15 @@ def segment_deletion(
     if x_all.dtype.kind != "f":
         raise TypeError(f"images must be floating point, got dtype {x_all.dtype}; scale them to floats first")
     b, h, w, _ = x_all.shape
-    if isinstance(fill, str):
+    fill_images = None
+    if not isinstance(fill, (str, float, int)):
+        fill_images = v.as_numpy(fill, "fill")
+        if fill_images.shape != x_all.shape:
+            raise ValueError(
+                f"fill images shape {v.shape_str(fill_images.shape)} does not match images shape {v.shape_str(x_all.shape)}"
+            )
+        fill_images = fill_images.astype(x_all.dtype, copy=False)
+    elif isinstance(fill, str):
         if fill not in _FILLS:
             raise ValueError(f"fill must be one of {list(_FILLS)} or a number, got {fill!r}")
     elif not isinstance(fill, float | int) or isinstance(fill, bool) or not math.isfinite(fill):
@@ -305,7 +315,12 @@ def segment_deletion(
             t_chunk = np.zeros(size, np.int64)
             t_chunk[:n] = target_arr[start:stop]
         tj = jnp.asarray(t_chunk.astype(np.int32))
-        filler = fill_step(xj)
+        if fill_images is None:
+            filler = fill_step(xj)
+        else:
+            replacement = np.zeros_like(x)
+            replacement[:n] = fill_images[start:stop]
+            filler = jnp.asarray(replacement)
         no_mask = jnp.zeros((size, h, w), bool)
         base = np.asarray(explain_step(xj, filler, no_mask, tj), np.float64)
         outputs[start:stop] = base[:n]

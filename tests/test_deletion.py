@@ -216,3 +216,22 @@ def test_segments_objects_match_arrays_and_join_like_segment_table():
         sat_fast.segment_deletion(model, images, from_label_map(labels[:, :, :5], NAMES), targets=0)
     with pytest.raises(ValueError, match="names is given by the Segments"):
         sat_fast.segment_deletion(model, images, segs, names=NAMES)
+
+
+def test_fill_with_replacement_images():
+    # The output reads pixel (0, 0) only; deleting its segment swaps in the replacement.
+    images = np.zeros((2, 4, 4, 1), np.float32)
+    images[:, 0, 0, 0] = [1.0, 2.0]
+    labels = np.zeros((2, 4, 4), np.uint8)
+    labels[:, 0, 0] = 1
+    replacement = np.full_like(images, 0.25)
+
+    def fn(x):
+        return x[:, 0, 0, :]
+
+    frame = sat_fast.segment_deletion(fn, images, labels, names=["rest", "corner"], fill=replacement, targets=0)
+    corner = frame.filter(pl.col("segment") == "corner").sort("image_id")
+    assert corner["deleted"].to_list() == [0.25, 0.25]
+    assert corner["drop"].to_list() == [0.75, 1.75]
+    with pytest.raises(ValueError, match=r"fill images shape \(1, 4, 4, 1\) does not match images shape \(2, 4, 4, 1\)"):
+        sat_fast.segment_deletion(fn, images, labels, names=["rest", "corner"], fill=replacement[:1], targets=0)

@@ -1,0 +1,463 @@
+"""The ``sat-fast`` command: the demo, and SATs for your own model and data.
+
+User errors (missing files, unknown options, a factory that cannot be
+imported, images without masks) end with one line on stderr and exit status
+2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib
+import importlib.util
+import json
+import sys
+import tomllib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main", "UserError", "ModelBundle", "load_factory"]
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+_EXAMPLES = """\
+examples:
+  sat-fast demo                       # the synthetic shortcut experiment (about 3 minutes)
+  sat-fast demo --quick --out demo    # a smaller, faster run
+  sat-fast run --model examples/user_model.py:make_model --images data/images \\
+      --masks data/masks --names data/names.csv --out results
+  sat-fast aggregate results/sat.parquet --by label correct --out by_class.parquet
+  sat-fast compare a/sat.parquet b/sat.parquet --by target --out change.parquet
+  sat-fast report results/aggregate.parquet --flags results/flags.parquet --out report.html
+"""
+
+
+class UserError(Exception):
+    """A problem with the user's input: reported in one line, exit status 2."""
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    """What a ``--model`` factory returns (a tuple or mapping of these fields works too).
+
+    Attributes
+    ----------
+    apply
+        JAX-traceable callable: images (B, H, W, C) float32 -> logits (B, N).
+    class_names
+        Class names in logit order; image folders are matched against them.
+    transform
+        Optional :mod:`sat_fast.transforms` step (e.g. ``Compose([ResizeShorter(256),
+        CenterCrop(224)])``) applied alike to images and masks.
+    preprocess
+        Optional callable on the batch after the transform (e.g. normalisation).
+    """
+
+    apply: Callable[[Any], Any]
+    class_names: tuple[str, ...]
+    transform: Any = None
+    preprocess: Callable[[Any], Any] | None = None
+
+
+# --------------------------------------------------------------------- parser
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sat-fast",
+        description="Segment Attribution Tables: which named image segments an image classifier relies on.",
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="TOML file of option values (keys as the long option names with '_' for '-', "
+        "top level or in a [run]/[demo]/... table); options on the command line win",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    d = sub.add_parser(
+        "demo",
+        help="train a shortcut and a control model on synthetic data and show what the SATs reveal",
+        description="Generate a synthetic dataset with a watermark shortcut, train a shortcut and a control "
+        "model (cached), explain them with integrated gradients and write tables, figures and an HTML report.",
+        epilog="example: sat-fast demo --quick --out demo_out",
+    )
+    d.add_argument("--out", type=Path, default=Path("sat_fast_demo_out"), help="output folder (default: %(default)s)")
+    d.add_argument("--quick", action="store_true", help="a smaller dataset and shorter training (used by the tests)")
+    d.add_argument("--cache", type=Path, help="where trained parameters are cached (default: OUT/cache)")
+    d.add_argument("--no-progress", action="store_true", help="no progress bars or summary")
+
+    r = sub.add_parser(
+        "run",
+        help="SATs for your own model, images and masks",
+        description="Explain every image with the chosen saliency method and write per-image SATs "
+        "(sat.parquet), the per-class aggregate, shortcut flags and an HTML report.",
+        epilog="example: sat-fast run --model examples/user_model.py:make_model --images imgs --masks masks "
+        "--names names.csv --out results",
+    )
+    r.add_argument(
+        "--model",
+        required=False,
+        help="factory as 'pkg.module:function' or 'path/to/file.py:function'; called as "
+        "function(checkpoint) and returning (apply, class_names[, transform])",
+    )
+    r.add_argument("--checkpoint", type=Path, help="passed to the factory")
+    r.add_argument("--images", type=Path, help="image folder: one sub-folder per class, or flat with --labels")
+    r.add_argument("--labels", type=Path, help="CSV with columns image_id,label (class name or index)")
+    r.add_argument(
+        "--masks",
+        type=Path,
+        help="segments: a folder of PNG label maps named like the images (needs --names), "
+        "a COCO JSON file, or a sat_fast .npz bundle",
+    )
+    r.add_argument("--names", type=Path, help="names table for PNG label maps (CSV value,name or JSON)")
+    r.add_argument("--ignore-index", type=int, help="label value of unlabelled pixels in PNG label maps")
+    r.add_argument("--method", default="integrated_gradients", help="saliency method (default: %(default)s)")
+    r.add_argument("--steps", type=int, default=32, help="integration steps (default: %(default)s)")
+    r.add_argument("--batch-size", type=int, default=32, help="images per batch (default: %(default)s)")
+    r.add_argument("--seed", type=int, default=0, help="seed of noisy methods (default: %(default)s)")
+    r.add_argument("--device", default=None, help="JAX platform, e.g. cpu or gpu (default: JAX's choice)")
+    r.add_argument("--skip-missing", action="store_true", help="skip images without masks instead of stopping")
+    r.add_argument("--out", type=Path, help="output folder")
+
+    a = sub.add_parser("aggregate", help="aggregate per-image SAT Parquet files per group x segment")
+    a.add_argument("tables", nargs="+", type=Path, help="per-image SAT Parquet files (globs allowed)")
+    a.add_argument("--by", nargs="*", default=["target"], help="grouping columns (default: target)")
+    a.add_argument("--value", default="mean", help="per-image column to aggregate (default: %(default)s)")
+    a.add_argument("--out", type=Path, required=False, help="output Parquet file (default: print)")
+
+    c = sub.add_parser("compare", help="compare two SATs (models, splits) per group x segment")
+    c.add_argument("a", type=Path, help="first per-image (or aggregated) SAT Parquet file")
+    c.add_argument("b", type=Path, help="second one")
+    c.add_argument("--by", nargs="*", default=["target"], help="grouping columns (default: target)")
+    c.add_argument("--out", type=Path, help="output Parquet file (default: print)")
+
+    rp = sub.add_parser("report", help="an HTML report from an aggregated SAT")
+    rp.add_argument("aggregate", type=Path, help="aggregated SAT Parquet file")
+    rp.add_argument("--flags", type=Path, help="flags Parquet file")
+    rp.add_argument("--comparison", type=Path, help="comparison Parquet file")
+    rp.add_argument("--out", type=Path, default=Path("report.html"), help="HTML file (default: %(default)s)")
+    return p
+
+
+def _apply_config(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """Defaults from --config TOML (top level, or a table named after the command)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", type=Path)
+    known, _ = pre.parse_known_args(argv)
+    if known.config is None:
+        return
+    if not known.config.is_file():
+        raise UserError(f"config file {known.config} does not exist")
+    try:
+        data = tomllib.loads(known.config.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"config file {known.config} is not valid TOML: {exc}") from None
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in subparsers.choices.items():
+        values = {k: v for k, v in data.items() if not isinstance(v, dict)}
+        values.update(data.get(name, {}))
+        dests = {act.dest: act for act in sub._actions}
+        unknown = [k for k in values if k.replace("-", "_") not in dests and k not in ("debug", "config")]
+        if unknown and name in data:
+            raise UserError(f"config file {known.config}: unknown option(s) for '{name}': {', '.join(unknown)}")
+        defaults = {}
+        for key, value in values.items():
+            action = dests.get(key.replace("-", "_"))
+            if action is not None:
+                defaults[action.dest] = Path(value) if action.type is Path and isinstance(value, str) else value
+        sub.set_defaults(**defaults)
+
+
+# --------------------------------------------------------------------- commands
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from sat_fast.demo.experiment import DemoConfig, run_demo
+
+    config = DemoConfig.quick() if args.quick else DemoConfig.full()
+    result = run_demo(args.out, config=config, cache_dir=args.cache, progress=not args.no_progress)
+    if not args.no_progress:
+        print(f"\nwrote {len(result.files)} files to {args.out} (open {args.out / 'report.html'})")
+    return 0
+
+
+def load_factory(spec: str) -> Callable[..., Any]:
+    """Import ``pkg.module:function`` or ``path/to/file.py:function``."""
+    if ":" not in spec:
+        raise UserError(f"--model must look like 'pkg.module:function' or 'file.py:function', got {spec!r}")
+    where, _, attr = spec.rpartition(":")
+    try:
+        if where.endswith(".py"):
+            path = Path(where)
+            if not path.is_file():
+                raise UserError(f"model file {where} does not exist")
+            module_spec = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(module_spec)  # type: ignore[arg-type]
+            sys.modules[path.stem] = module
+            module_spec.loader.exec_module(module)  # type: ignore[union-attr]
+        else:
+            module = importlib.import_module(where)
+    except UserError:
+        raise
+    except Exception as exc:
+        raise UserError(f"cannot import the model factory {spec!r}: {type(exc).__name__}: {exc}") from exc
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise UserError(f"{where} has no callable {attr!r}")
+    return factory
+
+
+def _bundle(value: Any) -> ModelBundle:
+    if isinstance(value, ModelBundle):
+        return value
+    if isinstance(value, dict):
+        value = ModelBundle(**value)
+    elif isinstance(value, tuple) and 2 <= len(value) <= 4:
+        value = ModelBundle(*value)
+    else:
+        raise UserError("the model factory must return (apply, class_names[, transform[, preprocess]]) or a ModelBundle")
+    if not callable(value.apply):
+        raise UserError("the model factory's apply is not callable")
+    names = tuple(str(n) for n in value.class_names)
+    if not names:
+        raise UserError("the model factory returned no class names")
+    return ModelBundle(value.apply, names, value.transform, value.preprocess)
+
+
+def _image_index(root: Path, labels_csv: Path | None, class_names: Sequence[str]) -> list[tuple[str, Path, int]]:
+    """(image_id, path, class index) for every image; image ids are paths relative to root without suffix."""
+    if not root.is_dir():
+        raise UserError(f"image folder {root} does not exist")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise UserError(f"no images ({', '.join(_IMAGE_SUFFIXES)}) under {root}")
+    out = []
+    if labels_csv is not None:
+        if not labels_csv.is_file():
+            raise UserError(f"labels file {labels_csv} does not exist")
+        with labels_csv.open(newline="") as fh:
+            rows = {row["image_id"]: row["label"] for row in csv.DictReader(fh)} if fh else {}
+        for path in files:
+            image_id = str(path.relative_to(root).with_suffix(""))
+            if image_id not in rows:
+                raise UserError(f"image {image_id!r} has no row in {labels_csv}")
+            label = rows[image_id]
+            index = int(label) if label.isdigit() else (class_names.index(label) if label in class_names else -1)
+            if not 0 <= index < len(class_names):
+                raise UserError(f"label {label!r} of image {image_id!r} is not one of the model's classes")
+            out.append((image_id, path, index))
+        return out
+    for path in files:
+        rel = path.relative_to(root)
+        if len(rel.parts) < 2:
+            raise UserError(f"image {rel} is not in a class sub-folder (or pass --labels)")
+        folder = rel.parts[0]
+        if folder not in class_names:
+            raise UserError(f"sub-folder {folder!r} is not one of the model's classes: {', '.join(class_names)}")
+        out.append((str(rel.with_suffix("")), path, class_names.index(folder)))
+    return out
+
+
+def _load_segments(args: argparse.Namespace, image_ids: list[str]) -> dict[str, Any]:
+    """Segments by image id from a PNG folder, a COCO JSON file or an .npz bundle."""
+    from sat_fast import segments as sg
+
+    masks: Path = args.masks
+    if masks is None:
+        raise UserError("--masks is required")
+    if not masks.exists():
+        raise UserError(f"masks {masks} do not exist")
+    if masks.is_dir():
+        if args.names is None:
+            raise UserError("--names is required with a folder of PNG label maps")
+        if not args.names.is_file():
+            raise UserError(f"names file {args.names} does not exist")
+        found = {i: masks / f"{i}.png" for i in image_ids if (masks / f"{i}.png").is_file()}
+        loaded = sg.from_png(list(found.values()), args.names, image_ids=list(found), ignore_index=args.ignore_index)
+        return {s.image_id: s for s in loaded}
+    if masks.suffix == ".npz":
+        return {str(s.image_id): s for s in sg.load_segments(masks)}
+    if masks.suffix == ".json":
+        data = json.loads(masks.read_text())
+        by_file = {str(Path(img["file_name"]).with_suffix("")): img["id"] for img in data.get("images", [])}
+        loaded = sg.from_coco(data)
+        by_coco = {s.image_id: s for s in loaded}
+        return {i: by_coco[by_file[i]] for i in image_ids if i in by_file and by_file[i] in by_coco}
+    raise UserError(f"--masks must be a folder of PNGs, a COCO .json or an .npz bundle, got {masks}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    import jax
+    import numpy as np
+    import polars as pl
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    import sat_fast
+
+    for opt in ("model", "images", "out"):
+        if getattr(args, opt) is None:
+            raise UserError(f"--{opt} is required")
+    methods = importlib.import_module("sat_fast.saliency").METHODS
+    if args.method not in methods:
+        raise UserError(f"unknown --method {args.method!r}; choose one of {', '.join(methods)}")
+    if args.batch_size < 1 or args.steps < 1:
+        raise UserError("--batch-size and --steps must be positive")
+    if args.device is not None:
+        jax.config.update("jax_platform_name", args.device)
+    factory = load_factory(args.model)
+    bundle = _bundle(factory(args.checkpoint))
+    index = _image_index(args.images, args.labels, bundle.class_names)
+    segs = _load_segments(args, [i for i, _, _ in index])
+    missing = [i for i, _, _ in index if i not in segs]
+    if missing and not args.skip_missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise UserError(f"{len(missing)} of {len(index)} images have no masks ({shown}); pass --skip-missing to skip them")
+    index = [row for row in index if row[0] in segs]
+    if not index:
+        raise UserError("no image has masks")
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+
+    def load(path: Path) -> np.ndarray:
+        try:
+            img = np.asarray(Image.open(path).convert("RGB"), np.float32) / 255.0
+        except Exception as exc:
+            raise UserError(f"cannot read image {path}: {exc}") from None
+        return bundle.transform.image(img) if bundle.transform is not None else img
+
+    tables = []
+    for start in tqdm(range(0, len(index), args.batch_size), desc="explaining", unit="batch"):
+        rows = index[start : start + args.batch_size]
+        images = [load(p) for _, p, _ in rows]
+        shapes = {im.shape for im in images}
+        if len(shapes) != 1:
+            raise UserError(f"images of one batch differ in size {sorted(shapes)}; give the factory a transform that resizes")
+        batch = np.stack(images)
+        if bundle.preprocess is not None:
+            batch = np.asarray(bundle.preprocess(batch), np.float32)
+        batch_segs = [segs[i] for i, _, _ in rows]
+        if bundle.transform is not None:
+            batch_segs = [bundle.transform.segments(s) for s in batch_segs]
+        labels = np.array([c for _, _, c in rows])
+        logits = np.asarray(bundle.apply(batch))
+        predicted = logits.argmax(1)
+        maps = sat_fast.saliency(bundle.apply, batch, targets=labels, method=args.method, steps=args.steps, seed=args.seed)
+        tables.append(
+            sat_fast.segment_table(
+                np.asarray(maps),
+                segments=batch_segs,
+                image_ids=[i for i, _, _ in rows],
+                targets=labels,
+                metadata={
+                    "label": labels,
+                    "predicted": predicted,
+                    "correct": predicted == labels,
+                    "model": args.model,
+                },
+            )
+        )
+        # Append batch by batch: a crash keeps what was done.
+        tables[-1].write_parquet(out / f"sat-part-{start // args.batch_size:06d}.parquet")
+    sat = pl.concat(tables, how="vertical_relaxed")
+    sat.write_parquet(out / "sat.parquet")
+    for part in out.glob("sat-part-*.parquet"):
+        part.unlink()
+    agg = sat_fast.aggregate(sat, by=("target",))
+    agg.write_parquet(out / "aggregate.parquet")
+    flags = sat_fast.flag_shortcuts(agg)
+    flags.write_parquet(out / "flags.parquet")
+    sat_fast.report(out / "report.html", agg, flags=flags, title=f"SATs of {args.model}")
+    print(sat_fast.summary(agg, flags=flags, format="text"))
+    skipped = f", {len(missing)} skipped without masks" if missing else ""
+    print(f"\nexplained {len(index)} images{skipped}; wrote {out / 'sat.parquet'}, aggregate.parquet, flags.parquet, report.html")
+    return 0
+
+
+def _read(paths: Sequence[Path]):
+    import polars as pl
+
+    files = []
+    for p in paths:
+        matches = sorted(Path().glob(str(p))) if any(ch in str(p) for ch in "*?[") else [p]
+        for m in matches:
+            if not m.is_file():
+                raise UserError(f"table {m} does not exist")
+            files.append(m)
+    if not files:
+        raise UserError(f"no tables match {', '.join(map(str, paths))}")
+    return pl.scan_parquet(files)
+
+
+def _emit(frame, out: Path | None) -> int:
+    import polars as pl
+
+    if out is None:
+        with pl.Config(tbl_rows=50, tbl_cols=20):
+            print(frame)
+    else:
+        frame.write_parquet(out)
+        print(f"wrote {out} ({frame.height} rows)")
+    return 0
+
+
+def _aggregate(args: argparse.Namespace) -> int:
+    import sat_fast
+
+    return _emit(sat_fast.aggregate(_read(args.tables), by=tuple(args.by), value=args.value), args.out)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    import sat_fast
+
+    return _emit(sat_fast.compare(_read([args.a]), _read([args.b]), by=tuple(args.by)), args.out)
+
+
+def _report(args: argparse.Namespace) -> int:
+    import sat_fast
+
+    agg = _read([args.aggregate]).collect()
+    flags = _read([args.flags]).collect() if args.flags else None
+    comparison = _read([args.comparison]).collect() if args.comparison else None
+    path = sat_fast.report(args.out, agg, flags=flags, comparison=comparison)
+    print(sat_fast.summary(agg, flags=flags, comparison=comparison, format="text"))
+    print(f"wrote {path}")
+    return 0
+
+
+_COMMANDS = {"demo": _demo, "run": _run, "aggregate": _aggregate, "compare": _compare, "report": _report}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``sat-fast``; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    debug = "--debug" in argv
+    try:
+        _apply_config(parser, argv)
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        return _COMMANDS[args.command](args)
+    except UserError as exc:
+        if debug:
+            raise
+        print(f"sat-fast: error: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, FileNotFoundError, OSError) as exc:
+        # Problems in the user's data surface as these from the library; one line, unless --debug.
+        if debug:
+            raise
+        print(f"sat-fast: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,148 @@
+"""The sat-fast command: run on the example model, aggregate/compare/report, and every user error."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from PIL import Image
+
+from sat_fast import cli
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+FACTORY = f"{EXAMPLES / 'user_model.py'}:make_model"
+
+
+@pytest.fixture(scope="module")
+def example_data(tmp_path_factory):
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        from make_example_data import write_example_data
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    return write_example_data(tmp_path_factory.mktemp("data"), per_class=3)
+
+
+@pytest.fixture(scope="module")
+def run_output(example_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    code = cli.main(
+        ["run", "--model", FACTORY, "--images", str(example_data / "images"), "--masks", str(example_data / "masks"),
+         "--names", str(example_data / "names.csv"), "--steps", "4", "--batch-size", "4", "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    return out
+
+
+def test_run_writes_tables_and_report(run_output, example_data):
+    sat = pl.read_parquet(run_output / "sat.parquet")
+    assert {"image_id", "target", "label", "predicted", "correct", "model", "segment", "mean", "rank"} <= set(sat.columns)
+    assert sat["image_id"].n_unique() == 9
+    # class indices follow the sub-folder names' positions in the model's class names
+    first = sat.filter(pl.col("image_id") == "bird/000").row(0, named=True)
+    assert first["label"] == 1 and first["target"] == 1
+    assert set(sat["segment"].cast(pl.String)) <= {"background", "body", "head", "eye", "tail", "fin", "beak", "leg", "ear", "watermark"}
+    agg = pl.read_parquet(run_output / "aggregate.parquet")
+    assert {"target", "segment", "presence", "mean", "ci_low"} <= set(agg.columns)
+    assert (run_output / "report.html").read_text().startswith("<!DOCTYPE html>")
+    assert not list(run_output.glob("sat-part-*.parquet"))
+
+
+def test_aggregate_compare_report_commands(run_output, tmp_path, capsys):
+    sat = run_output / "sat.parquet"
+    assert cli.main(["aggregate", str(sat), "--by", "label", "correct", "--out", str(tmp_path / "a.parquet")]) == 0
+    agg = pl.read_parquet(tmp_path / "a.parquet")
+    assert agg.columns[:3] == ["label", "correct", "segment"]
+    assert cli.main(["compare", str(sat), str(sat), "--out", str(tmp_path / "c.parquet")]) == 0
+    assert pl.read_parquet(tmp_path / "c.parquet")["diff"].drop_nulls().abs().max() == 0
+    assert cli.main(["report", str(run_output / "aggregate.parquet"), "--out", str(tmp_path / "r.html")]) == 0
+    assert (tmp_path / "r.html").stat().st_size > 1000
+    assert cli.main(["aggregate", str(sat)]) == 0  # no --out: printed
+    assert "segment" in capsys.readouterr().out
+
+
+def test_config_file_supplies_options(example_data, tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text(
+        f'[run]\nmodel = "{FACTORY}"\nimages = "{example_data / "images"}"\nmasks = "{example_data / "masks"}"\n'
+        f'names = "{example_data / "names.csv"}"\nsteps = 2\nbatch-size = 9\nout = "{tmp_path / "out"}"\n'
+    )
+    assert cli.main(["--config", str(config), "run"]) == 0
+    assert pl.read_parquet(tmp_path / "out" / "sat.parquet")["image_id"].n_unique() == 9
+
+
+def _error(capsys, argv) -> str:
+    code = cli.main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.startswith("sat-fast: error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_user_errors_are_one_line_with_status_2(example_data, tmp_path, capsys):
+    images, masks, names = str(example_data / "images"), str(example_data / "masks"), str(example_data / "names.csv")
+    base = ["run", "--images", images, "--masks", masks, "--names", names, "--out", str(tmp_path / "o")]
+    assert "cannot import the model factory 'no_such_pkg.mod:f'" in _error(capsys, [*base, "--model", "no_such_pkg.mod:f"])
+    assert "has no callable 'nope'" in _error(capsys, [*base, "--model", f"{EXAMPLES / 'user_model.py'}:nope"])
+    assert "must look like" in _error(capsys, [*base, "--model", "justaname"])
+    assert "unknown --method 'magic'" in _error(capsys, [*base, "--model", FACTORY, "--method", "magic"])
+    missing_dir = ["run", "--model", FACTORY, "--images", str(tmp_path / "nope"), "--masks", masks, "--names", names]
+    assert "image folder" in _error(capsys, [*missing_dir, "--out", str(tmp_path / "o")])
+    assert "masks" in _error(capsys, ["run", "--model", FACTORY, "--images", images, "--masks", str(tmp_path / "none"),
+                                      "--names", names, "--out", str(tmp_path / "o")])  # fmt: skip
+    assert "--names is required" in _error(capsys, ["run", "--model", FACTORY, "--images", images, "--masks", masks,
+                                                    "--out", str(tmp_path / "o")])  # fmt: skip
+    assert "table" in _error(capsys, ["aggregate", str(tmp_path / "missing.parquet")])
+    bad_toml = tmp_path / "bad.toml"
+    bad_toml.write_text("this is = = not toml")
+    assert "not valid TOML" in _error(capsys, ["--config", str(bad_toml), "run"])
+
+
+def test_unknown_class_folder_is_an_error(example_data, tmp_path, capsys):
+    images = tmp_path / "images"
+    (images / "dog").mkdir(parents=True)
+    Image.fromarray(np.zeros((48, 48, 3), np.uint8)).save(images / "dog" / "0.png")
+    err = _error(capsys, ["run", "--model", FACTORY, "--images", str(images), "--masks", str(example_data / "masks"),
+                          "--names", str(example_data / "names.csv"), "--out", str(tmp_path / "o")])  # fmt: skip
+    assert "sub-folder 'dog' is not one of the model's classes: fish, bird, cat" in err
+
+
+def test_images_without_masks_stop_unless_skipped(example_data, tmp_path, capsys):
+    masks = tmp_path / "masks"
+    for p in (example_data / "masks").rglob("*.png"):
+        rel = p.relative_to(example_data / "masks")
+        if rel.name != "000.png":
+            (masks / rel).parent.mkdir(parents=True, exist_ok=True)
+            (masks / rel).write_bytes(p.read_bytes())
+    argv = ["run", "--model", FACTORY, "--images", str(example_data / "images"), "--masks", str(masks),
+            "--names", str(example_data / "names.csv"), "--steps", "2", "--out", str(tmp_path / "o")]  # fmt: skip
+    err = _error(capsys, argv)
+    assert "3 of 9 images have no masks (bird/000, cat/000, fish/000); pass --skip-missing" in err
+    assert cli.main([*argv, "--skip-missing"]) == 0
+    assert "3 skipped without masks" in capsys.readouterr().out
+    assert pl.read_parquet(tmp_path / "o" / "sat.parquet")["image_id"].n_unique() == 6
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "sat_fast.cli", "--debug", "aggregate", str(tmp_path / "missing.parquet")],
+        capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_help_explains_every_command(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "sat_fast.cli", "--help"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0
+    for word in ("demo", "run", "aggregate", "compare", "report", "examples:"):
+        assert word in proc.stdout
+    run_help = subprocess.run(
+        [sys.executable, "-m", "sat_fast.cli", "run", "--help"], capture_output=True, text=True, cwd=tmp_path
+    )
+    for option in ("--model", "--checkpoint", "--images", "--labels", "--masks", "--method", "--steps",
+                   "--batch-size", "--seed", "--device", "--skip-missing", "--out"):  # fmt: skip
+        assert option in run_help.stdout
