@@ -107,10 +107,10 @@ class DataConfig:
         Half-width of the uniform per-image jitter of each object's colours;
         larger makes the object harder to recognise by colour alone.
     shared_palette
-        Draw every object's colours from one palette shared by all classes,
-        so a class can only be told by its shape (the default: a watermark
-        is then an attractive shortcut, as it is for real classifiers whose
-        classes are hard). False gives each class its own colours.
+        How far each object's colours are drawn from one random palette
+        shared by all classes (1: only the shape tells the class, which makes
+        a watermark an attractive shortcut, as for real classifiers whose
+        classes are hard) rather than from its class's own colours (0).
     seed
         Seed of every random draw.
     """
@@ -126,7 +126,7 @@ class DataConfig:
     background_kind: str = "stripes"
     background_rate: float = 0.8
     colour_jitter: float = 0.12
-    shared_palette: bool = True
+    shared_palette: float = 1.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -154,6 +154,8 @@ class DataConfig:
             )
         if 4 * len(self.watermark_text) + 1 > self.image_size:
             raise ValueError(f"watermark_text {self.watermark_text!r} does not fit in {self.image_size} pixels")
+        if not 0.0 <= self.shared_palette <= 1.0:
+            raise ValueError(f"shared_palette must be in [0, 1], got {self.shared_palette!r}")
         if not 0.0 <= self.colour_jitter <= 0.5:
             raise ValueError(f"colour_jitter must be in [0, 0.5], got {self.colour_jitter!r}")
 
@@ -350,7 +352,7 @@ def _parts(cls: int, cv: _Canvas, cx, cy, s, d) -> list[tuple[str, np.ndarray]]:
 
 
 def _paint_objects(
-    label: np.ndarray, size: int, jitter: float, rng: np.random.Generator, shared_palette: bool = False
+    label: np.ndarray, size: int, jitter: float, rng: np.random.Generator, shared_palette: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Object layer: (N,H,W,3) colours, (N,H,W) segment ids (0 where empty), (N,K,3) part colours."""
     n = label.shape[0]
@@ -376,10 +378,8 @@ def _paint_objects(
         cv = _Canvas(size, idx.size)
         for name, mask in _parts(cls, cv, cx[idx], cy[idx], s[idx], d[idx]):
             k = _SEG[name]
-            if shared_palette:
-                ref = np.where(eye_light[idx, None], 0.95, 0.05) if name == "eye" else base[idx]
-            else:
-                ref = np.asarray(_CLASS_COLOURS[cls][name])
+            shared = np.where(eye_light[idx, None], 0.95, 0.05) if name == "eye" else base[idx]
+            ref = shared_palette * shared + (1.0 - shared_palette) * np.asarray(_CLASS_COLOURS[cls][name])
             colour = np.clip(ref + shift[idx, 0] + part_shift[idx, k], 0, 1)
             colours[idx, k] = colour
             sub_seg = seg[idx]

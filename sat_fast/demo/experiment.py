@@ -46,16 +46,21 @@ class DemoConfig:
 
     data: DataConfig = field(
         default_factory=lambda: DataConfig(
-            train_size=5000, test_size=600, ood_size=600, watermark_rate=0.4, background_rate=0.6
+            train_size=5000, test_size=600, ood_size=600, watermark_rate=0.6, background_rate=0.6
         )
     )
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, width=16))
     ig_steps: int = 16
     # The background covers about 70% of every image, so its share of the
-    # attribution is always large: flag by density (a segment drawing 1.5x the
-    # attribution its area would) and leave share to segments that take most.
+    # attribution is always large: flag by density (flag_shortcuts' default,
+    # a segment drawing twice the attribution its area would) and by share
+    # only for a segment that takes nearly all of it.
     flag_share_min: float = 0.9
-    flag_density_min: float = 1.5
+    flag_density_min: float = 2.0
+    # Deletion fills a segment with a blurred copy of the image
+    # (segment_deletion's default): it takes away a segment's detail, not its
+    # colour, so a removed part does not become a hole of another colour.
+    deletion_fill: str = "blur"
 
     @classmethod
     def full(cls) -> DemoConfig:
@@ -64,7 +69,7 @@ class DemoConfig:
     @classmethod
     def quick(cls) -> DemoConfig:
         return cls(
-            data=DataConfig(train_size=2500, test_size=450, ood_size=450, watermark_rate=0.4, background_rate=0.6),
+            data=DataConfig(train_size=2500, test_size=450, ood_size=450, watermark_rate=0.6, background_rate=0.6),
             train=TrainConfig(epochs=6, width=12),
             ig_steps=12,
         )
@@ -223,8 +228,7 @@ def run_demo(
     )
 
     # Deletion check on the watermarked images of the watermark's class: the
-    # watermark against the core part of about the same area, each removed by
-    # painting the background texture back (the dataset knows it exactly).
+    # watermark against the core part of about the same area.
     log("deletion check ...")
     test = splits["test"]
     chosen = np.flatnonzero((test.label == wm_class) & test.watermark)
@@ -239,7 +243,7 @@ def run_demo(
             subset.images,
             subset.segments,
             names=names,
-            fill=subset.backdrop,
+            fill=config.deletion_fill,
             targets=np.full(len(subset), wm_class),
             image_ids=[f"test-{i}" for i in chosen],
             metadata={"model": model_name},

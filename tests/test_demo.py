@@ -1,0 +1,80 @@
+"""The demo's quick configuration end to end: the shortcut the method promises to expose."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from sat_fast import cli
+from sat_fast.demo.data import CLASS_NAMES, SEGMENT_NAMES, DataConfig, make_split
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    from sat_fast.demo.experiment import DemoConfig, run_demo
+
+    out = tmp_path_factory.mktemp("demo")
+    return out, run_demo(out, config=DemoConfig.quick(), progress=False)
+
+
+@pytest.mark.slow
+def test_accuracy_hides_what_the_table_shows(demo):
+    _, r = demo
+    print(r.accuracy, r.watermark_rank, r.watermark_flagged, r.deletion_drop, r.core_part)
+    # accuracy barely moves out of distribution ...
+    assert abs(r.ood_gap["shortcut"]) <= 0.10
+    assert r.accuracy[("shortcut", "test")] > 0.7 and r.accuracy[("control", "test")] > 0.7
+    # ... but the SAT puts the watermark first or second for the watermark's class, and flags it
+    assert r.watermark_rank["shortcut"] in (1, 2)
+    assert r.watermark_flagged["shortcut"]
+    # the control model, trained without the correlation, is not flagged
+    assert not r.watermark_flagged["control"]
+    # and deleting the watermark hurts the shortcut model more than deleting a core part of about its area
+    drops = r.deletion_drop["shortcut"]
+    assert drops["watermark"] > drops["core part (same area)"]
+
+
+@pytest.mark.slow
+def test_outputs_are_written(demo):
+    out, r = demo
+    for name in ("sat", "aggregate", "flags", "comparison", "deletion"):
+        assert (out / f"{name}.parquet").is_file()
+    sat = pl.read_parquet(out / "sat.parquet")
+    assert {"label", "target", "predicted", "correct", "split", "model"} <= set(sat.columns)
+    assert set(sat["split"]) == {"test", "ood"} and set(sat["model"]) == {"shortcut", "control"}
+    assert len(list(out.glob("figure_*.png"))) == len(list(out.glob("figure_*.svg"))) >= 5
+    assert "<img" in (out / "report.html").read_text()
+    # the second run starts from the cached parameters
+    assert list((out / "cache").glob("*.msgpack"))
+
+
+def test_dataset_is_deterministic_and_masks_are_pixel_exact():
+    config = DataConfig(train_size=60, test_size=30, ood_size=30)
+    a, b = make_split(config, "test"), make_split(config, "test")
+    np.testing.assert_array_equal(a.images, b.images)
+    np.testing.assert_array_equal(a.segments, b.segments)
+    assert set(np.unique(a.label)) == set(range(len(CLASS_NAMES)))
+    # every part's pixels carry that part's flat colour; the background shows the texture
+    for i in range(len(a)):
+        for k, name in enumerate(SEGMENT_NAMES):
+            pix = a.images[i][a.segments[i] == k]
+            if name == "background" or pix.size == 0:
+                continue
+            np.testing.assert_allclose(pix, np.broadcast_to(a.colours[i, k], pix.shape), atol=1e-6)
+        background = a.segments[i] == 0
+        np.testing.assert_array_equal(a.images[i][background], a.backdrop[i][background])
+    # watermark rates: the configured fraction of the watermark class in distribution,
+    # the same count spread over all classes out of distribution
+    fish = a.label == config.watermark_class
+    assert a.watermark[~fish].sum() == 0
+    assert a.watermark.sum() == round(config.watermark_rate * fish.sum())
+    ood = make_split(config, "ood")
+    assert ood.watermark.sum() == round(config.watermark_rate * (ood.label == config.watermark_class).sum())
+    assert ood.watermark[ood.label != config.watermark_class].sum() > 0
+
+
+def test_demo_command_rejects_bad_options(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["demo", "--speed", "fast"])
+    assert exc.value.code == 2
