@@ -78,3 +78,13 @@ def test_demo_command_rejects_bad_options(capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["demo", "--speed", "fast"])
     assert exc.value.code == 2
+
+
+@pytest.mark.slow
+def test_demo_command_reuses_the_cached_models(demo, capsys):
+    out, first = demo
+    cached = sorted(p.stat().st_mtime_ns for p in (out / "cache").glob("*.msgpack"))
+    assert cli.main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
+    assert sorted(p.stat().st_mtime_ns for p in (out / "cache").glob("*.msgpack")) == cached  # not retrained
+    again = pl.read_parquet(out / "sat.parquet")
+    assert again.equals(first.tables["sat"])  # same models, same seed: the same tables
