@@ -11,7 +11,7 @@ Two shortcuts can be injected with a chosen strength:
 - a watermark that appears on a fraction of the images of one class and on no
   other image, and
 - a background kind that appears with one class far more often than chance
-  (the other classes draw every kind uniformly, that one included).
+  (and never with the others).
 
 In a *decorrelated* split the same number of watermarks lands on random images
 of every class and background kinds are drawn uniformly, independent of the
@@ -28,10 +28,7 @@ seed: the same :class:`DataConfig` and split always give the same arrays.
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -42,7 +39,6 @@ __all__ = [
     "SEGMENT_NAMES",
     "DataConfig",
     "SyntheticImages",
-    "config_hash",
     "make_split",
     "make_splits",
 ]
@@ -101,32 +97,34 @@ class DataConfig:
         The watermark's text, drawn with a 3x5 pixel font (letters ``SATCFOX``).
     background_class, background_kind, background_rate
         Fraction ``background_rate`` of the images of ``background_class`` get
-        the ``background_kind`` texture; every other image draws one of all
-        kinds uniformly. Decorrelated splits draw all kinds uniformly.
+        the ``background_kind`` texture and the rest of that class one of the
+        other kinds; the other classes draw all kinds uniformly (so the kind
+        is correlated with the class, not a give-away, when the rate is above
+        ``1 / len(BACKGROUND_KINDS)``). Decorrelated splits draw all kinds
+        uniformly for every class.
     colour_jitter
         Half-width of the uniform per-image jitter of each object's colours;
         larger makes the object harder to recognise by colour alone.
-    shared_palette
-        How far each object's colours are drawn from one random palette
-        shared by all classes (1: only the shape tells the class, which makes
-        a watermark an attractive shortcut, as for real classifiers whose
-        classes are hard) rather than from its class's own colours (0).
+    palette_swap
+        Probability that an object is drawn in a random class's colour
+        palette instead of its own: 0 makes colour a give-away, 1 leaves only
+        the shape to tell the classes apart.
     seed
         Seed of every random draw.
     """
 
     image_size: int = 32
-    train_size: int = 6000
+    train_size: int = 2400
     test_size: int = 900
     ood_size: int = 900
     watermark_class: int = 0
-    watermark_rate: float = 0.6
+    watermark_rate: float = 0.9
     watermark_text: str = "SAT"
     background_class: int = 1
     background_kind: str = "stripes"
-    background_rate: float = 0.8
+    background_rate: float = 0.6
     colour_jitter: float = 0.12
-    shared_palette: float = 1.0
+    palette_swap: float = 0.5
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -154,16 +152,10 @@ class DataConfig:
             )
         if 4 * len(self.watermark_text) + 1 > self.image_size:
             raise ValueError(f"watermark_text {self.watermark_text!r} does not fit in {self.image_size} pixels")
-        if not 0.0 <= self.shared_palette <= 1.0:
-            raise ValueError(f"shared_palette must be in [0, 1], got {self.shared_palette!r}")
+        if not 0.0 <= self.palette_swap <= 1.0:
+            raise ValueError(f"palette_swap must be in [0, 1], got {self.palette_swap!r}")
         if not 0.0 <= self.colour_jitter <= 0.5:
             raise ValueError(f"colour_jitter must be in [0, 0.5], got {self.colour_jitter!r}")
-
-
-def config_hash(config: object) -> str:
-    """A short stable hash of a dataclass config (its fields as sorted JSON)."""
-    text = json.dumps(asdict(config), sort_keys=True)  # type: ignore[call-overload]
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True, eq=False)
@@ -287,32 +279,24 @@ def _bar(cv: _Canvas, p0, p1, width) -> np.ndarray:
 
 # --------------------------------------------------------------------------- objects
 
-# Base colours per class and part (RGB); each image jitters them.
-_CLASS_COLOURS: dict[int, dict[str, tuple[float, float, float]]] = {
-    0: {  # fish: orange and yellow
-        "tail": (0.95, 0.45, 0.05),
-        "body": (0.98, 0.58, 0.12),
-        "fin": (0.90, 0.35, 0.05),
-        "head": (1.00, 0.78, 0.25),
-        "eye": (0.05, 0.05, 0.10),
+# Colour palettes (RGB per part name); palette i is class i's own. Each image jitters them.
+_PALETTES: tuple[dict[str, tuple[float, float, float]], ...] = (
+    {  # orange and yellow (fish)
+        "tail": (0.95, 0.45, 0.05), "body": (0.98, 0.58, 0.12), "fin": (0.90, 0.35, 0.05),
+        "head": (1.00, 0.78, 0.25), "eye": (0.05, 0.05, 0.10), "beak": (0.90, 0.35, 0.05),
+        "leg": (0.90, 0.35, 0.05), "ear": (0.90, 0.35, 0.05),
     },
-    1: {  # bird: red with a yellow beak
-        "tail": (0.65, 0.10, 0.15),
-        "leg": (0.95, 0.80, 0.10),
-        "body": (0.85, 0.15, 0.20),
-        "head": (0.75, 0.10, 0.35),
-        "beak": (1.00, 0.85, 0.05),
-        "eye": (0.98, 0.98, 0.98),
+    {  # red with yellow highlights (bird)
+        "tail": (0.65, 0.10, 0.15), "leg": (0.95, 0.80, 0.10), "body": (0.85, 0.15, 0.20),
+        "head": (0.75, 0.10, 0.35), "beak": (1.00, 0.85, 0.05), "eye": (0.98, 0.98, 0.98),
+        "fin": (0.95, 0.80, 0.10), "ear": (0.95, 0.80, 0.10),
     },
-    2: {  # cat: brown and grey
-        "tail": (0.40, 0.28, 0.20),
-        "leg": (0.35, 0.25, 0.18),
-        "body": (0.50, 0.38, 0.28),
-        "head": (0.60, 0.50, 0.42),
-        "ear": (0.30, 0.20, 0.15),
-        "eye": (0.20, 0.85, 0.30),
+    {  # brown and grey (cat)
+        "tail": (0.40, 0.28, 0.20), "leg": (0.35, 0.25, 0.18), "body": (0.50, 0.38, 0.28),
+        "head": (0.60, 0.50, 0.42), "ear": (0.30, 0.20, 0.15), "eye": (0.20, 0.85, 0.30),
+        "fin": (0.30, 0.20, 0.15), "beak": (0.30, 0.20, 0.15),
     },
-}
+)
 
 
 def _parts(cls: int, cv: _Canvas, cx, cy, s, d) -> list[tuple[str, np.ndarray]]:
@@ -352,7 +336,7 @@ def _parts(cls: int, cv: _Canvas, cx, cy, s, d) -> list[tuple[str, np.ndarray]]:
 
 
 def _paint_objects(
-    label: np.ndarray, size: int, jitter: float, rng: np.random.Generator, shared_palette: float = 0.0
+    label: np.ndarray, size: int, jitter: float, palette_swap: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Object layer: (N,H,W,3) colours, (N,H,W) segment ids (0 where empty), (N,K,3) part colours."""
     n = label.shape[0]
@@ -364,46 +348,40 @@ def _paint_objects(
     # one jitter per image for the whole object (lighting) plus a smaller one per part
     shift = rng.uniform(-jitter, jitter, (n, 1, 3))
     part_shift = rng.uniform(-jitter / 3, jitter / 3, (n, len(SEGMENT_NAMES), 3))
-    # shared palette: one random base colour per image for every part (eyes stay dark or light)
-    base = rng.uniform(0.25, 0.95, (n, 3)).astype(np.float32)
-    eye_light = rng.random(n) < 0.5
+    # with probability palette_swap an image takes a random palette, so colour alone cannot tell the class
+    palette = np.where(rng.random(n) < palette_swap, rng.integers(0, len(_PALETTES), n), label)
 
-    rgb = np.zeros((n, size, size, 3), np.float32)
     seg = np.zeros((n, size, size), np.uint8)
     colours = np.full((n, len(SEGMENT_NAMES), 3), np.nan, np.float32)
     for cls in range(len(CLASS_NAMES)):
         idx = np.flatnonzero(label == cls)
         if idx.size == 0:
             continue
-        cv = _Canvas(size, idx.size)
-        for name, mask in _parts(cls, cv, cx[idx], cy[idx], s[idx], d[idx]):
+        sub = np.zeros((idx.size, size, size), np.uint8)
+        for name, mask in _parts(cls, _Canvas(size, idx.size), cx[idx], cy[idx], s[idx], d[idx]):
             k = _SEG[name]
-            shared = np.where(eye_light[idx, None], 0.95, 0.05) if name == "eye" else base[idx]
-            ref = shared_palette * shared + (1.0 - shared_palette) * np.asarray(_CLASS_COLOURS[cls][name])
-            colour = np.clip(ref + shift[idx, 0] + part_shift[idx, k], 0, 1)
-            colours[idx, k] = colour
-            sub_seg = seg[idx]
-            sub_rgb = rgb[idx]
-            sub_seg[mask] = k
-            sub_rgb[mask] = np.broadcast_to(colour[:, None, None, :], sub_rgb.shape)[mask]
-            seg[idx] = sub_seg
-            rgb[idx] = sub_rgb
+            base = np.array([_PALETTES[p][name] for p in range(len(_PALETTES))], np.float32)[palette[idx]]
+            colours[idx, k] = np.clip(base + shift[idx, 0] + part_shift[idx, k], 0, 1)
+            sub[mask] = k
+        seg[idx] = sub
     present = np.zeros((n, len(SEGMENT_NAMES)), bool)
     np.put_along_axis(present, seg.reshape(n, -1).astype(np.intp), True, axis=1)
     colours[~present] = np.nan
+    # parts are flat, so the object layer is a per-image lookup of its part colours
+    rgb = np.take_along_axis(colours, seg.reshape(n, -1, 1).astype(np.intp), axis=1).reshape(n, size, size, 3)
     return rgb, seg, colours
 
 
 # --------------------------------------------------------------------------- textures
 
 
-def _texture(kind: str, n: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    """(n, H, W, 3) float32 texture of one kind with random phase, scale and tint."""
+def _texture(kind: str, fine: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(n, H, W, 3) float32 texture of one kind over the fine noise (n, H, W), random phase, scale and tint."""
+    n, size = fine.shape[0], fine.shape[1]
     c = np.arange(size, dtype=np.float32)
     yy, xx = c[None, :, None], c[None, None, :]
     tint = rng.uniform(-0.05, 0.05, (n, 1, 1, 3)).astype(np.float32)
     phase = rng.uniform(0, 2 * np.pi, (n, 1, 1)).astype(np.float32)
-    fine = rng.normal(0, 1, (n, size, size)).astype(np.float32)
     if kind == "grass":
         blades = rng.normal(0, 1, (n, 1, size)).astype(np.float32)  # a brightness per column
         sway = np.sin(yy * 0.5 + phase) * 0.5
@@ -435,13 +413,35 @@ def _texture(kind: str, n: int, size: int, rng: np.random.Generator) -> np.ndarr
 
 
 def _paint_backgrounds(kind: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    out = np.empty((kind.shape[0], size, size, 3), np.float32)
+    n = kind.shape[0]
+    fine = rng.normal(0, 1, (n, size, size)).astype(np.float32)
+    out = np.empty((n, size, size, 3), np.float32)
     for k, name in enumerate(BACKGROUND_KINDS):
-        # every kind draws its random numbers for all images so that an image's texture
-        # depends only on its kind and the seed, not on the kinds of the other images
-        tex = _texture(name, kind.shape[0], size, rng)
-        out[kind == k] = tex[kind == k]
+        # each kind draws its parameters for every image (cheap, one number each) so that an
+        # image's texture depends only on its kind and the seed, not on the other images' kinds
+        params = np.random.default_rng(rng.integers(0, 2**63))
+        idx = np.flatnonzero(kind == k)
+        out[idx] = _texture(name, fine[idx], _Subset(params, n, idx))
     return out
+
+
+class _Subset:
+    """A generator view that draws for all n images and keeps the rows in ``idx``."""
+
+    def __init__(self, rng: np.random.Generator, n: int, idx: np.ndarray):
+        self._rng, self._n, self._idx = rng, n, idx
+
+    def uniform(self, low, high, shape):
+        return self._rng.uniform(low, high, (self._n,) + tuple(shape[1:]))[self._idx]
+
+    def normal(self, loc, scale, shape):
+        return self._rng.normal(loc, scale, (self._n,) + tuple(shape[1:]))[self._idx]
+
+    def integers(self, low, high, shape):
+        return self._rng.integers(low, high, (self._n,) + tuple(shape[1:]))[self._idx]
+
+    def choice(self, values, shape):
+        return self._rng.choice(values, (self._n,) + tuple(shape[1:]))[self._idx]
 
 
 # --------------------------------------------------------------------------- watermark
@@ -499,13 +499,13 @@ def _shortcuts(
     watermark[rng.choice(pool, count, replace=False)] = True
 
     kinds = len(BACKGROUND_KINDS)
-    kind = rng.integers(0, kinds, n).astype(np.int8)
     if not correlated:
-        return watermark, kind
-    # Correlated, not exclusive: background_rate of the class's images get the
-    # special kind, every other image draws all kinds uniformly (special too).
+        return watermark, rng.integers(0, kinds, n).astype(np.int8)
     special = BACKGROUND_KINDS.index(config.background_kind)
+    others = np.array([k for k in range(kinds) if k != special])
+    kind = rng.integers(0, kinds, n).astype(np.int8)
     in_bg_class = np.flatnonzero(label == config.background_class)
+    kind[in_bg_class] = others[rng.integers(0, others.size, in_bg_class.size)]
     chosen = rng.choice(in_bg_class, int(round(config.background_rate * in_bg_class.size)), replace=False)
     kind[chosen] = special
     return watermark, kind
@@ -543,8 +543,8 @@ def make_split(
     >>> data = make_split(DataConfig(test_size=30), "test")
     >>> data.images.shape, data.segments.dtype.name
     ((30, 32, 32, 3), 'uint8')
-    >>> int(data.watermark.sum())  # 60% of the 10 fish
-    6
+    >>> int(data.watermark.sum())  # 90% of the 10 fish
+    9
     """
     if split not in _SPLIT_CODES:
         raise ValueError(f"split must be one of {tuple(_SPLIT_CODES)}, got {split!r}")
@@ -555,7 +555,7 @@ def make_split(
 
     obj_rng = _rng(config, split, _STREAM_OBJECTS)
     label = _balanced_labels(n, obj_rng)
-    obj_rgb, seg, colours = _paint_objects(label, size, config.colour_jitter, obj_rng, config.shared_palette)
+    obj_rgb, seg, colours = _paint_objects(label, size, config.colour_jitter, config.palette_swap, obj_rng)
 
     shortcut_rng = _rng(config, split, _STREAM_SHORTCUTS if correlated else _STREAM_DECORRELATED)
     watermark, kind = _shortcuts(config, label, correlated, shortcut_rng)
@@ -585,8 +585,3 @@ def make_splits(config: DataConfig) -> dict[str, SyntheticImages]:
         "ood": make_split(config, "ood"),
     }
 
-
-def fill_segments(data: SyntheticImages, select: Callable[[SyntheticImages], np.ndarray]) -> np.ndarray:
-    """Images with the pixels where ``select(data)`` is true replaced by the backdrop texture."""
-    mask = select(data)
-    return np.where(mask[..., None], data.backdrop, data.images).astype(np.float32)

@@ -1,9 +1,10 @@
-"""Training the demo's models with optax, with a parameter cache."""
+"""Training the demo's classifiers on CPU, with the parameters cached on disk."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -14,91 +15,150 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
+from sat_fast.demo.data import CLASS_NAMES, DataConfig, SyntheticImages
 from sat_fast.demo.model import SmallCNN
 
-__all__ = ["TrainConfig", "train", "accuracy", "predict_logits"]
+__all__ = ["TrainConfig", "cache_key", "default_cache_dir", "predict", "train_model"]
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings (fixed seed: same data and config give the same parameters)."""
+    """How to train a demo model.
 
-    epochs: int = 6
-    batch_size: int = 128
+    Parameters
+    ----------
+    widths
+        Channels of the CNN's conv blocks (see :class:`SmallCNN`).
+    epochs, batch_size, learning_rate, weight_decay
+        AdamW with a cosine-decayed learning rate over ``epochs`` passes.
+    seed
+        Seed of the initialisation and of the batch order.
+    """
+
+    widths: tuple[int, ...] = (16, 32, 64)
+    epochs: int = 8
+    batch_size: int = 32
     learning_rate: float = 3e-3
-    width: int = 16
+    weight_decay: float = 1e-4
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
+        if not self.widths or any(w < 1 for w in self.widths):
+            raise ValueError(f"widths must be a non-empty tuple of positive ints, got {self.widths!r}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}")
 
-def _key(parts: dict) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+def default_cache_dir() -> Path:
+    """``$SAT_FAST_CACHE`` or ``~/.cache/sat_fast/demo``."""
+    return Path(os.environ.get("SAT_FAST_CACHE", Path.home() / ".cache" / "sat_fast" / "demo"))
 
 
-def train(
-    images: np.ndarray,
-    labels: np.ndarray,
+def cache_key(data_config: DataConfig, train_config: TrainConfig, role: str) -> str:
+    """A hash of everything the trained parameters depend on."""
+    text = json.dumps(
+        {"data": asdict(data_config), "train": asdict(train_config), "role": role, "format": 1},
+        sort_keys=True,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def _model(train_config: TrainConfig) -> SmallCNN:
+    return SmallCNN(num_classes=len(CLASS_NAMES), widths=train_config.widths)
+
+
+def predict(params, images: np.ndarray, train_config: TrainConfig, *, batch_size: int = 256) -> np.ndarray:
+    """(N, C) float32 logits of the model with ``params`` on ``images`` (N, H, W, 3)."""
+    apply = _apply_fn(train_config)
+    out = [np.asarray(apply(params, jnp.asarray(images[i : i + batch_size])))
+           for i in range(0, len(images), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, len(CLASS_NAMES)), np.float32)
+
+
+_APPLY_CACHE: dict[tuple[int, ...], object] = {}
+
+
+def _apply_fn(train_config: TrainConfig):
+    key = tuple(train_config.widths)
+    if key not in _APPLY_CACHE:
+        _APPLY_CACHE[key] = jax.jit(_model(train_config).apply)
+    return _APPLY_CACHE[key]
+
+
+def train_model(
+    data: SyntheticImages,
+    data_config: DataConfig,
+    train_config: TrainConfig,
     *,
-    config: TrainConfig,
-    num_classes: int,
-    cache_dir: Path | None = None,
-    cache_key: dict | None = None,
-    name: str = "model",
+    role: str,
+    cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
 ):
-    """Train a :class:`SmallCNN`; returns ``(model, params)``.
+    """Train a :class:`SmallCNN` on ``data``, or load it from the cache.
 
-    Parameters are cached as Flax msgpack bytes (never pickle) under
-    ``cache_dir`` keyed by a hash of ``cache_key`` and the config, so a
-    second run with the same settings starts at once.
+    Parameters
+    ----------
+    data
+        The training split.
+    data_config, train_config
+        Together with ``role`` they key the cache, so a changed setting
+        retrains.
+    role
+        Which model this is ("shortcut" or "control").
+    cache_dir
+        Where parameters are cached as Flax msgpack bytes; default
+        :func:`default_cache_dir`.
+    progress
+        Show a progress bar.
+
+    Returns
+    -------
+    The model parameters (a pytree for ``SmallCNN.apply``).
     """
-    model = SmallCNN(num_classes=num_classes, width=config.width)
-    template = model.init(jax.random.key(config.seed), jnp.zeros((1,) + images.shape[1:], jnp.float32))
-    path = None
-    if cache_dir is not None:
-        key = _key({"train": asdict(config), "data": cache_key or {}, "classes": num_classes, "name": name})
-        path = Path(cache_dir) / f"{name}-{key}.msgpack"
-        if path.exists():
-            return model, flax.serialization.from_bytes(template, path.read_bytes())
+    model = _model(train_config)
+    template = model.init(jax.random.key(train_config.seed), jnp.zeros((1,) + data.images.shape[1:], jnp.float32))
+    path = Path(cache_dir if cache_dir is not None else default_cache_dir()) / (
+        f"{role}-{cache_key(data_config, train_config, role)}.msgpack"
+    )
+    if path.exists():
+        return flax.serialization.from_bytes(template, path.read_bytes())
 
-    tx = optax.adam(config.learning_rate)
+    n = len(data)
+    steps_per_epoch = max(1, n // train_config.batch_size)
+    total = steps_per_epoch * train_config.epochs
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, train_config.learning_rate, min(100, total // 10), total, train_config.learning_rate * 0.02
+    )
+    tx = optax.adamw(schedule, weight_decay=train_config.weight_decay)
     params = template
     opt_state = tx.init(params)
 
+    def loss_fn(p, x, y):
+        logits = model.apply(p, x)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
     @jax.jit
-    def step(params, opt_state, x, y):
-        def loss_fn(p):
-            logits = model.apply(p, x)
-            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    def step(p, s, x, y):
+        loss, grads = jax.value_and_grad(loss_fn)(p, x, y)
+        updates, s = tx.update(grads, s, p)
+        return optax.apply_updates(p, updates), s, loss
 
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
-    rng = np.random.default_rng(config.seed)
-    n = images.shape[0]
-    steps = n // config.batch_size
-    bar = tqdm(total=config.epochs * steps, desc=f"training {name}", unit="step", disable=not progress, leave=False)
-    for _ in range(config.epochs):
+    rng = np.random.default_rng(train_config.seed)
+    images, labels = data.images, data.label.astype(np.int32)
+    bar = tqdm(total=total, desc=f"training {role} model", disable=not progress, leave=False)
+    for _ in range(train_config.epochs):
         order = rng.permutation(n)
-        for s in range(steps):
-            idx = order[s * config.batch_size : (s + 1) * config.batch_size]
+        for i in range(steps_per_epoch):
+            idx = order[i * train_config.batch_size : (i + 1) * train_config.batch_size]
             params, opt_state, loss = step(params, opt_state, jnp.asarray(images[idx]), jnp.asarray(labels[idx]))
+            if i % 20 == 0:
+                bar.set_postfix(loss=f"{float(loss):.3f}")
             bar.update(1)
-        bar.set_postfix(loss=f"{float(loss):.3f}")
     bar.close()
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(flax.serialization.to_bytes(params))
-        tmp.replace(path)  # atomic: a crash never leaves a half-written cache entry
-    return model, params
-
-
-def predict_logits(model, params, images: np.ndarray, *, batch_size: int = 512) -> np.ndarray:
-    apply = jax.jit(model.apply)
-    out = [np.asarray(apply(params, jnp.asarray(images[i : i + batch_size]))) for i in range(0, len(images), batch_size)]
-    return np.concatenate(out) if out else np.zeros((0, model.num_classes), np.float32)
-
-
-def accuracy(model, params, images: np.ndarray, labels: np.ndarray) -> float:
-    return float((predict_logits(model, params, images).argmax(1) == labels).mean())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(flax.serialization.to_bytes(params))
+    tmp.replace(path)
+    return params
