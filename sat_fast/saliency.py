@@ -66,12 +66,13 @@ _NOISE_METHODS = ("smoothgrad", "smoothgrad_squared", "vargrad")
 _SQUARE_METHODS = ("smoothgrad_squared", "vargrad")
 
 # Chunk sizing for speed, measured with benchmarks/bench_saliency.py (see
-# benchmarks/RESULTS.md): on XLA:CPU the throughput per gradient point is flat
-# from 4 to 32 points per chunk and about halves from 64 points on (64x64 CNN),
-# and ResNet-18 at 224x224 runs as fast at 8 as at 32 points: 16 points per
-# chunk sits in the middle of the flat range for both. On accelerators bigger
-# batches keep winning, so there only the memory budget limits a chunk.
-_CPU_CHUNK_POINTS = 16
+# benchmarks/RESULTS.md). On XLA:CPU small batches win: the 64x64 CNN (5.5 MB
+# of forward intermediates per point by the jaxpr count below) runs best at
+# 8-16 points per chunk and at half speed from 64 points; ResNet-18 at 224x224
+# (136 MB per point) runs best one point at a time. A chunk of at most 64 MB of
+# counted intermediates, rounded down to a power of two, fits both. On
+# accelerators bigger batches keep winning, so there only the budget limits.
+_CPU_CHUNK_BYTES = 64 * 2**20
 _MAX_CHUNK_POINTS = 4096
 
 
@@ -206,8 +207,7 @@ class _Spec(NamedTuple):
     output: str
     points: int  # gradient points per image (steps or samples)
     rule: str
-    baseline: str  # "zeros" | "constant" | "blur" | "uniform" | "array"
-    constant: float
+    baseline: str  # "zeros" (unused) | "blur" | "uniform" | "array" (zeros, constants, user arrays)
     noise: float
     n_targets: int
     predicted: bool
@@ -249,10 +249,8 @@ def _blur(x: jax.Array) -> jax.Array:
 
 def _baseline(spec: _Spec, x: jax.Array, user: jax.Array, key: jax.Array) -> jax.Array:
     """The IG baseline of one image (H, W, C)."""
-    if spec.baseline == "zeros":
+    if spec.baseline == "zeros":  # methods without a baseline
         return jnp.zeros_like(x)
-    if spec.baseline == "constant":
-        return jnp.full_like(x, spec.constant)
     if spec.baseline == "blur":
         return _blur(x)
     if spec.baseline == "uniform":
@@ -378,7 +376,10 @@ def _chunk(spec: _Spec, arrays, x, user, targets, index, seed, refs, j0, first, 
     out, pullback = jax.vjp(lambda zz: _explained(spec, arrays, zz), z)
     rows_targets = jnp.repeat(targets, p, axis=0)  # (b*p, T)
     cotangents = jax.nn.one_hot(rows_targets.T, out.shape[1], dtype=out.dtype)  # (T, b*p, N)
-    (grads,) = jax.vmap(pullback)(cotangents)  # (T, b*p, H, W, C)
+    if t == 1:  # one backward pass: no vmap, whose size-1 batch axis XLA:CPU handles less well
+        grads = pullback(cotangents[0])[0][None]
+    else:
+        (grads,) = jax.vmap(pullback)(cotangents)  # (T, b*p, H, W, C)
     grads = grads.reshape((t, b, p) + x.shape[1:])
     w = _weights(spec, j, grads.dtype)[:, None, None, None]
     weighted = grads if mult is None else grads * mult[None]
@@ -466,20 +467,57 @@ def _gradcam_chunk(spec: _Spec, arrays, x, user, targets, index, seed, refs, j0,
 
 _COMPILED: collections.OrderedDict = collections.OrderedDict()  # least recently used first
 _COMPILED_MAX = 64
+_EMBED_MAX_BYTES = 512 * 2**20
 _CHUNK_POINTS: dict[Any, int] = {}
 
 
-def _compiled(fun: Callable, spec: _Spec, args: tuple):
-    """An ahead-of-time compiled ``fun(spec, *args)``, cached by spec and argument shapes.
+class _Kernel(NamedTuple):
+    """A compiled ``fun(spec, arrays, *rest)``; ``pinned`` holds the model arrays compiled in as constants."""
 
-    Array arguments (the model's parameters included) are never part of the
-    key: new values of the same shapes reuse the executable.
+    executable: Any
+    pinned: list | None
+
+    def __call__(self, arrays, *rest):
+        return self.executable(*rest) if self.pinned is not None else self.executable(arrays, *rest)
+
+
+def _embed_parameters(arrays: list) -> bool:
+    """Whether to compile the model's parameters in as constants.
+
+    On XLA:CPU that lets the compiler fold weight layouts and inference-mode
+    normalisation into the kernel: ResNet-18 at 224x224 runs ~2x faster per
+    point than with the same weights passed as arguments (measured). Only
+    immutable jax.Arrays, and at most 512 MiB of them (compile time and memory
+    grow with the constants); the cache then keys on the arrays' identity,
+    so a fresh ``partial`` over the same variables still reuses the kernel.
     """
-    avals = tuple((np.shape(a), str(getattr(a, "dtype", type(a)))) for a in jax.tree_util.tree_leaves(args))
-    key = (fun.__name__, spec, jax.tree_util.tree_structure(args), avals)
+    return (
+        jax.devices()[0].platform == "cpu"
+        and all(isinstance(a, jax.Array) for a in arrays)
+        and sum(a.nbytes for a in arrays) <= _EMBED_MAX_BYTES
+    )
+
+
+def _compiled(fun: Callable, spec: _Spec, args: tuple) -> _Kernel:
+    """An ahead-of-time compiled ``fun(spec, arrays, *rest)``, cached by spec and argument shapes.
+
+    ``args[0]`` are the model's arrays: passed as arguments (new values of the
+    same shapes reuse the executable) or, see :func:`_embed_parameters`,
+    compiled in as constants.
+    """
+    arrays, rest = args[0], args[1:]
+    embed = _embed_parameters(arrays)
+    shaped = rest if embed else args
+    avals = tuple((np.shape(a), str(getattr(a, "dtype", type(a)))) for a in jax.tree_util.tree_leaves(shaped))
+    identity = tuple(id(a) for a in arrays) if embed else None
+    key = (fun.__name__, spec, jax.tree_util.tree_structure(shaped), avals, identity)
     compiled = _COMPILED.get(key)
     if compiled is None:
-        compiled = jax.jit(functools.partial(fun, spec)).lower(*args).compile()
+        if embed:
+            executable = jax.jit(lambda *r: fun(spec, arrays, *r)).lower(*rest).compile()
+            compiled = _Kernel(executable, list(arrays))
+        else:
+            compiled = _Kernel(jax.jit(functools.partial(fun, spec)).lower(*args).compile(), None)
         _COMPILED[key] = compiled
         if len(_COMPILED) > _COMPILED_MAX:
             _COMPILED.popitem(last=False)
@@ -690,10 +728,13 @@ def saliency(
         The model: any JAX-traceable callable from images (B, H, W, C) to
         logits (B, N). ``functools.partial(model.apply, variables)`` or
         ``model.bind(variables)`` for Flax linen, a Flax nnx module, an
-        Equinox module or a plain function. Array leaves of ``fn`` (its
-        parameters) are passed to the compiled kernel as arguments, so a
-        fresh ``partial`` per call does not recompile. The model must treat
-        the images of a batch independently (eval mode, no batch statistics).
+        Equinox module or a plain function. The array leaves of ``fn`` (its
+        parameters) are split off: on accelerators they are kernel arguments
+        (any values of the same shapes reuse the compiled kernel); on CPU,
+        jax.Arrays up to 512 MiB are compiled in as constants (about 2x faster
+        on XLA:CPU) and the kernel is reused while the same arrays are passed,
+        so a fresh ``partial`` per call does not recompile. The model must
+        treat the images of a batch independently (eval mode).
     images
         (B, H, W, C) floating-point array (numpy or JAX), all finite.
     targets
@@ -816,8 +857,12 @@ def saliency(
     target_array, target_axis = _check_targets(targets, b_total)
     n_targets = 1 if target_array is None else target_array.shape[1]
     kind, constant, base_array = _check_baseline(baseline, method, host.shape, dtype)
-    if method != "integrated_gradients" and method != "expected_gradients":
+    if method not in _PATH_METHODS:
         kind, base_array = "zeros", None
+    elif kind in ("zeros", "constant"):
+        # A runtime argument, not a constant: with the weights compiled in, XLA would
+        # otherwise constant-fold the whole forward pass of the baseline (slowly).
+        kind, base_array = "array", np.broadcast_to(np.asarray(constant, dtype), host.shape)
 
     model, arrays = _split_model(fn)
     if method == "gradcam" and model.kind != "linen":
@@ -852,7 +897,7 @@ def saliency(
             value = int(target_array[bad][0])
             raise ValueError(f"target {value} is out of range for a model with {n_classes} outputs [0, {n_classes})")
 
-    spec = _Spec(model, method, output, points, rule, kind, constant, float(noise), n_targets,
+    spec = _Spec(model, method, output, points, rule, kind, float(noise), n_targets,
                  target_array is None, 1, 1, _mesh(), layer_path, reduce)
     refs = base_array if method == "expected_gradients" else np.zeros((1,) + image_shape, dtype)
     plan = _plan(spec, arrays, refs, image_shape, dtype, b_total, memory_budget, chunk_size)
@@ -889,7 +934,7 @@ def _plan(spec, arrays, refs, image_shape, dtype, n_images, memory_budget, chunk
 
     The first guess divides the budget by a jaxpr count of one forward pass's
     intermediates (an overestimate), capped on CPU at the measured speed
-    optimum of 16 points; XLA's memory analysis of the compiled kernel then
+    optimum (``_CPU_CHUNK_BYTES``); XLA's memory analysis of the compiled kernel then
     shrinks the chunk until its working memory fits the budget. The decision
     is cached per configuration.
     """
@@ -901,7 +946,8 @@ def _plan(spec, arrays, refs, image_shape, dtype, n_images, memory_budget, chunk
         per_point = _forward_bytes_per_image(spec, arrays, image_shape, dtype) * (1 + spec.n_targets)
         per_chunk = memory_budget // per_point
         if jax.devices()[0].platform == "cpu":
-            per_chunk = min(per_chunk, _CPU_CHUNK_POINTS)
+            fast = max(1, _CPU_CHUNK_BYTES // per_point)
+            per_chunk = min(per_chunk, 1 << (fast.bit_length() - 1))
         per_chunk = int(max(1, min(per_chunk, _MAX_CHUNK_POINTS)))
     kernel_fun = _gradcam_chunk if spec.method == "gradcam" else _chunk
     for _ in range(5):
@@ -963,8 +1009,8 @@ def _to_jax(value: np.ndarray) -> jax.Array:
     return jax.device_put(np.ascontiguousarray(value))
 
 
-def _working_bytes(compiled) -> int:
-    stats = compiled.memory_analysis()
+def _working_bytes(compiled: _Kernel) -> int:
+    stats = compiled.executable.memory_analysis()
     if stats is None:  # pragma: no cover - backends without memory analysis
         return 0
     return int(stats.temp_size_in_bytes + stats.output_size_in_bytes)

@@ -413,7 +413,8 @@ def test_batch_sharded_across_two_devices(tmp_path):
         assert info["devices"] == 2, info
         # the compiled kernel splits the chunk's rows over both devices (not a replicated computation)
         kernels = [c for key, c in sys.modules["sat_fast.saliency"]._COMPILED.items() if key[0] == "_chunk"]
-        assert not kernels[-1].output_shardings[0].is_fully_replicated, kernels[-1].output_shardings
+        shardings = kernels[-1].executable.output_shardings
+        assert not shardings[0].is_fully_replicated, shardings
         np.testing.assert_allclose(np.asarray(maps), np.load({str(tmp_path / "expected.npy")!r}),
                                    rtol=2e-5, atol=2e-6)
         print("sharded ok")
