@@ -269,24 +269,28 @@ def _write_outputs(out, sat, agg, flags, comparison, deletion, class_view, split
         frame.write_parquet(path)
         files.append(path)
     shortcut_view = class_view("shortcut")
-    figures = {
-        "shortcut model: mean saliency per class (in distribution)": sat_fast.plot_class_bars(shortcut_view),
-        "control model: mean saliency per class (in distribution)": sat_fast.plot_class_bars(class_view("control")),
-        "shortcut model: class x segment": sat_fast.plot_heatmap(shortcut_view),
-        "shortcut model: presence against mean attribution": sat_fast.plot_presence_scatter(shortcut_view),
-        "shortcut vs control (in distribution)": sat_fast.plot_comparison(comparison, labels=("shortcut", "control")),
-    }
     test = splits["test"]
     example = int(np.flatnonzero(test.watermark)[0])
-    model_fn = models["shortcut"]
-    example_map = np.asarray(sat_fast.saliency(model_fn, test.images[example : example + 1], targets=test.label[example : example + 1]))[0]
+    example_map = np.asarray(
+        sat_fast.saliency(models["shortcut"], test.images[example : example + 1], targets=test.label[example : example + 1])
+    )[0]
     example_table = sat.filter((pl.col("model") == "shortcut") & (pl.col("image_id") == f"test-{example}"))
-    figures["one watermarked image (shortcut model)"] = sat_fast.plot_image(
-        test.images[example], example_map, test.segments[example], names=names, table=example_table
-    )
-    for i, (title, fig) in enumerate(figures.items()):
-        stem = out / f"figure_{i + 1}_" f"{title.split(':')[0].replace(' ', '_').replace('/', '_')}"
-        files.extend(sat_fast.save_figure(fig, stem, formats=("png", "svg")))
+    named = [
+        ("shortcut_classes", "shortcut model: mean saliency per class (in distribution)",
+         sat_fast.plot_class_bars(shortcut_view)),
+        ("control_classes", "control model: mean saliency per class (in distribution)",
+         sat_fast.plot_class_bars(class_view("control"))),
+        ("shortcut_heatmap", "shortcut model: class x segment", sat_fast.plot_heatmap(shortcut_view)),
+        ("shortcut_presence", "shortcut model: presence against mean attribution",
+         sat_fast.plot_presence_scatter(shortcut_view)),
+        ("shortcut_vs_control", "shortcut vs control (in distribution)",
+         sat_fast.plot_comparison(comparison, labels=("shortcut", "control"))),
+        ("watermarked_example", "one watermarked image (shortcut model)",
+         sat_fast.plot_image(test.images[example], example_map, test.segments[example], names=names, table=example_table)),
+    ]  # fmt: skip
+    figures = {title: fig for _, title, fig in named}
+    for slug, _, fig in named:
+        files.extend(sat_fast.save_figure(fig, out / f"figure_{slug}", formats=("png", "svg")))
     files.append(
         sat_fast.report(
             out / "report.html",
