@@ -49,16 +49,19 @@ def saliency_array(saliency: Any) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
-def num_threads(threads: Any) -> int | None:
-    if threads is None:
-        return None
+def positive_int(value: Any, name: str) -> int:
+    """An int >= 1 (numpy integers too), else TypeError/ValueError naming ``name``."""
     try:
-        n = operator.index(threads)
+        n = operator.index(value)
     except TypeError:
-        raise TypeError(f"threads must be an int or None, got {type(threads).__name__}") from None
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
     if n < 1:
-        raise ValueError(f"threads must be at least 1, got {n}")
+        raise ValueError(f"{name} must be at least 1, got {n}")
     return n
+
+
+def num_threads(threads: Any) -> int | None:
+    return None if threads is None else positive_int(threads, "threads")
 
 
 def num_segments_value(k: Any) -> int:

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sat_fast._validate import shape_str
+from sat_fast._validate import positive_int, shape_str
 
 __all__ = ["saliency", "METHODS", "RULES", "REDUCTIONS", "OUTPUTS"]
 
@@ -590,16 +590,6 @@ def _check_images(images: Any) -> np.ndarray | jax.Array:
     return images
 
 
-def _positive_int(value: Any, name: str) -> int:
-    try:
-        n = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
-    if n < 1:
-        raise ValueError(f"{name} must be at least 1, got {n}")
-    return n
-
-
 def _choice(value: Any, name: str, options) -> str:
     if not isinstance(value, str) or value not in options:
         raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(map(repr, options))}")
@@ -833,10 +823,10 @@ def saliency(
         reduce = _choice(reduce, "reduce", REDUCTIONS)
     if method == "integrated_gradients":
         rule = _choice(rule, "rule", RULES)
-        points = _positive_int(steps, "steps")
+        points = positive_int(steps, "steps")
         quadrature(rule, points)
     elif method in _NOISE_METHODS or method == "expected_gradients":
-        points = _positive_int(samples, "samples")
+        points = positive_int(samples, "samples")
     else:
         points = 1
     if method in _NOISE_METHODS:
@@ -845,9 +835,9 @@ def saliency(
     seed = operator.index(seed)
     if memory_budget is None:
         memory_budget = default_memory_budget()
-    memory_budget = _positive_int(memory_budget, "memory_budget")
+    memory_budget = positive_int(memory_budget, "memory_budget")
     if chunk_size is not None:
-        chunk_size = _positive_int(chunk_size, "chunk_size")
+        chunk_size = positive_int(chunk_size, "chunk_size")
 
     images = _check_images(images)
     host = np.asarray(images)
