@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from tqdm.auto import tqdm
 
 import sat_fast
 from sat_fast.demo.data import CLASS_NAMES, SEGMENT_NAMES, DataConfig, SyntheticImages, make_splits
@@ -152,33 +153,32 @@ def run_demo(
 
     accuracy: dict[tuple[str, str], float] = {}
     tables = []
-    for model_name in ("shortcut", "control"):
-        for split in ("test", "ood"):
-            data = splits[split]
-            predicted = predict(params[model_name], data.images, config.train).argmax(1)
-            accuracy[(model_name, split)] = float((predicted == data.label).mean())
-            log(f"explaining {len(data)} {split} images with integrated gradients ({model_name} model) ...")
-            maps = sat_fast.saliency(
-                models[model_name], data.images, targets=data.label, method="integrated_gradients", steps=config.ig_steps
+    steps = [(m, split) for m in ("shortcut", "control") for split in ("test", "ood")]
+    for model_name, split in tqdm(steps, desc="integrated gradients", unit="split", disable=not progress, leave=False):
+        data = splits[split]
+        predicted = predict(params[model_name], data.images, config.train).argmax(1)
+        accuracy[(model_name, split)] = float((predicted == data.label).mean())
+        maps = sat_fast.saliency(
+            models[model_name], data.images, targets=data.label, method="integrated_gradients", steps=config.ig_steps
+        )
+        tables.append(
+            sat_fast.segment_table(
+                np.asarray(maps),
+                data.segments,
+                names=names,
+                image_ids=[f"{split}-{i}" for i in range(len(data))],
+                targets=data.label,
+                metadata={
+                    "label": data.label.astype(np.int64),
+                    "predicted": predicted.astype(np.int64),
+                    "correct": predicted == data.label,
+                    "split": split,
+                    "model": model_name,
+                    "background_kind": data.background_kind_names(),
+                    "watermarked": data.watermark,
+                },
             )
-            tables.append(
-                sat_fast.segment_table(
-                    np.asarray(maps),
-                    data.segments,
-                    names=names,
-                    image_ids=[f"{split}-{i}" for i in range(len(data))],
-                    targets=data.label,
-                    metadata={
-                        "label": data.label.astype(np.int64),
-                        "predicted": predicted.astype(np.int64),
-                        "correct": predicted == data.label,
-                        "split": split,
-                        "model": model_name,
-                        "background_kind": data.background_kind_names(),
-                        "watermarked": data.watermark,
-                    },
-                )
-            )
+        )
     sat = pl.concat(tables)
     agg = sat_fast.aggregate(sat, by=("model", "split", "target"))
 
