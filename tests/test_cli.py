@@ -146,3 +146,24 @@ def test_help_explains_every_command(tmp_path):
     for option in ("--model", "--checkpoint", "--images", "--labels", "--masks", "--method", "--steps",
                    "--batch-size", "--seed", "--device", "--skip-missing", "--out"):  # fmt: skip
         assert option in run_help.stdout
+
+
+def test_flat_folder_with_a_labels_csv(example_data, tmp_path, capsys):
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    rows = ["image_id,label"]
+    for i, p in enumerate(sorted((example_data / "images").rglob("*.png"))[:4]):
+        cls = p.parent.name
+        (images / f"img{i}.png").write_bytes(p.read_bytes())
+        (masks / f"img{i}.png").write_bytes((example_data / "masks" / cls / p.name).read_bytes())
+        rows.append(f"img{i},{cls if i % 2 else ['fish', 'bird', 'cat'].index(cls)}")  # names and indices both work
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    argv = ["run", "--model", FACTORY, "--images", str(images), "--labels", str(tmp_path / "labels.csv"),
+            "--masks", str(masks), "--names", str(example_data / "names.csv"), "--steps", "2", "--out", str(tmp_path / "o")]  # fmt: skip
+    assert cli.main(argv) == 0
+    sat = pl.read_parquet(tmp_path / "o" / "sat.parquet")
+    assert sorted(sat["image_id"].unique()) == ["img0", "img1", "img2", "img3"]
+    capsys.readouterr()
+    (tmp_path / "labels.csv").write_text("image_id,label\nimg0,dog\n")
+    assert "label 'dog' of image 'img0' is not one of the model's classes" in _error(capsys, argv)
