@@ -174,6 +174,6 @@ def target_array(targets: Any, b: int) -> np.ndarray | None:
     if targets is None:
         return None
     t = per_image(targets, b, "targets")
-    if t.dtype.kind not in "iu":
+    if t.size and t.dtype.kind not in "iu":  # an empty list is float64 to numpy
         raise TypeError(f"targets must be integers, got dtype {t.dtype}")
     return t.astype(np.int64)

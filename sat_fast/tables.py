@@ -457,12 +457,7 @@ def stats_table(
             raise ValueError(f"unassigned name {unassigned!r} is already a segment name")
         names_list = names_list + [unassigned]
     ids = _image_id_series(image_ids, b)
-    target_arr = None
-    if targets is not None:
-        t = v.per_image(targets, b, "targets")
-        if t.size and t.dtype.kind not in "iu":
-            raise TypeError(f"targets must be integers, got dtype {t.dtype}")
-        target_arr = t.astype(np.int64)
+    target_arr = v.target_array(targets, b)
     meta: dict[str, pl.Series] = {}
     reserved = set(table_schema(targets=True).names())
     for name, values in (metadata or {}).items():
