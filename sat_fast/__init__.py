@@ -5,74 +5,89 @@ Attribution Table (SAT) sums it over named semantic segments ("eye",
 "background", "watermark") so that reliance on concepts, and on shortcuts,
 can be read and aggregated across a whole dataset.
 
-The public API:
-
-- :func:`saliency`: batched gradient-based saliency maps for any JAX classifier.
-- :func:`segment_stats`, :func:`segment_table`, :func:`pack_masks`,
-  :class:`SegmentStats`, :class:`PackedMasks`: per-image statistics and tables.
-- :class:`Segments` and the loaders in :mod:`sat_fast.segments`; geometry in
-  :mod:`sat_fast.transforms`.
-- :func:`aggregate`, :func:`compare`, :func:`flag_shortcuts`: per-group summaries.
-- :func:`segment_deletion`, :func:`deletion_agreement`: the intervention check.
-- ``plot_*``, :func:`save_figure`, :func:`report`, :func:`summary`: figures and reports.
+``import sat_fast`` loads numpy, polars and the compiled kernel only; JAX,
+matplotlib and scipy load on first use of the functions that need them.
 """
 
-from sat_fast.tables import (
-    PackedMasks,
-    SegmentStats,
-    pack_masks,
-    segment_stats,
-    segment_table,
-    stats_table,
-    table_schema,
-)
+from __future__ import annotations
 
-from sat_fast import segments, transforms
-from sat_fast.segments import LoadReport, Segments
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from sat_fast.aggregate import AGGREGATE_COLUMNS, aggregate, compare, flag_shortcuts
-from sat_fast.deletion import deletion_agreement, segment_deletion
-from sat_fast.plots import (
-    plot_class_bars,
-    plot_comparison,
-    plot_heatmap,
-    plot_image,
-    plot_presence_scatter,
-    save_figure,
-)
-from sat_fast.report import report, summary
+from sat_fast._version import __version__ as __version__
 
-# Rebinds the submodule's name to the function it exports.
-from sat_fast.saliency import saliency
+if TYPE_CHECKING:  # what the lazy table below resolves to, for type checkers and IDEs
+    from sat_fast import segments as segments
+    from sat_fast import transforms as transforms
+    from sat_fast._errors import KernelInputError as KernelInputError
+    from sat_fast.aggregation import AGGREGATE_COLUMNS as AGGREGATE_COLUMNS
+    from sat_fast.aggregation import aggregate as aggregate
+    from sat_fast.aggregation import compare as compare
+    from sat_fast.aggregation import flag_shortcuts as flag_shortcuts
+    from sat_fast.attribution import saliency as saliency
+    from sat_fast.deletion import deletion_agreement as deletion_agreement
+    from sat_fast.deletion import segment_deletion as segment_deletion
+    from sat_fast.packed import PackedMasks as PackedMasks
+    from sat_fast.packed import pack_masks as pack_masks
+    from sat_fast.plots import plot_class_bars as plot_class_bars
+    from sat_fast.plots import plot_comparison as plot_comparison
+    from sat_fast.plots import plot_heatmap as plot_heatmap
+    from sat_fast.plots import plot_image as plot_image
+    from sat_fast.plots import plot_presence_scatter as plot_presence_scatter
+    from sat_fast.plots import save_figure as save_figure
+    from sat_fast.reports import report as report
+    from sat_fast.reports import summary as summary
+    from sat_fast.segments import LoadReport as LoadReport
+    from sat_fast.segments import Segments as Segments
+    from sat_fast.stats import SegmentStats as SegmentStats
+    from sat_fast.stats import segment_stats as segment_stats
+    from sat_fast.table import segment_table as segment_table
+    from sat_fast.table import stats_table as stats_table
+    from sat_fast.table import table_schema as table_schema
 
-__version__ = "0.1.0"
+# public name -> the module that defines it (imported on first access)
+_LAZY = {
+    "AGGREGATE_COLUMNS": "sat_fast.aggregation",
+    "KernelInputError": "sat_fast._errors",
+    "LoadReport": "sat_fast.segments",
+    "PackedMasks": "sat_fast.packed",
+    "SegmentStats": "sat_fast.stats",
+    "Segments": "sat_fast.segments",
+    "aggregate": "sat_fast.aggregation",
+    "compare": "sat_fast.aggregation",
+    "deletion_agreement": "sat_fast.deletion",
+    "flag_shortcuts": "sat_fast.aggregation",
+    "pack_masks": "sat_fast.packed",
+    "plot_class_bars": "sat_fast.plots",
+    "plot_comparison": "sat_fast.plots",
+    "plot_heatmap": "sat_fast.plots",
+    "plot_image": "sat_fast.plots",
+    "plot_presence_scatter": "sat_fast.plots",
+    "report": "sat_fast.reports",
+    "saliency": "sat_fast.saliency",  # becomes sat_fast.attribution
+    "save_figure": "sat_fast.plots",
+    "segment_deletion": "sat_fast.deletion",
+    "segment_stats": "sat_fast.stats",
+    "segment_table": "sat_fast.table",
+    "stats_table": "sat_fast.table",
+    "summary": "sat_fast.reports",
+    "table_schema": "sat_fast.table",
+}
+_SUBMODULES = ("segments", "transforms")
 
-__all__ = [
-    "AGGREGATE_COLUMNS",
-    "LoadReport",
-    "PackedMasks",
-    "SegmentStats",
-    "Segments",
-    "__version__",
-    "aggregate",
-    "compare",
-    "deletion_agreement",
-    "flag_shortcuts",
-    "pack_masks",
-    "plot_class_bars",
-    "plot_comparison",
-    "plot_heatmap",
-    "plot_image",
-    "plot_presence_scatter",
-    "report",
-    "saliency",
-    "save_figure",
-    "segment_deletion",
-    "segment_stats",
-    "segment_table",
-    "segments",
-    "stats_table",
-    "summary",
-    "table_schema",
-    "transforms",
-]
+__all__ = sorted([*_LAZY, *_SUBMODULES, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"sat_fast.{name}")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sat_fast' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

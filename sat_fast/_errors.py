@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["KernelInputError"]
+__all__ = ["KernelInputError", "relocated", "with_suffix"]
 
 
 class KernelInputError(ValueError):
@@ -46,3 +46,28 @@ class KernelInputError(ValueError):
         self.image = image
         self.pixel = pixel
         self.value = value
+
+
+def relocated(exc: ValueError, where: str, *, image: int | None = None, kernel_image: int | None = None) -> ValueError:
+    """The same error, its message prefixed with (or its kernel image index replaced by) ``where``.
+
+    The kernels number images within one call; callers that reduced a subset
+    say which image of theirs it was. A :class:`KernelInputError` keeps its
+    attributes, ``image`` becoming the caller's index.
+    """
+    message = str(exc)
+    if kernel_image is not None and f"image {kernel_image}" in message:
+        message = message.replace(f"image {kernel_image}", where, 1)
+    else:
+        message = f"{where}: {message}"
+    if isinstance(exc, KernelInputError):
+        return KernelInputError(message, kind=exc.kind, image=image, pixel=exc.pixel, value=exc.value)
+    return ValueError(message)
+
+
+def with_suffix(exc: ValueError, suffix: str) -> ValueError:
+    """The same error with ``suffix`` appended to its message (attributes kept)."""
+    message = f"{exc}{suffix}"
+    if isinstance(exc, KernelInputError):
+        return KernelInputError(message, kind=exc.kind, image=exc.image, pixel=exc.pixel, value=exc.value)
+    return ValueError(message)

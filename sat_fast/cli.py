@@ -299,12 +299,15 @@ def _run(args: argparse.Namespace) -> int:
     from PIL import Image
     from tqdm.auto import tqdm
 
-    import sat_fast
+    from sat_fast.aggregation import aggregate, flag_shortcuts
+    from sat_fast.attribution import METHODS as methods
+    from sat_fast.attribution import saliency
+    from sat_fast.reports import report, summary
+    from sat_fast.table import segment_table
 
     for opt in ("model", "images", "out"):
         if getattr(args, opt) is None:
             raise UserError(f"--{opt} is required")
-    methods = importlib.import_module("sat_fast.saliency").METHODS
     if args.method not in methods:
         raise UserError(f"unknown --method {args.method!r}; choose one of {', '.join(methods)}")
     if args.batch_size < 1 or args.steps < 1:
@@ -348,9 +351,9 @@ def _run(args: argparse.Namespace) -> int:
         labels = np.array([c for _, _, c in rows])
         logits = np.asarray(bundle.apply(batch))
         predicted = logits.argmax(1)
-        maps = sat_fast.saliency(bundle.apply, batch, targets=labels, method=args.method, steps=args.steps, seed=args.seed)
+        maps = saliency(bundle.apply, batch, targets=labels, method=args.method, steps=args.steps, seed=args.seed)
         tables.append(
-            sat_fast.segment_table(
+            segment_table(
                 np.asarray(maps),
                 segments=batch_segs,
                 image_ids=[i for i, _, _ in rows],
@@ -369,12 +372,12 @@ def _run(args: argparse.Namespace) -> int:
     sat.write_parquet(out / "sat.parquet")
     for part in out.glob("sat-part-*.parquet"):
         part.unlink()
-    agg = sat_fast.aggregate(sat, by=("target",))
+    agg = aggregate(sat, by=("target",))
     agg.write_parquet(out / "aggregate.parquet")
-    flags = sat_fast.flag_shortcuts(agg)
+    flags = flag_shortcuts(agg)
     flags.write_parquet(out / "flags.parquet")
-    sat_fast.report(out / "report.html", agg, flags=flags, title=f"SATs of {args.model}")
-    print(sat_fast.summary(agg, flags=flags, format="text"))
+    report(agg, out / "report.html", flags=flags, title=f"SATs of {args.model}")
+    print(summary(agg, flags=flags, format="text"))
     skipped = f", {len(missing)} skipped without masks" if missing else ""
     print(f"\nexplained {len(index)} images{skipped}; wrote {out / 'sat.parquet'}, aggregate.parquet, flags.parquet, report.html")
     return 0
@@ -408,25 +411,25 @@ def _emit(frame, out: Path | None) -> int:
 
 
 def _aggregate(args: argparse.Namespace) -> int:
-    import sat_fast
+    from sat_fast.aggregation import aggregate
 
-    return _emit(sat_fast.aggregate(_read(args.tables), by=tuple(args.by), value=args.value), args.out)
+    return _emit(aggregate(_read(args.tables), by=tuple(args.by), value=args.value), args.out)
 
 
 def _compare(args: argparse.Namespace) -> int:
-    import sat_fast
+    from sat_fast.aggregation import compare
 
-    return _emit(sat_fast.compare(_read([args.a]), _read([args.b]), by=tuple(args.by)), args.out)
+    return _emit(compare(_read([args.a]), _read([args.b]), by=tuple(args.by)), args.out)
 
 
 def _report(args: argparse.Namespace) -> int:
-    import sat_fast
+    from sat_fast.reports import report, summary
 
     agg = _read([args.aggregate]).collect()
     flags = _read([args.flags]).collect() if args.flags else None
     comparison = _read([args.comparison]).collect() if args.comparison else None
-    path = sat_fast.report(args.out, agg, flags=flags, comparison=comparison)
-    print(sat_fast.summary(agg, flags=flags, comparison=comparison, format="text"))
+    path = report(agg, args.out, flags=flags, comparison=comparison)
+    print(summary(agg, flags=flags, comparison=comparison, format="text"))
     print(f"wrote {path}")
     return 0
 

@@ -12,20 +12,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, get_args
 
 import numpy as np
 import polars as pl
 
 from sat_fast import _validate as v
-from sat_fast.tables import PackedMasks, _competition_rank, _image_id_series
+from sat_fast._columns import competition_rank, image_id_series
+from sat_fast._deprecation import warn_deprecated
+from sat_fast._typing import DeletionFill
+from sat_fast.packed import PackedMasks
+from sat_fast.segments._types import Segments
 
 if TYPE_CHECKING:
     import jax
 
 __all__ = ["deletion_agreement", "segment_deletion"]
 
-_FILLS = ("blur", "mean", "zeros")
+_FILLS = get_args(DeletionFill)
 
 
 def _gaussian_blur(x: jax.Array, sigma: float) -> jax.Array:
@@ -54,7 +58,6 @@ class _SlotSource:
     """
 
     def __init__(self, segments: Any, names: Sequence[str] | None, shape: tuple[int, int, int]):
-        from sat_fast.segments import Segments
 
         b, h, w = shape
         self.per_image: list[list[tuple[str, np.ndarray]]] | None = None
@@ -149,13 +152,36 @@ class _SlotSource:
             yield dense[:, k], [name] * n
 
 
+def _segments_argument(label_map: Any, masks: Any, segments: Any) -> Any:
+    """The one segments argument given; version 1's single positional union still works, with a warning."""
+    if sum(x is not None for x in (label_map, masks, segments)) != 1:
+        raise ValueError("pass exactly one of label_map, masks and segments")
+    if label_map is not None:
+        is_masks = isinstance(label_map, PackedMasks) or getattr(label_map, "ndim", 3) == 4
+        if is_masks or isinstance(label_map, (list, tuple)):
+            warn_deprecated(
+                "segment_deletion(fn, images, <masks, Segments or mappings>) is deprecated since sat_fast 0.2.0; "
+                "pass masks= or segments= (label_map is the positional form)"
+            )
+        return label_map
+    if segments is not None:
+        seq = list(segments)
+        bad = [type(s).__name__ for s in seq if not isinstance(s, Segments)]
+        if bad:
+            raise TypeError(f"segments must be Segments values, got {bad[0]}; use sat_fast.segments.from_masks first")
+        return seq
+    return masks
+
+
 def segment_deletion(
     fn: Callable[[jax.Array], jax.Array],
     images: Any,
-    segments: Any,
+    label_map: Any = None,
     *,
+    masks: Any = None,
+    segments: Sequence[Segments] | None = None,
     names: Sequence[str] | None = None,
-    fill: Literal["blur", "mean", "zeros"] | float = "blur",
+    fill: DeletionFill | float | Any = "blur",
     targets: Any = None,
     image_ids: Any = None,
     metadata: Mapping[str, Any] | None = None,
@@ -171,18 +197,19 @@ def segment_deletion(
         logits (wrap it with ``jax.nn.softmax`` to explain probabilities).
     images
         (B, H, W, C) floating-point images, numpy or JAX.
+    label_map
+        An integer segment label map (B, H, W) with ``names`` (label k is
+        ``names[k]``; other values belong to no segment).
+    masks
+        Boolean masks (B, K, H, W) or :class:`sat_fast.PackedMasks` with
+        ``names`` (masks may overlap).
     segments
-        The segments, in one of these forms:
-
-        - an integer label map (B, H, W) with ``names`` (label k is
-          ``names[k]``; other values belong to no segment);
-        - boolean masks (B, K, H, W) or :class:`sat_fast.PackedMasks` with
-          ``names`` (masks may overlap);
-        - a sequence of per-image mappings ``{name: (H, W) bool mask}``
-          (vocabularies may differ between images; no ``names``);
-        - a sequence of :class:`sat_fast.Segments`, one per image at the
-          images' size (labels, packed masks or RLE; decoded a batch at a
-          time; no ``names``).
+        A sequence of :class:`sat_fast.Segments`, one per image at the
+        images' size (label maps, packed masks or RLE; decoded a batch at a
+        time; no ``names``). Per-image ``{name: mask}`` mappings become
+        Segments with :func:`sat_fast.segments.from_masks`. Exactly one of
+        ``label_map``, ``masks`` and ``segments`` is given, as in
+        :func:`sat_fast.segment_table`.
     names
         Segment names for label maps and mask arrays.
     fill
@@ -226,8 +253,8 @@ def segment_deletion(
     >>> import numpy as np, jax.numpy as jnp, sat_fast
     >>> fn = lambda x: jnp.stack([x[:, :2].sum((1, 2, 3)), -x.sum((1, 2, 3))], axis=1)
     >>> images = np.ones((1, 4, 4, 1), np.float32)
-    >>> labels = np.zeros((1, 4, 4), np.uint8); labels[0, 2:] = 1
-    >>> d = sat_fast.segment_deletion(fn, images, labels, names=["top", "bottom"], fill="zeros", targets=0)
+    >>> label_map = np.zeros((1, 4, 4), np.uint8); label_map[0, 2:] = 1
+    >>> d = sat_fast.segment_deletion(fn, images, label_map, names=["top", "bottom"], fill="zeros", targets=0)
     >>> d.select("segment", "output", "drop", "drop_rank").rows()
     [('top', 8.0, 8.0, 1), ('bottom', 8.0, 0.0, 2)]
     """
@@ -261,12 +288,12 @@ def segment_deletion(
     sigma = max(h, w) / 16 if blur_sigma is None else float(blur_sigma)
     if not sigma > 0:
         raise ValueError(f"blur_sigma must be positive, got {blur_sigma!r}")
-    source = _SlotSource(segments, names, (b, h, w))
+    source = _SlotSource(_segments_argument(label_map, masks, segments), names, (b, h, w))
     if image_ids is None and source.segments is not None:
         # Like segment_table(segments=...): the Segments' own ids when all have one.
         own = [seg.image_id for seg in source.segments]
         image_ids = own if all(i is not None for i in own) else None
-    ids = _image_id_series(image_ids, b)
+    ids = image_id_series(image_ids, b)
     target_arr = v.target_array(targets, b)
     meta = {name: v.per_image(vals, b, f"metadata[{name!r}]") for name, vals in (metadata or {}).items()}
 
@@ -359,7 +386,7 @@ def segment_deletion(
         pl.Series("output", output_col, dtype=pl.Float64),
         pl.Series("deleted", deleted_col, dtype=pl.Float64),
         pl.Series("drop", drop, dtype=pl.Float64),
-        pl.Series("drop_rank", _competition_rank(image, drop), dtype=pl.Int64),
+        pl.Series("drop_rank", competition_rank(image, drop), dtype=pl.Int64),
     ]
     return pl.DataFrame(columns)
 

@@ -17,6 +17,7 @@ import polars as pl
 from matplotlib.figure import Figure
 
 from sat_fast import _validate as v
+from sat_fast._deprecation import renamed_keywords
 
 __all__ = [
     "plot_class_bars",
@@ -286,7 +287,7 @@ def plot_image(
         if seg.shape != (h, w):
             raise ValueError(f"label map shape {v.shape_str(seg.shape)} does not match saliency shape {v.shape_str(sal.shape)}")
         edges = _outline(seg)
-        kwargs: dict[str, Any] = {"labels": seg[None].astype(np.int32)}
+        kwargs: dict[str, Any] = {"label_map": seg[None].astype(np.int32)}
     elif seg.ndim == 3 and seg.dtype == np.bool_:
         if seg.shape[1:] != (h, w):
             raise ValueError(f"masks shape {v.shape_str(seg.shape)} does not match saliency shape {v.shape_str(sal.shape)}")
@@ -297,7 +298,7 @@ def plot_image(
     else:
         raise TypeError(f"segments must be an (H, W) integer label map or (K, H, W) boolean masks, got {seg.dtype} {v.shape_str(seg.shape)}")
     if table is None:
-        from sat_fast.tables import segment_table
+        from sat_fast.table import segment_table
 
         table = segment_table(sal[None], names=names_list, **kwargs)
     _need(table, ["segment", "mean"], "plot_image's table")
@@ -327,22 +328,26 @@ def plot_comparison(
     comparison: pl.DataFrame,
     *,
     top: int = 20,
-    labels: tuple[str, str] = ("a", "b"),
+    sides: tuple[str, str] = ("a", "b"),
     figsize: tuple[float, float] = (9.0, 6.0),
     dpi: float = 100,
+    **deprecated: Any,
 ) -> Figure:
     """The ``top`` rows of :func:`sat_fast.compare` as a dumbbell chart: mean_a to mean_b.
 
     Rows keep the comparison's order (largest change on top); a star marks
-    ``significant`` rows; ``labels`` name the two sides in the legend.
+    ``significant`` rows; ``sides`` name the two sides in the legend
+    (``labels=`` is its deprecated name).
 
     Examples
     --------
     >>> import polars as pl, sat_fast
     >>> cmp = pl.DataFrame({"target": [0], "segment": ["eye"], "mean_a": [0.2], "mean_b": [0.6], "significant": [True]})
-    >>> sat_fast.plot_comparison(cmp, labels=("in", "ood"), figsize=(3, 2), dpi=50).axes[0].get_xlabel()
+    >>> sat_fast.plot_comparison(cmp, sides=("in", "ood"), figsize=(3, 2), dpi=50).axes[0].get_xlabel()
     'mean'
     """
+    if deprecated:
+        sides = renamed_keywords("plot_comparison", deprecated, {"labels": "sides"}, {"sides": None}).get("sides", sides)
     keys = _keys(comparison)
     _need(comparison, ["mean_a", "mean_b"], "plot_comparison")
     rows = comparison.head(top).reverse()
@@ -355,12 +360,12 @@ def plot_comparison(
     fig = _figure(figsize, dpi)
     ax = fig.add_subplot()
     ax.hlines(y, np.fmin(a, b), np.fmax(a, b), color="0.6", linewidth=2)
-    ax.scatter(a, y, color="tab:blue", label=labels[0], zorder=3)
-    ax.scatter(b, y, color="tab:orange", label=labels[1], zorder=3)
+    ax.scatter(a, y, color="tab:blue", label=sides[0], zorder=3)
+    ax.scatter(b, y, color="tab:orange", label=sides[1], zorder=3)
     ax.set_yticks(y, ticks, fontsize=8)
     ax.axvline(0, color="black", linewidth=0.6)
     ax.set_xlabel("mean")
-    ax.set_title(f"{labels[0]} vs {labels[1]} (* significant after correction)", fontsize=9)
+    ax.set_title(f"{sides[0]} vs {sides[1]} (* significant after correction)", fontsize=9)
     ax.legend(fontsize=8)
     return fig
 

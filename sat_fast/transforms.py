@@ -25,8 +25,9 @@ from typing import Any, Literal
 import numpy as np
 
 from sat_fast import _validate as v
-from sat_fast.segments import Segments, _replace, _rle_segments, rle_encode
-from sat_fast.tables import pack_masks
+from sat_fast.packed import pack_masks
+from sat_fast.segments._rle import rle_encode
+from sat_fast.segments._types import Segments, replace_segments, rle_segments
 
 __all__ = ["CenterCrop", "Compose", "Pad", "Resize", "ResizeShorter", "Transform", "resize_saliency"]
 
@@ -113,13 +114,13 @@ class Transform:
         s = segments
         h, w = self.output_size(s.height, s.width)
         k = len(s)
-        if s.labels is not None:
-            return _replace(s, height=h, width=w, labels=np.ascontiguousarray(self.mask(s.labels, fill=k)))
+        if s.label_map is not None:
+            return replace_segments(s, height=h, width=w, label_map=np.ascontiguousarray(self.mask(s.label_map, fill=k)))
         masks = self.mask(s.masks(), fill=False)
         if s.words is not None:
             words = pack_masks(np.ascontiguousarray(masks[None])).words[0] if k else np.zeros((0, -(-h * w // 64)), np.uint64)
-            return _replace(s, height=h, width=w, words=words)
-        return _rle_segments(s.names, [[rle_encode(m)] for m in masks], h, w, s.image_id, s.source)
+            return replace_segments(s, height=h, width=w, words=words)
+        return rle_segments(s.names, [[rle_encode(m)] for m in masks], h, w, s.image_id, s.source)
 
     def __call__(self, image: Any) -> np.ndarray:
         return self.image(image)

@@ -1,14 +1,13 @@
-"""Shared fixtures; also makes sure the installed package is under test."""
+"""Shared fixtures; also makes sure an installed, compiled package is under test."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import importlib.util
 
 import sat_fast
 
-_SOURCE = Path(__file__).resolve().parents[1] / "sat_fast"
-if Path(sat_fast.__file__).resolve().parent == _SOURCE:
+if importlib.util.find_spec("sat_fast._core") is None:
     raise RuntimeError(
-        "tests imported sat_fast from the source tree, which has no compiled _core; "
-        "install the package (pip install '.[test]') and run the tests with the venv's pytest"
+        f"sat_fast at {sat_fast.__file__} has no compiled _core: install the package "
+        "(pip install '.[test]', or pip install -e . for development) and run the tests with the venv's pytest"
     )

@@ -15,7 +15,7 @@ from scipy import stats
 
 import sat_fast
 
-AGG = sys.modules["sat_fast.aggregate"]  # the module; sat_fast.aggregate is the function
+import sat_fast.aggregation as AGG
 
 
 # --------------------------------------------------------------------------- references

@@ -54,7 +54,7 @@ def figures(t: dict, figsize: tuple[float, float], dpi: float) -> dict[str, Figu
         "heatmap": sat_fast.plot_heatmap(t["agg"], figsize=figsize, dpi=dpi),
         "scatter": sat_fast.plot_presence_scatter(t["agg"], figsize=figsize, dpi=dpi),
         "image": sat_fast.plot_image(rng.random((16, 16, 3)), t["sal"][0], t["labels"][0], names=NAMES, figsize=figsize, dpi=dpi),
-        "comparison": sat_fast.plot_comparison(t["comparison"], labels=("A", "B"), figsize=figsize, dpi=dpi),
+        "comparison": sat_fast.plot_comparison(t["comparison"], sides=("A", "B"), figsize=figsize, dpi=dpi),
     }
 
 
@@ -151,12 +151,12 @@ class _Collector(HTMLParser):
 def test_report_parses_and_images_decode(tables, tmp_path):
     extra = {"one image": figures(tables, (5, 3), 60)["image"]}
     path = sat_fast.report(
-        tmp_path / "report.html",
         tables["agg"],
+        tmp_path / "report.html",
         flags=tables["flags"],
         comparison=tables["comparison"],
         figures=extra,
-        comparison_labels=("A", "B"),
+        sides=("A", "B"),
         title="Test <report>",
     )
     text = path.read_text(encoding="utf-8")
@@ -179,16 +179,16 @@ def test_report_parses_and_images_decode(tables, tmp_path):
 
 def test_report_of_empty_table_and_bad_input(tmp_path):
     empty = sat_fast.aggregate(pl.DataFrame({"image_id": [1], "target": [0], "segment": ["eye"], "mean": [1.0]}).head(0))
-    path = sat_fast.report(tmp_path / "empty.html", empty)
+    path = sat_fast.report(empty, tmp_path / "empty.html")
     parser = _Collector()
     parser.feed(path.read_text(encoding="utf-8"))
     assert parser.images == []
     with pytest.raises(ValueError, match="does not exist"):
-        sat_fast.report(tmp_path / "missing" / "r.html", empty)
+        sat_fast.report(empty, tmp_path / "missing" / "r.html")
     with pytest.raises(TypeError, match="DataFrame from aggregate"):
-        sat_fast.report(tmp_path / "r.html", empty.lazy())
+        sat_fast.report(empty.lazy(), tmp_path / "r.html")
     with pytest.raises(TypeError, match=r"figures\['x'\] must be a matplotlib Figure"):
-        sat_fast.report(tmp_path / "r.html", empty, figures={"x": "not a figure"})
+        sat_fast.report(empty, tmp_path / "r.html", figures={"x": "not a figure"})
 
 
 def test_summary_markdown_and_text(tables):

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sat_fast import _core, segment_stats
-from sat_fast.segments import Segments, _rle_segments, rle_decode, rle_encode, segments_stats
+from sat_fast.segments import Segments, rle_decode, rle_encode
+from sat_fast.segments._types import rle_segments
 
 
 def random_masks(rng: np.random.Generator, h: int, w: int, n: int) -> list[np.ndarray]:
@@ -140,9 +141,9 @@ def test_property_equals_dense_kernel(h, w, seed, n):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((h, w))
     masks = random_masks(rng, h, w, n)
-    seg = _rle_segments([f"s{i}" for i in range(n)], [[coco_counts(m)] for m in masks], h, w, 0, None)
-    rle = segments_stats(x[None], [seg], unassigned=True)
-    dense = segment_stats(x[None], masks=np.stack(masks)[None], unassigned=True)
+    seg = rle_segments([f"s{i}" for i in range(n)], [[coco_counts(m)] for m in masks], h, w, 0, None)
+    rle = segment_stats(x[None], segments=[seg], include_unassigned=True)
+    dense = segment_stats(x[None], masks=np.stack(masks)[None], include_unassigned=True)
     np.testing.assert_array_equal(rle["count"], dense["count"])
     np.testing.assert_array_equal(rle["min"], dense["min"])
     np.testing.assert_array_equal(rle["max"], dense["max"])
@@ -205,7 +206,7 @@ def test_counts_that_do_not_sum_to_the_image_raise():
 def test_segments_of_an_rle_segment_decode_to_the_union():
     rng = np.random.default_rng(3)
     masks = random_masks(rng, 12, 9, 3)
-    seg = _rle_segments(["a", "b"], [[coco_counts(masks[0]), coco_counts(masks[1])], [coco_counts(masks[2])]],
+    seg = rle_segments(["a", "b"], [[coco_counts(masks[0]), coco_counts(masks[1])], [coco_counts(masks[2])]],
                         12, 9, "img", None)
     assert isinstance(seg, Segments) and seg.kind == "rle"
     got = seg.masks()

@@ -27,7 +27,6 @@ from sat_fast.segments import (
     rle_encode,
     save_segments,
     segment_with,
-    segments_stats,
 )
 
 
@@ -369,7 +368,7 @@ def all_kinds(tmp_path, coco_path):
 def test_npz_round_trip_of_every_kind(tmp_path, coco):
     segs = all_kinds(tmp_path, coco[0])
     path = tmp_path / "bundle.npz"
-    save_segments(path, segs)
+    save_segments(segs, path)
     back = load_segments(path)
     assert [s.kind for s in back] == ["labels", "labels", "masks", "rle"]
     for a, b in zip(segs, back):
@@ -378,14 +377,14 @@ def test_npz_round_trip_of_every_kind(tmp_path, coco):
     with np.load(path, allow_pickle=False) as z:
         assert z["vocabulary"].dtype.kind == "U"
     strs = from_label_map([np.zeros((2, 2), np.uint8)], ["only"], image_ids=["p"])
-    save_segments(tmp_path / "s.bundle", strs)
+    save_segments(strs, tmp_path / "s.bundle")
     assert load_segments(tmp_path / "s.bundle")[0].image_id == "p"
 
 
 def test_npz_bad_bundles(tmp_path, coco):
     segs = all_kinds(tmp_path, coco[0])
     path = tmp_path / "bundle.npz"
-    save_segments(path, segs)
+    save_segments(segs, path)
     data = path.read_bytes()
     (tmp_path / "trunc.npz").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="trunc.npz"):
@@ -429,12 +428,12 @@ def test_table_over_mixed_kinds_sizes_and_vocabularies(tmp_path, coco):
         assert_rows_close(table_rows(t, s.image_id), ref_rows(x, want))
     ranks = t.filter(pl.col("image_id") == 10).sort("rank")["rank"].to_list()
     assert ranks[0] == 1
-    stats = segments_stats(maps, segs)
+    stats = sat_fast.segment_stats(maps, segments=segs)
     assert stats.shape == (4, 3)
 
 
 def test_tables_built_in_chunks_equal_one_pass(monkeypatch):
-    import sat_fast.segments as segments_module
+    import sat_fast.table as segments_module
 
     rng = np.random.default_rng(12)
     sizes = [(3, 4), (5, 2), (4, 4), (2, 6), (6, 3)]
@@ -459,7 +458,7 @@ def test_saliency_shape_must_match_each_image():
         segment_table([np.zeros((4, 5)), np.zeros((3, 2))], segments=segs)
     with pytest.raises(ValueError, match="2 saliency maps but 1 Segments"):
         segment_table(np.zeros((2, 4, 5)), segments=segs[:1])
-    with pytest.raises(ValueError, match="segments= replaces labels"):
+    with pytest.raises(ValueError, match="segments= replaces label_map"):
         segment_table(np.zeros((1, 4, 5)), np.zeros((1, 4, 5), np.uint8), names=["a"], segments=segs[:1])
     with pytest.raises(ValueError, match="non-finite value"):
         segment_table([np.full((4, 5), np.nan), np.zeros((2, 3))], segments=segs)
@@ -472,11 +471,11 @@ def test_top_level_exports():
 
 
 def test_segments_validation():
-    with pytest.raises(ValueError, match="give exactly one of labels, words and counts"):
+    with pytest.raises(ValueError, match="give exactly one of label_map, words and counts"):
         Segments(("a",), 2, 2)
     with pytest.raises(ValueError, match=r"label map shape \(3, 2\) does not match the image shape \(2, 2\)"):
-        Segments(("a",), 2, 2, labels=np.zeros((3, 2), np.uint8))
+        Segments(("a",), 2, 2, label_map=np.zeros((3, 2), np.uint8))
     with pytest.raises(ValueError, match="duplicate segment name 'a'"):
-        Segments(("a", "a"), 2, 2, labels=np.zeros((2, 2), np.uint8))
+        Segments(("a", "a"), 2, 2, label_map=np.zeros((2, 2), np.uint8))
     with pytest.raises(ValueError, match="packed masks must be uint64 of shape"):
         Segments(("a",), 2, 2, words=np.zeros((2, 1), np.uint64))

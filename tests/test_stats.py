@@ -74,7 +74,7 @@ def test_ignore_index_and_unassigned():
     sal = RNG.standard_normal((2, 40, 30))
     lab = _labels("blobs", 2, 40, 30, k + 1).astype(np.uint8)
     lab[lab == k] = 255
-    got = sat_fast.segment_stats(sal, lab, num_segments=k, ignore_index=255, unassigned=True)
+    got = sat_fast.segment_stats(sal, lab, num_segments=k, ignore_index=255, include_unassigned=True)
     assert_stats_close(got, label_stats(sal, lab, k))
     assert_stats_close(got.unassigned, label_unassigned(sal, lab, 255), keys=("count", "sum", "abs_sum", "min", "max"))
     # ignored pixels still count in the image totals
@@ -101,11 +101,11 @@ def test_overlapping_masks_mask_by_mask(k, sal_dtype):
             cy, cx, r = RNG.uniform(0, h), RNG.uniform(0, w), RNG.uniform(1, 12)
             masks[i, s] = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
     masks[0, 0] = False  # an empty mask
-    got = sat_fast.segment_stats(sal, masks=masks, unassigned=True)
+    got = sat_fast.segment_stats(sal, masks=masks, include_unassigned=True)
     assert_stats_close(got, mask_stats(sal, masks))
     assert_stats_close(got.unassigned, mask_unassigned(sal, masks), keys=("count", "sum", "sq_sum", "min", "max"))
     packed = sat_fast.pack_masks(masks)
-    again = sat_fast.segment_stats(sal, masks=packed, unassigned=True)
+    again = sat_fast.segment_stats(sal, masks=packed, include_unassigned=True)
     for key in got:
         np.testing.assert_array_equal(got[key], again[key])
 
@@ -162,7 +162,7 @@ def test_masks_property(b, h, w, k, density, seed):
     rng = np.random.default_rng(seed)
     sal = rng.standard_normal((b, h, w)).astype(np.float32)
     masks = rng.random((b, k, h, w)) < density
-    got = sat_fast.segment_stats(sal, masks=masks, unassigned=True)
+    got = sat_fast.segment_stats(sal, masks=masks, include_unassigned=True)
     assert_stats_close(got, mask_stats(sal, masks))
     assert_stats_close(got.unassigned, mask_unassigned(sal, masks), keys=("count", "sum", "min", "max"))
 
@@ -193,8 +193,8 @@ def test_large_images_span_several_chunks():
 @pytest.mark.parametrize("kind", ["labels", "masks"])
 def test_bitwise_identical_for_any_thread_count(kind):
     sal, lab, masks = _large_batch()
-    args = {"labels": lab, "num_segments": 16} if kind == "labels" else {"masks": masks}
-    results = [sat_fast.segment_stats(sal, threads=t, unassigned=True, **args) for t in (1, 2, 3, 7)]
+    args = {"label_map": lab, "num_segments": 16} if kind == "labels" else {"masks": masks}
+    results = [sat_fast.segment_stats(sal, threads=t, include_unassigned=True, **args) for t in (1, 2, 3, 7)]
     for r in results[1:]:
         _assert_bitwise(results[0], r)
         _assert_bitwise(results[0].unassigned, r.unassigned)
@@ -251,9 +251,9 @@ def test_merge_rows_and_columns_equals_whole():
     left = sat_fast.segment_stats(sal[:, :, :77], lab[:, :, :77], num_segments=16)  # non-contiguous views
     right = sat_fast.segment_stats(sal[:, :, 77:], lab[:, :, 77:], num_segments=16)
     assert_stats_close(left.merge(right), whole, rtol=1e-11)
-    m_top = sat_fast.segment_stats(sal[:, :150], masks=masks[:, :, :150], unassigned=True)
-    m_bottom = sat_fast.segment_stats(sal[:, 150:], masks=masks[:, :, 150:], unassigned=True)
-    m_whole = sat_fast.segment_stats(sal, masks=masks, unassigned=True)
+    m_top = sat_fast.segment_stats(sal[:, :150], masks=masks[:, :, :150], include_unassigned=True)
+    m_bottom = sat_fast.segment_stats(sal[:, 150:], masks=masks[:, :, 150:], include_unassigned=True)
+    m_whole = sat_fast.segment_stats(sal, masks=masks, include_unassigned=True)
     assert_stats_close(m_top.merge(m_bottom), m_whole, rtol=1e-11)
     assert_stats_close(m_top.merge(m_bottom).unassigned, m_whole.unassigned, keys=("count", "sum"), rtol=1e-11)
 
@@ -342,7 +342,7 @@ def test_noisy_labels_with_a_large_vocabulary():
     k = 5000
     sal = RNG.standard_normal((2, 40, 50))
     lab = RNG.integers(0, k + 1, (2, 40, 50)).astype(np.uint16)
-    got = sat_fast.segment_stats(sal, lab, num_segments=k, ignore_index=k, unassigned=True)
+    got = sat_fast.segment_stats(sal, lab, num_segments=k, ignore_index=k, include_unassigned=True)
     assert_stats_close(got, label_stats(sal, lab, k))
     assert_stats_close(got.unassigned, label_unassigned(sal, lab, k), keys=("count", "sum", "min", "max"))
     lab[1, 39, 49] = k + 7

@@ -103,9 +103,9 @@ def test_threads_must_be_positive():
 
 
 def test_exactly_one_segment_source():
-    with pytest.raises(ValueError, match="exactly one of labels and masks"):
+    with pytest.raises(ValueError, match="exactly one of label_map, masks and segments"):
         sat_fast.segment_stats(SAL)
-    with pytest.raises(ValueError, match="exactly one of labels and masks"):
+    with pytest.raises(ValueError, match="exactly one of label_map, masks and segments"):
         sat_fast.segment_stats(SAL, LAB, masks=np.zeros((2, 1, 4, 5), bool))
 
 

@@ -23,7 +23,19 @@ import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
-import sat_fast
+from sat_fast.aggregation import aggregate, compare, flag_shortcuts
+from sat_fast.attribution import saliency
+from sat_fast.deletion import segment_deletion
+from sat_fast.plots import (
+    plot_class_bars,
+    plot_comparison,
+    plot_heatmap,
+    plot_image,
+    plot_presence_scatter,
+    save_figure,
+)
+from sat_fast.reports import report
+from sat_fast.table import segment_table
 from sat_fast.demo.data import CLASS_NAMES, SEGMENT_NAMES, DataConfig, SyntheticImages, make_splits
 from sat_fast.demo.model import SmallCNN
 from sat_fast.demo.train import TrainConfig, predict, train_model
@@ -158,11 +170,11 @@ def run_demo(
         data = splits[split]
         predicted = predict(params[model_name], data.images, config.train).argmax(1)
         accuracy[(model_name, split)] = float((predicted == data.label).mean())
-        maps = sat_fast.saliency(
+        maps = saliency(
             models[model_name], data.images, targets=data.label, method="integrated_gradients", steps=config.ig_steps
         )
         tables.append(
-            sat_fast.segment_table(
+            segment_table(
                 np.asarray(maps),
                 data.segments,
                 names=names,
@@ -180,7 +192,7 @@ def run_demo(
             )
         )
     sat = pl.concat(tables)
-    agg = sat_fast.aggregate(sat, by=("model", "split", "target"))
+    agg = aggregate(sat, by=("model", "split", "target"))
 
     def class_view(model_name: str, split: str = "test") -> pl.DataFrame:
         return agg.filter((pl.col("model") == model_name) & (pl.col("split") == split)).drop("model", "split")
@@ -190,7 +202,7 @@ def run_demo(
     flagged: dict[str, bool] = {}
     for model_name in ("shortcut", "control"):
         view = class_view(model_name)
-        flags[model_name] = sat_fast.flag_shortcuts(
+        flags[model_name] = flag_shortcuts(
             view,
             core=core_by_class,
             share_min=config.flag_share_min,
@@ -207,7 +219,7 @@ def run_demo(
         )
     all_flags = pl.concat(list(flags.values()), how="diagonal_relaxed")
 
-    comparison = sat_fast.compare(
+    comparison = compare(
         sat.filter((pl.col("model") == "shortcut") & (pl.col("split") == "test")),
         sat.filter((pl.col("model") == "control") & (pl.col("split") == "test")),
         by=("target",),
@@ -224,7 +236,7 @@ def run_demo(
     deletions = []
     drops: dict[str, dict[str, float]] = {}
     for model_name in ("shortcut", "control"):
-        frame = sat_fast.segment_deletion(
+        frame = segment_deletion(
             models[model_name],
             subset.images,
             subset.segments,
@@ -272,33 +284,33 @@ def _write_outputs(out, sat, agg, flags, comparison, deletion, class_view, split
     test = splits["test"]
     example = int(np.flatnonzero(test.watermark)[0])
     example_map = np.asarray(
-        sat_fast.saliency(models["shortcut"], test.images[example : example + 1], targets=test.label[example : example + 1])
+        saliency(models["shortcut"], test.images[example : example + 1], targets=test.label[example : example + 1])
     )[0]
     example_table = sat.filter((pl.col("model") == "shortcut") & (pl.col("image_id") == f"test-{example}"))
     named = [
         ("shortcut_classes", "shortcut model: mean saliency per class (in distribution)",
-         sat_fast.plot_class_bars(shortcut_view)),
+         plot_class_bars(shortcut_view)),
         ("control_classes", "control model: mean saliency per class (in distribution)",
-         sat_fast.plot_class_bars(class_view("control"))),
-        ("shortcut_heatmap", "shortcut model: class x segment", sat_fast.plot_heatmap(shortcut_view)),
+         plot_class_bars(class_view("control"))),
+        ("shortcut_heatmap", "shortcut model: class x segment", plot_heatmap(shortcut_view)),
         ("shortcut_presence", "shortcut model: presence against mean attribution",
-         sat_fast.plot_presence_scatter(shortcut_view)),
+         plot_presence_scatter(shortcut_view)),
         ("shortcut_vs_control", "shortcut vs control (in distribution)",
-         sat_fast.plot_comparison(comparison, labels=("shortcut", "control"))),
+         plot_comparison(comparison, sides=("shortcut", "control"))),
         ("watermarked_example", "one watermarked image (shortcut model)",
-         sat_fast.plot_image(test.images[example], example_map, test.segments[example], names=names, table=example_table)),
+         plot_image(test.images[example], example_map, test.segments[example], names=names, table=example_table)),
     ]  # fmt: skip
     figures = {title: fig for _, title, fig in named}
     for slug, _, fig in named:
-        files.extend(sat_fast.save_figure(fig, out / f"figure_{slug}", formats=("png", "svg")))
+        files.extend(save_figure(fig, out / f"figure_{slug}", formats=("png", "svg")))
     files.append(
-        sat_fast.report(
-            out / "report.html",
+        report(
             agg,
+            out / "report.html",
             flags=flags,
             comparison=comparison,
             figures=figures,
-            comparison_labels=("shortcut", "control"),
+            sides=("shortcut", "control"),
             title="sat_fast demo: a watermark shortcut",
         )
     )

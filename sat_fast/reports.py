@@ -13,14 +13,17 @@ import datetime as _dt
 import html
 import io
 import math
+import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import polars as pl
 from matplotlib.figure import Figure
 
 from sat_fast import plots
+from sat_fast._deprecation import renamed_keywords, warn_deprecated
+from sat_fast._typing import SummaryFormat
 
 __all__ = ["report", "summary"]
 
@@ -107,7 +110,7 @@ def summary(
     comparison: pl.DataFrame | None = None,
     agreement: pl.DataFrame | None = None,
     top: int = 5,
-    format: Literal["markdown", "text"] = "markdown",
+    format: SummaryFormat = "markdown",
 ) -> str:
     """The findings as Markdown or plain text: top segments per group, flags, largest changes.
 
@@ -166,26 +169,27 @@ def _png_base64(fig: Figure) -> str:
 
 
 def report(
-    path: str | Path,
     agg: pl.DataFrame,
+    path: str | os.PathLike[str],
     *,
     flags: pl.DataFrame | None = None,
     comparison: pl.DataFrame | None = None,
     agreement: pl.DataFrame | None = None,
     figures: Mapping[str, Figure] | None = None,
     default_figures: bool = True,
-    comparison_labels: tuple[str, str] = ("a", "b"),
+    sides: tuple[str, str] = ("a", "b"),
     title: str = "Segment attribution report",
     max_rows: int = 500,
+    **deprecated: Any,
 ) -> Path:
     """Write a self-contained HTML report (works offline, no scripts).
 
     Parameters
     ----------
-    path
-        Output ``.html`` file; its folder must exist.
     agg
         Result of :func:`sat_fast.aggregate`.
+    path
+        Output ``.html`` file; its folder must exist.
     flags, comparison, agreement
         Optional results of :func:`sat_fast.flag_shortcuts`,
         :func:`sat_fast.compare`, :func:`sat_fast.deletion_agreement`.
@@ -195,12 +199,16 @@ def report(
     default_figures
         Include the per-class bars, heatmap, presence scatter and (with a
         comparison) the comparison chart.
-    comparison_labels
+    sides
         Names of the compared sides in the comparison chart.
     title
         Page title.
     max_rows
         Rows shown per table (the summary text says how many there are).
+    **deprecated
+        ``comparison_labels=`` (now ``sides=``) still works for one release;
+        so does version 1's path-first order ``report(path, agg)``, both with
+        a ``DeprecationWarning``.
 
     Returns
     -------
@@ -213,10 +221,15 @@ def report(
     >>> import tempfile, pathlib, polars as pl, sat_fast
     >>> agg = pl.DataFrame({"target": [0, 0], "segment": ["eye", "fur"], "presence": [1.0, 0.5],
     ...     "mean": [0.8, 0.2], "ci_low": [0.7, None], "ci_high": [0.9, None]})
-    >>> out = sat_fast.report(pathlib.Path(tempfile.mkdtemp()) / "r.html", agg)
+    >>> out = sat_fast.report(agg, pathlib.Path(tempfile.mkdtemp()) / "r.html")
     >>> out.read_text().startswith("<!DOCTYPE html>")
     True
     """
+    if isinstance(agg, (str, os.PathLike)) and isinstance(path, pl.DataFrame):
+        warn_deprecated("report(path, agg) is deprecated since sat_fast 0.2.0; pass the object first: report(agg, path)")
+        agg, path = path, agg
+    if deprecated:
+        sides = renamed_keywords("report", deprecated, {"comparison_labels": "sides"}, {"sides": None}).get("sides", sides)
     agg = _check_agg(agg)
     path = Path(path)
     if not path.parent.is_dir():
@@ -232,7 +245,7 @@ def report(
             chosen.append(("Presence against mean saliency", plots.plot_presence_scatter(agg)))
         if comparison is not None and comparison.height:
             chosen.append(
-                ("Largest changes between the compared tables", plots.plot_comparison(comparison, labels=comparison_labels))
+                ("Largest changes between the compared tables", plots.plot_comparison(comparison, sides=sides))
             )
     for caption, fig in (figures or {}).items():
         if not isinstance(fig, Figure):

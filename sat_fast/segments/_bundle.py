@@ -1,0 +1,215 @@
+"""The sat_fast ``.npz`` bundle of Segments: written and read without pickles."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Sequence
+
+import numpy as np
+
+from sat_fast._deprecation import warn_deprecated
+
+from sat_fast.segments._types import (
+    ImageId,
+    Segments,
+    offsets_array,
+    where_text,
+)
+from sat_fast.segments._vocab import merge_vocabularies
+
+# --------------------------------------------------------------------------
+# The .npz bundle
+# --------------------------------------------------------------------------
+
+_FORMAT = "sat_fast.segments/1"
+_KIND_CODES = {"labels": 0, "masks": 1, "rle": 2}
+
+
+def save_segments(segments: Sequence[Segments], path: str | os.PathLike[str]) -> None:
+    """Write segments to an ``.npz`` bundle (no pickles) for fast reloading.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> segs = from_label_map(np.array([[0, 1]]), ["a", "b"])
+    >>> path = os.path.join(tempfile.mkdtemp(), "s.npz")
+    >>> save_segments(segs, path)
+    >>> load_segments(path)[0].names
+    ('a', 'b')
+    """
+    if isinstance(segments, (str, os.PathLike)) and not isinstance(path, (str, os.PathLike)):
+        warn_deprecated(
+            "save_segments(path, segments) is deprecated since sat_fast 0.2.0; pass the object first: "
+            "save_segments(segments, path)"
+        )
+        segments, path = path, segments
+    segs = list(segments)
+    for i, s in enumerate(segs):
+        if not isinstance(s, Segments):
+            raise TypeError(f"segments[{i}] must be Segments, got {type(s).__name__}")
+    vocab = merge_vocabularies(segs)
+    index = {n: i for i, n in enumerate(vocab)}
+    arrays: dict[str, np.ndarray] = {
+        "format": np.array(_FORMAT),
+        "vocabulary": np.array(vocab, dtype=str) if vocab else np.zeros(0, "<U1"),
+        "kinds": np.array([_KIND_CODES[s.kind] for s in segs], np.int8),
+        "heights": np.array([s.height for s in segs], np.int64),
+        "widths": np.array([s.width for s in segs], np.int64),
+        "name_offsets": np.concatenate([[0], np.cumsum([len(s) for s in segs])]).astype(np.int64),
+        "name_ids": np.array([index[n] for s in segs for n in s.names], np.int64),
+    }
+    ids = [s.image_id for s in segs]
+    if all(isinstance(i, str) for i in ids) and ids:
+        arrays["image_ids"] = np.array(ids, dtype=str)
+    elif all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in ids):
+        arrays["image_ids"] = np.array(ids, np.int64)
+    elif any(i is not None for i in ids):
+        raise TypeError("image ids must be all integers, all strings, or all None to be saved")
+    labels = [s.label_map for s in segs if s.label_map is not None]
+    if labels:
+        dtype = max((lab.dtype for lab in labels), key=lambda d: (d.itemsize, d.kind == "i"))
+        arrays["labels"] = np.concatenate([lab.ravel().astype(dtype) for lab in labels])
+    words = [s.words.ravel() for s in segs if s.words is not None]
+    if words:
+        arrays["words"] = np.concatenate(words)
+    rle = [s for s in segs if s.counts is not None]
+    if rle:
+        arrays["counts"] = np.concatenate([s.counts for s in rle])  # type: ignore[misc]
+        arrays["instance_lengths"] = np.concatenate([np.diff(s.instance_offsets) for s in rle]).astype(np.int64)  # type: ignore[arg-type]
+        arrays["segment_sizes"] = np.concatenate([np.diff(s.segment_instances) for s in rle]).astype(np.int64)  # type: ignore[arg-type]
+    # Through a file object, so numpy does not append ".npz" to another name.
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def _npz_header(zf: zipfile.ZipFile, key: str, where: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of one member, read from its header without loading the data."""
+    try:
+        info = zf.getinfo(key + ".npy")
+    except KeyError:
+        raise ValueError(f"{where}: missing array {key!r}") from None
+    with zf.open(info) as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+        except ValueError as exc:
+            raise ValueError(f"{where}: array {key!r} has a bad header: {exc}") from None
+        header = f.tell()
+    if dtype.hasobject:
+        raise ValueError(f"{where}: array {key!r} holds Python objects; bundles never contain pickles")
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if nbytes != info.file_size - header:
+        raise ValueError(f"{where}: array {key!r} declares {nbytes} bytes but the file holds {info.file_size - header}")
+    return tuple(int(s) for s in shape), dtype
+
+
+def load_segments(path: str | os.PathLike) -> list[Segments]:
+    """Read segments written by :func:`save_segments`.
+
+    Never unpickles (``allow_pickle=False``); every array's declared size is
+    checked against the file and against the others before it is read.
+
+    Raises
+    ------
+    ValueError
+        Not a bundle, inconsistent sizes, truncated or corrupt file.
+    """
+    where = os.fspath(path)
+    try:
+        zf = zipfile.ZipFile(where)
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"cannot read segments bundle {where}: {exc}") from None
+    with zf:
+        members = {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
+        headers = {k: _npz_header(zf, k, where) for k in members}
+        for key in ("format", "vocabulary", "kinds", "heights", "widths", "name_offsets", "name_ids"):
+            if key not in headers:
+                raise ValueError(f"{where}: not a sat_fast segments bundle (missing {key!r})")
+    try:
+        npz = np.load(where, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read segments bundle {where}: {exc}") from None
+    with npz:
+        if str(npz["format"]) != _FORMAT:
+            raise ValueError(f"{where}: unsupported bundle format {str(npz['format'])!r}, expected {_FORMAT!r}")
+        b = headers["kinds"][0][0] if headers["kinds"][0] else 0
+        for key in ("heights", "widths"):
+            if headers[key][0] != (b,):
+                raise ValueError(f"{where}: {key} has shape {headers[key][0]}, expected ({b},)")
+        if headers["name_offsets"][0] != (b + 1,):
+            raise ValueError(f"{where}: name_offsets has shape {headers['name_offsets'][0]}, expected ({b + 1},)")
+        kinds = npz["kinds"]
+        heights, widths = npz["heights"], npz["widths"]
+        if (heights < 0).any() or (widths < 0).any() or not np.isin(kinds, [0, 1, 2]).all():
+            raise ValueError(f"{where}: negative image sizes or unknown segment kinds")
+        name_offsets = offsets_array(npz["name_offsets"], f"{where}: name_offsets")
+        k = np.diff(name_offsets)
+        if headers["name_ids"][0] != (int(name_offsets[-1]),):
+            raise ValueError(f"{where}: name_ids has shape {headers['name_ids'][0]}, expected ({name_offsets[-1]},)")
+        pixels = heights * widths
+        need = {
+            "labels": int(pixels[kinds == 0].sum()),
+            "words": int((k * ((pixels + 63) // 64))[kinds == 1].sum()),
+            "segment_sizes": int(k[kinds == 2].sum()),
+        }
+        for key, n in need.items():
+            shape = headers[key][0] if key in headers else (0,)
+            if shape != (n,):
+                raise ValueError(f"{where}: {key} has shape {shape}, expected ({n},)")
+        vocab = [str(x) for x in npz["vocabulary"]]
+        name_ids = npz["name_ids"]
+        if name_ids.size and (name_ids.min() < 0 or name_ids.max() >= len(vocab)):
+            raise ValueError(f"{where}: name_ids point outside the vocabulary")
+        ids: list[ImageId] = [None] * b
+        if "image_ids" in headers:
+            if headers["image_ids"][0] != (b,):
+                raise ValueError(f"{where}: image_ids has shape {headers['image_ids'][0]}, expected ({b},)")
+            ids = [x.item() for x in npz["image_ids"]]
+        labels = npz["labels"] if need["labels"] else None
+        words = npz["words"] if need["words"] else None
+        seg_sizes = npz["segment_sizes"] if need["segment_sizes"] else np.zeros(0, np.int64)
+        n_inst = int(seg_sizes.sum())
+        if seg_sizes.size and seg_sizes.min() < 0:
+            raise ValueError(f"{where}: negative segment sizes")
+        if n_inst:
+            if headers.get("instance_lengths", ((0,),))[0] != (n_inst,):
+                raise ValueError(f"{where}: instance_lengths does not match segment_sizes")
+            inst_len = npz["instance_lengths"]
+            if inst_len.min() < 0 or ("counts" not in headers) or headers["counts"][0] != (int(inst_len.sum()),):
+                raise ValueError(f"{where}: counts do not match instance_lengths")
+            counts = npz["counts"]
+        else:
+            inst_len, counts = np.zeros(0, np.int64), np.zeros(0, np.uint32)
+        out: list[Segments] = []
+        lp = wp = sp = ip = cp = 0
+        for i in range(b):
+            names = tuple(vocab[j] for j in name_ids[name_offsets[i] : name_offsets[i + 1]])
+            h, w, kind = int(heights[i]), int(widths[i]), int(kinds[i])
+            if kind == 0:
+                lab = labels[lp : lp + h * w].reshape(h, w)  # type: ignore[index]
+                lp += h * w
+                if lab.size and int(lab.max()) > len(names):
+                    raise ValueError(f"{where}: {where_text(ids[i], None)} has label values above {len(names)}")
+                out.append(Segments(names, h, w, label_map=lab, image_id=ids[i], source=where))
+            elif kind == 1:
+                n = len(names) * -(-h * w // 64)
+                out.append(Segments(names, h, w, words=words[wp : wp + n].reshape(len(names), -1),  # type: ignore[index]
+                                    image_id=ids[i], source=where))
+                wp += n
+            else:
+                sizes = seg_sizes[sp : sp + len(names)]
+                sp += len(names)
+                lens = inst_len[ip : ip + int(sizes.sum())]
+                ip += int(sizes.sum())
+                c = counts[cp : cp + int(lens.sum())]
+                cp += int(lens.sum())
+                out.append(Segments(names, h, w, counts=c,
+                                    instance_offsets=np.concatenate([[0], np.cumsum(lens)]),
+                                    segment_instances=np.concatenate([[0], np.cumsum(sizes)]),
+                                    image_id=ids[i], source=where))
+        return out
+

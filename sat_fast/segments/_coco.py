@@ -1,0 +1,205 @@
+"""Segments from COCO annotations: RLE (compressed or not) and polygons, per category."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from sat_fast import _core
+from sat_fast.segments._report import LoadReport, record_problem
+from sat_fast.segments._types import (
+    Segments,
+    rle_segments,
+)
+
+# --------------------------------------------------------------------------
+# COCO annotations
+# --------------------------------------------------------------------------
+
+
+def _coco_counts(
+    segm: Any, h: int, w: int, where: str
+) -> np.ndarray:
+    """COCO counts of one annotation's segmentation (RLE compressed or not, or polygons)."""
+    from pycocotools import mask as coco_mask
+
+    if isinstance(segm, Mapping):
+        size = segm.get("size")
+        if size is None or list(size) != [h, w]:
+            raise ValueError(f"{where}: RLE size {size} does not match the image size [{h}, {w}]")
+        counts = segm.get("counts")
+        if isinstance(counts, (str, bytes)):
+            try:
+                c, _ = _core.rle_from_strings([counts])
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}") from None
+            counts_arr = c
+        elif isinstance(counts, Sequence):
+            counts_arr = np.asarray(counts)
+            if counts_arr.ndim != 1 or counts_arr.dtype.kind not in "iu" and counts_arr.size:
+                raise ValueError(f"{where}: uncompressed RLE counts must be a list of integers")
+            if counts_arr.size and (counts_arr.min() < 0 or counts_arr.max() > 0xFFFFFFFF):
+                raise ValueError(f"{where}: RLE counts must be in [0, 2**32)")
+            counts_arr = counts_arr.astype(np.uint32)
+        else:
+            raise ValueError(f"{where}: RLE 'counts' must be a string or a list of integers, got {type(counts).__name__}")
+    elif isinstance(segm, Sequence) and not isinstance(segm, (str, bytes)):
+        polys = []
+        for j, poly in enumerate(segm):
+            p = np.asarray(poly, np.float64)
+            if p.ndim != 1 or p.size < 6 or p.size % 2:
+                raise ValueError(f"{where}: polygon {j} must be a flat list of at least 3 (x, y) points")
+            xs, ys = p[0::2], p[1::2]
+            if not np.isfinite(p).all() or xs.min() < 0 or ys.min() < 0 or xs.max() > w or ys.max() > h:
+                raise ValueError(
+                    f"{where}: polygon {j} lies outside the image (x in [{xs.min():g}, {xs.max():g}], "
+                    f"y in [{ys.min():g}, {ys.max():g}], image {w}x{h})"
+                )
+            polys.append(p.tolist())
+        if not polys:
+            raise ValueError(f"{where}: segmentation has no polygons")
+        rle = coco_mask.merge(coco_mask.frPyObjects(polys, h, w))
+        counts_arr, _ = _core.rle_from_strings([rle["counts"]])
+    else:
+        raise ValueError(f"{where}: segmentation must be an RLE dict or a list of polygons")
+    total = int(counts_arr.astype(np.int64).sum())
+    if total != h * w:
+        raise ValueError(f"{where}: RLE counts sum to {total}, expected H*W = {h}*{w} = {h * w}")
+    if not counts_arr[1::2].any():
+        raise ValueError(f"{where}: the mask is empty")
+    return counts_arr
+
+
+def _load_json(annotations: Any) -> tuple[Mapping[str, Any], str | None]:
+    if isinstance(annotations, Mapping):
+        return annotations, None
+    source = os.fspath(annotations)
+    try:
+        with open(source, encoding="utf-8") as f:
+            return json.load(f), source
+    except OSError as exc:
+        raise ValueError(f"cannot read COCO annotations {source}: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"COCO annotations {source} are not valid JSON: {exc}") from None
+
+
+def from_coco(
+    annotations: Any,
+    *,
+    keep_instances: bool = False,
+    image_ids: Iterable[int] | None = None,
+    report: LoadReport | None = None,
+    lazy: bool = False,
+) -> list[Segments] | Iterator[Segments]:
+    """Segments from COCO-style annotation JSON, as RLE (reduced without decoding).
+
+    Categories become names; each annotation's segmentation may be RLE
+    (compressed string or uncompressed list of counts) or polygons.
+
+    Parameters
+    ----------
+    annotations
+        Path to the JSON file, or the already parsed dict.
+    keep_instances
+        By default the instances of one category in an image merge into one
+        segment named after the category. With ``True`` each instance is a
+        segment of its own, named ``"<category>#<n>"`` (n = 1, 2, ... in
+        annotation order within the image).
+    image_ids
+        Only these images, in this order (default: every image in
+        ``images``, in file order).
+    report
+        Collect problems (bad annotations, annotations of unknown images or
+        categories, images with no annotations) here instead of raising; bad
+        annotations are left out, images with no annotations are kept with
+        no segments.
+    lazy
+        Return an iterator that builds one image's segments at a time.
+
+    Raises
+    ------
+    ValueError
+        Naming the file and the annotation or image id: RLE whose counts do
+        not sum to H*W or whose size differs from the image, polygons outside
+        the image, empty masks, unknown category ids, annotations of images
+        not in ``images``, images with no annotations.
+
+    Examples
+    --------
+    >>> coco = {"images": [{"id": 7, "height": 2, "width": 2}],
+    ...         "categories": [{"id": 1, "name": "dog"}],
+    ...         "annotations": [{"id": 1, "image_id": 7, "category_id": 1,
+    ...                          "segmentation": {"size": [2, 2], "counts": [2, 2]}}]}
+    >>> seg = from_coco(coco)[0]
+    >>> seg.image_id, seg.names, seg.kind
+    (7, ('dog',), 'rle')
+    """
+    data, source = _load_json(annotations)
+    label = source or "COCO annotations"
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise ValueError(f"{label}: missing or malformed {key!r} list")
+    categories: dict[Any, str] = {}
+    for c in data["categories"]:
+        if c.get("id") in categories:
+            raise ValueError(f"{label}: category id {c.get('id')!r} appears twice")
+        categories[c.get("id")] = str(c.get("name"))
+    category_order = {cid: i for i, cid in enumerate(categories)}
+    images: dict[Any, tuple[int, int]] = {}
+    for im in data["images"]:
+        try:
+            images[im["id"]] = (int(im["height"]), int(im["width"]))
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{label}: image entry {im!r} needs integer 'id', 'height' and 'width'") from None
+    by_image: dict[Any, list[Mapping[str, Any]]] = {i: [] for i in images}
+    for ann in data["annotations"]:
+        aid, iid, cid = ann.get("id"), ann.get("image_id"), ann.get("category_id")
+        if iid not in images:
+            record_problem(report, source, f"annotation {aid}",
+                     f"{label}: annotation {aid!r} refers to image id {iid!r}, which is not in 'images'")
+            continue
+        if cid not in categories:
+            record_problem(report, source, f"annotation {aid}",
+                     f"{label}: annotation {aid!r} (image {iid!r}) has unknown category id {cid!r}")
+            continue
+        by_image[iid].append(ann)
+    if image_ids is None:
+        order = list(images)
+    else:
+        order = list(image_ids)
+        for iid in order:
+            if iid not in images:
+                raise ValueError(f"{label}: image id {iid!r} is not in 'images'")
+
+    def build(iid: Any) -> Segments:
+        h, w = images[iid]
+        anns = by_image[iid]
+        if not anns:
+            record_problem(report, source, f"image {iid}", f"{label}: image {iid!r} has no annotations")
+        groups: dict[str, list[np.ndarray]] = {}
+        keys: dict[str, tuple[int, int]] = {}
+        seen: dict[str, int] = {}
+        for ann in anns:
+            aid, cid = ann.get("id"), ann["category_id"]
+            where = f"{label}: annotation {aid!r} (image {iid!r})"
+            try:
+                counts = _coco_counts(ann.get("segmentation"), h, w, where)
+            except ValueError as exc:
+                record_problem(report, source, f"annotation {aid}", str(exc))
+                continue
+            name = categories[cid]
+            if keep_instances:
+                seen[name] = seen.get(name, 0) + 1
+                name = f"{name}#{seen[name]}"
+            groups.setdefault(name, []).append(counts)
+            keys.setdefault(name, (category_order[cid], len(keys)))
+        names = sorted(groups, key=lambda n: keys[n])
+        return rle_segments(names, [groups[n] for n in names], h, w, iid, source)
+
+    generator = (build(iid) for iid in order)
+    return generator if lazy else list(generator)
+

@@ -1,0 +1,120 @@
+"""Names tables (list, dict, CSV, JSON), renaming by synonyms and groups, merged vocabularies."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from sat_fast.segments._types import (
+    Segments,
+)
+
+# --------------------------------------------------------------------------
+# Names tables, synonyms and vocabularies
+# --------------------------------------------------------------------------
+
+
+def names_table(names: Any) -> dict[int, str]:
+    """value -> name from a list, a dict, or a CSV/JSON file."""
+    source = None
+    if isinstance(names, (str, os.PathLike)):
+        source = str(names)
+        path = Path(names)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"cannot read names table {source}: {exc}") from None
+        if path.suffix.lower() == ".json":
+            try:
+                names = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"names table {source} is not valid JSON: {exc}") from None
+        else:
+            rows = [r for r in csv.reader(io.StringIO(text)) if r and any(x.strip() for x in r)]
+            if rows and not rows[0][0].strip().lstrip("-").isdigit():
+                rows = rows[1:]  # header
+            table: dict[Any, Any] = {}
+            for i, r in enumerate(rows):
+                if len(r) < 2:
+                    raise ValueError(f"names table {source}: row {i + 1} needs 'value,name', got {r!r}")
+                table[r[0].strip()] = r[1].strip()
+            names = table
+    if isinstance(names, Mapping):
+        out: dict[int, str] = {}
+        for key, name in names.items():
+            try:
+                value = int(key)
+            except (TypeError, ValueError):
+                raise ValueError(f"names table{' ' + source if source else ''}: key {key!r} is not an integer label value") from None
+            if not isinstance(name, str):
+                raise TypeError(f"names table{' ' + source if source else ''}: name of {value} must be a string, got {name!r}")
+            out[value] = name
+        return out
+    if isinstance(names, Sequence) and not isinstance(names, (str, bytes)):
+        for i, name in enumerate(names):
+            if not isinstance(name, str):
+                raise TypeError(f"names[{i}] must be a string, got {name!r}")
+        return dict(enumerate(names))
+    raise TypeError(f"names must be a list, a dict or a CSV/JSON path, got {type(names).__name__}")
+
+
+def rename_map(
+    *, synonyms: Mapping[str, str] | None = None, groups: Mapping[str, Iterable[str]] | None = None
+) -> dict[str, str]:
+    """One old-name -> new-name map from synonyms and groups.
+
+    Parameters
+    ----------
+    synonyms
+        ``{"eyes": "eye"}``: each key is renamed to its value.
+    groups
+        ``{"eye": ["left eye", "right eye"]}``: every member is renamed to the
+        group's name. A name in two groups is an error.
+
+    Examples
+    --------
+    >>> rename_map(synonyms={"eyes": "eye"}, groups={"eye": ["left eye", "right eye"]})
+    {'eyes': 'eye', 'left eye': 'eye', 'right eye': 'eye'}
+    """
+    out: dict[str, str] = {}
+    for old, new in (synonyms or {}).items():
+        if not isinstance(old, str) or not isinstance(new, str):
+            raise TypeError(f"synonyms must map strings to strings, got {old!r} -> {new!r}")
+        out[old] = new
+    for new, members in (groups or {}).items():
+        if isinstance(members, str):
+            raise TypeError(f"groups[{new!r}] must be a list of names, got the string {members!r}")
+        for old in members:
+            if old in out and out[old] != new:
+                raise ValueError(f"{old!r} is mapped to both {out[old]!r} and {new!r}")
+            out[old] = new
+    # Chains ("eyes" -> "eye" -> "face") resolve to their end.
+    for old in list(out):
+        seen = {old}
+        new = out[old]
+        while new in out and new not in seen:
+            seen.add(new)
+            new = out[new]
+        out[old] = new
+    return out
+
+
+def merge_vocabularies(segments: Iterable[Segments | Sequence[str]]) -> list[str]:
+    """The union of the images' segment names, in order of first appearance.
+
+    Examples
+    --------
+    >>> merge_vocabularies([["dog", "sky"], ["cat", "dog"]])
+    ['dog', 'sky', 'cat']
+    """
+    seen: dict[str, None] = {}
+    for s in segments:
+        for n in (s.names if isinstance(s, Segments) else s):
+            seen.setdefault(n, None)
+    return list(seen)
+
