@@ -22,8 +22,8 @@ if TYPE_CHECKING:  # what the lazy table below resolves to, for type checkers an
     from sat_fast._errors import KernelInputError as KernelInputError
     from sat_fast.aggregation import AGGREGATE_COLUMNS as AGGREGATE_COLUMNS
     from sat_fast.aggregation import aggregate as aggregate
-    from sat_fast.aggregation import compare as compare
-    from sat_fast.aggregation import flag_shortcuts as flag_shortcuts
+    from sat_fast.comparison import compare as compare
+    from sat_fast.flags import flag_shortcuts as flag_shortcuts
     from sat_fast.attribution import saliency as saliency
     from sat_fast.deletion import deletion_agreement as deletion_agreement
     from sat_fast.deletion import segment_deletion as segment_deletion
@@ -54,9 +54,9 @@ _LAZY = {
     "SegmentStats": "sat_fast.stats",
     "Segments": "sat_fast.segments",
     "aggregate": "sat_fast.aggregation",
-    "compare": "sat_fast.aggregation",
+    "compare": "sat_fast.comparison",
     "deletion_agreement": "sat_fast.deletion",
-    "flag_shortcuts": "sat_fast.aggregation",
+    "flag_shortcuts": "sat_fast.flags",
     "pack_masks": "sat_fast.packed",
     "plot_class_bars": "sat_fast.plots",
     "plot_comparison": "sat_fast.plots",

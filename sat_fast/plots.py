@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 
 from sat_fast import _validate as v
 from sat_fast._deprecation import renamed_keywords
+from sat_fast._frames import aggregate_keys, group_labels, require_columns
 
 __all__ = [
     "plot_class_bars",
@@ -30,28 +31,6 @@ __all__ = [
 
 _FORMATS = ("png", "svg")
 
-
-def _keys(agg: pl.DataFrame) -> list[str]:
-    if not isinstance(agg, pl.DataFrame):
-        raise TypeError(f"expected a polars DataFrame from aggregate(), got {type(agg).__name__}")
-    if "segment" not in agg.columns:
-        raise ValueError(f"expected a result of aggregate() with a 'segment' column; columns are {agg.columns}")
-    return agg.columns[: agg.columns.index("segment")]
-
-
-def _need(frame: pl.DataFrame, columns: Sequence[str], what: str) -> None:
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{what} needs columns {missing}; the frame has {frame.columns}")
-
-
-def _group_labels(frame: pl.DataFrame, keys: Sequence[str]) -> list[str]:
-    if not keys:
-        return ["all"] * frame.height
-    cols = [frame[k].cast(pl.String).fill_null("null").to_list() for k in keys]
-    if len(keys) == 1:
-        return [f"{keys[0]}={a}" for a in cols[0]]
-    return [", ".join(f"{k}={val}" for k, val in zip(keys, row, strict=True)) for row in zip(*cols, strict=True)]
 
 
 def _figure(figsize: tuple[float, float], dpi: float) -> Figure:
@@ -86,9 +65,9 @@ def plot_class_bars(
     >>> tuple(int(s) for s in fig.get_size_inches() * fig.dpi)
     (200, 150)
     """
-    keys = _keys(agg)
-    _need(agg, ["mean", "ci_low", "ci_high", "presence"], "plot_class_bars")
-    labelled = agg.with_columns(pl.Series("__group", _group_labels(agg, keys), dtype=pl.String))
+    keys = aggregate_keys(agg)
+    require_columns(agg, ["mean", "ci_low", "ci_high", "presence"], "plot_class_bars")
+    labelled = agg.with_columns(pl.Series("__group", group_labels(agg, keys), dtype=pl.String))
     groups = labelled["__group"].unique(maintain_order=True).to_list()[:max_groups]
     fig = _figure(figsize, dpi)
     if not groups:
@@ -147,9 +126,9 @@ def plot_heatmap(
     >>> sat_fast.plot_heatmap(agg, figsize=(3, 2), dpi=50).axes[0].get_title()
     'mean'
     """
-    keys = _keys(agg)
-    _need(agg, [value], "plot_heatmap")
-    groups = _group_labels(agg, keys)
+    keys = aggregate_keys(agg)
+    require_columns(agg, [value], "plot_heatmap")
+    groups = group_labels(agg, keys)
     row_names = list(dict.fromkeys(groups))
     col_names = sorted(set(agg["segment"].cast(pl.String).to_list()))
     grid = np.full((len(row_names), len(col_names)), np.nan)
@@ -196,9 +175,9 @@ def plot_presence_scatter(
     >>> sat_fast.plot_presence_scatter(agg, figsize=(3, 2), dpi=50).axes[0].get_xlabel()
     'presence'
     """
-    keys = _keys(agg)
-    _need(agg, ["presence", value], "plot_presence_scatter")
-    groups = _group_labels(agg, keys)
+    keys = aggregate_keys(agg)
+    require_columns(agg, ["presence", value], "plot_presence_scatter")
+    groups = group_labels(agg, keys)
     names = list(dict.fromkeys(groups))
     x, y = _floats(agg["presence"]), _floats(agg[value])
     fig = _figure(figsize, dpi)
@@ -301,7 +280,7 @@ def plot_image(
         from sat_fast.table import segment_table
 
         table = segment_table(sal[None], names=names_list, **kwargs)
-    _need(table, ["segment", "mean"], "plot_image's table")
+    require_columns(table, ["segment", "mean"], "plot_image's table")
     fig = _figure(figsize, dpi)
     left, right = fig.subplots(1, 2, width_ratios=[1.2, 1])
     shown = img.astype(np.float64) / (255.0 if img.dtype == np.uint8 else 1.0)
@@ -348,10 +327,10 @@ def plot_comparison(
     """
     if deprecated:
         sides = renamed_keywords("plot_comparison", deprecated, {"labels": "sides"}, {"sides": None}).get("sides", sides)
-    keys = _keys(comparison)
-    _need(comparison, ["mean_a", "mean_b"], "plot_comparison")
+    keys = aggregate_keys(comparison)
+    require_columns(comparison, ["mean_a", "mean_b"], "plot_comparison")
     rows = comparison.head(top).reverse()
-    groups = _group_labels(rows, keys)
+    groups = group_labels(rows, keys)
     segs = rows["segment"].cast(pl.String).to_list()
     sig = rows["significant"].fill_null(False).to_list() if "significant" in rows.columns else [False] * rows.height
     ticks = [f"{s} ({g}){' *' if flag else ''}" for s, g, flag in zip(segs, groups, sig, strict=True)]

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 
 from sat_fast import plots
 from sat_fast._deprecation import renamed_keywords, warn_deprecated
+from sat_fast._frames import group_labels, require_columns
 from sat_fast._typing import SummaryFormat
 
 __all__ = ["report", "summary"]
@@ -87,7 +88,7 @@ def _text_table(frame: pl.DataFrame, fmt: str) -> str:
 
 def _per_group(agg: pl.DataFrame, top: int) -> list[tuple[str, pl.DataFrame]]:
     keys = agg.columns[: agg.columns.index("segment")]
-    labels = plots._group_labels(agg, keys)
+    labels = group_labels(agg, keys)
     frame = agg.with_columns(pl.Series("__group", labels, dtype=pl.String))
     out = []
     for group in dict.fromkeys(labels):
@@ -99,7 +100,7 @@ def _per_group(agg: pl.DataFrame, top: int) -> list[tuple[str, pl.DataFrame]]:
 def _check_agg(agg: object) -> pl.DataFrame:
     if not isinstance(agg, pl.DataFrame):
         raise TypeError(f"agg must be a polars DataFrame from aggregate(), got {type(agg).__name__}")
-    plots._need(agg, ["segment", "mean"], "the report")
+    require_columns(agg, ["segment", "mean"], "the report")
     return agg
 
 

@@ -112,7 +112,7 @@ def test_plot_image_with_segments_object(tables):
 def test_plot_bad_input(tables):
     with pytest.raises(ValueError, match="does not match saliency shape"):
         sat_fast.plot_image(np.zeros((8, 8, 3)), tables["sal"][0], tables["labels"][0], names=NAMES)
-    with pytest.raises(ValueError, match="needs columns"):
+    with pytest.raises(ValueError, match="missing required columns"):
         sat_fast.plot_class_bars(tables["agg"].drop("ci_low"))
     with pytest.raises(ValueError, match="'segment' column"):
         sat_fast.plot_heatmap(tables["agg"].drop("segment"))

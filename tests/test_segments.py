@@ -15,7 +15,6 @@ import sat_fast
 from sat_fast import segment_table
 from sat_fast.segments import (
     LoadReport,
-    Segmenter,
     Segments,
     from_coco,
     from_label_map,
@@ -340,7 +339,6 @@ def test_segmenter_protocol_in_the_loop():
         calls.append(len(images))
         return [{"bright": img > 0.5, "dark": img <= 0.5} for img in images]
 
-    assert isinstance(segmenter, Segmenter)
     rng = np.random.default_rng(4)
     images = [rng.random((5 + i, 6)) for i in range(5)]
     segs = segment_with(segmenter, images, batch_size=2, synonyms={"dark": "shadow"})
@@ -348,6 +346,8 @@ def test_segmenter_protocol_in_the_loop():
     assert segs[3].names == ("bright", "shadow") and segs[3].shape == (8, 6)
     t = segment_table(images, segments=segs)
     assert_rows_close(table_rows(t, 4), ref_rows(images[4], {"bright": images[4] > 0.5, "shadow": images[4] <= 0.5}))
+    with pytest.raises(TypeError, match="segmenter must be callable"):
+        segment_with(42, images)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="segmenter returned 1 results for a batch of 2 images"):
         segment_with(lambda imgs: [{}], images[:2])
     with pytest.raises(ValueError, match=r"image 0: mask 'bright' has shape \(5, 6\), expected \(9, 9\)"):

@@ -186,8 +186,21 @@ def _assert_bitwise(a, b):
         np.testing.assert_array_equal(np.asarray(a[key]).view(np.uint8), np.asarray(b[key]).view(np.uint8), err_msg=key)
 
 
-def test_large_images_span_several_chunks():
-    assert 300 * 300 > _core.CHUNK_PIXELS
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_segments_straddling_a_chunk_boundary(dtype):
+    """A run of one label across the chunk edge is split between chunks (and threads) and merged exactly."""
+    h = w = 300  # 90,000 pixels: two chunks per image
+    edge = _core.CHUNK_PIXELS
+    assert edge < h * w
+    lab = np.zeros((2, h, w), np.uint8)
+    flat = lab.reshape(2, -1)
+    flat[0, edge - 7 : edge + 5] = 1  # 7 pixels before the edge, 5 after
+    flat[1, edge - 1 : edge + 1] = 2  # one pixel on each side
+    flat[1, ::3] = 3  # noisy elsewhere in the same image
+    sal = (np.arange(2 * h * w, dtype=np.float64).reshape(2, h, w) % 1000 - 500).astype(dtype)
+    got = sat_fast.segment_stats(sal, lab, num_segments=4, threads=2)
+    assert_stats_close(got, label_stats(sal, lab, 4))
+    assert got["count"][0, 1] == 12 and got["count"][1, 2] == 2 - int(flat[1, edge - 1] == 3) - int(flat[1, edge] == 3)
 
 
 @pytest.mark.parametrize("kind", ["labels", "masks"])

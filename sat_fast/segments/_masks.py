@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -131,13 +131,14 @@ def from_masks(
     ]
 
 
-@runtime_checkable
 class Segmenter(Protocol):
     """Anything that maps a batch of images to per-image segmenter output.
 
     ``segmenter(images)`` returns one entry per image: a mapping
     ``{name: mask}`` or a list of ``(name, mask, score)``. A plain function
-    qualifies; so does a wrapper around a SAM- or DINO-style model.
+    qualifies; so does a wrapper around a SAM- or DINO-style model. The
+    protocol is for type checkers: at run time :func:`segment_with` only
+    checks that the segmenter is callable.
     """
 
     def __call__(self, images: Sequence[Any], /) -> Sequence[Any]: ...
