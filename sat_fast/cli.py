@@ -299,7 +299,8 @@ def _run(args: argparse.Namespace) -> int:
     from PIL import Image
     from tqdm.auto import tqdm
 
-    from sat_fast.aggregation import aggregate, flag_shortcuts
+    from sat_fast.aggregation import aggregate
+    from sat_fast.flags import flag_shortcuts
     from sat_fast.attribution import METHODS as methods
     from sat_fast.attribution import saliency
     from sat_fast.reports import report, summary
@@ -417,7 +418,7 @@ def _aggregate(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from sat_fast.aggregation import compare
+    from sat_fast.comparison import compare
 
     return _emit(compare(_read([args.a]), _read([args.b]), by=tuple(args.by)), args.out)
 

@@ -11,10 +11,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib as mpl
 import numpy as np
 import polars as pl
-from matplotlib.figure import Figure
+
+try:
+    import matplotlib as mpl
+    from matplotlib.figure import Figure
+except ImportError as exc:  # an optional dependency: say which extra brings it
+    raise ImportError("sat_fast's figures need matplotlib: pip install 'sat_fast[plots]'") from exc
 
 from sat_fast import _validate as v
 from sat_fast._deprecation import renamed_keywords

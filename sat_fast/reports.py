@@ -16,15 +16,16 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
-from matplotlib.figure import Figure
 
-from sat_fast import plots
 from sat_fast._deprecation import renamed_keywords, warn_deprecated
 from sat_fast._frames import group_labels, require_columns
 from sat_fast._typing import SummaryFormat
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["report", "summary"]
 
@@ -239,6 +240,8 @@ def report(
         raise ValueError(f"max_rows must be a positive int, got {max_rows!r}")
     chosen: list[tuple[str, Figure]] = []
     if default_figures and agg.height:
+        from sat_fast import plots  # matplotlib (the plots extra) loads only when the report has figures
+
         if all(c in agg.columns for c in ("ci_low", "ci_high", "presence")):
             chosen.append(("Mean saliency per segment with confidence intervals; grey bars: presence", plots.plot_class_bars(agg)))
         chosen.append(("Group x segment heatmap of mean saliency", plots.plot_heatmap(agg)))
@@ -249,7 +252,9 @@ def report(
                 ("Largest changes between the compared tables", plots.plot_comparison(comparison, sides=sides))
             )
     for caption, fig in (figures or {}).items():
-        if not isinstance(fig, Figure):
+        from matplotlib.figure import Figure as MatplotlibFigure
+
+        if not isinstance(fig, MatplotlibFigure):
             raise TypeError(f"figures[{caption!r}] must be a matplotlib Figure, got {type(fig).__name__}")
         chosen.append((caption, fig))
 

@@ -23,7 +23,9 @@ import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
-from sat_fast.aggregation import aggregate, compare, flag_shortcuts
+from sat_fast.aggregation import aggregate
+from sat_fast.comparison import compare
+from sat_fast.flags import flag_shortcuts
 from sat_fast.attribution import saliency
 from sat_fast.deletion import segment_deletion
 from sat_fast.plots import (

@@ -1,0 +1,68 @@
+"""The package's shape: light to import, no import cycles, no submodule shadowing a public function."""
+
+from __future__ import annotations
+
+import pkgutil
+import subprocess
+import sys
+import types
+
+import pytest
+
+import sat_fast
+
+MODULES = sorted(
+    m.name
+    for m in pkgutil.walk_packages(sat_fast.__path__, "sat_fast.")
+    if not m.name.startswith("sat_fast.demo") or m.name == "sat_fast.demo"
+)
+
+
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+
+
+def test_import_sat_fast_stays_light():
+    done = _python(
+        "import sys, sat_fast\n"
+        "heavy = [m for m in ('jax', 'jaxlib', 'matplotlib', 'scipy', 'flax', 'optax', 'pycocotools') if m in sys.modules]\n"
+        "print(','.join(heavy))"
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ""
+
+
+def test_modules_list_is_complete():
+    # guards the test below against walking nothing
+    assert {"sat_fast.stats", "sat_fast.table", "sat_fast.segments._coco", "sat_fast.cli"} <= set(MODULES)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_each_module_imports_alone(module):
+    """A fresh interpreter imports every module first: an import cycle fails here."""
+    done = _python(f"import importlib; importlib.import_module({module!r})")
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_no_submodule_shadows_a_public_name():
+    """`sat_fast.report` etc. stay the functions even after every submodule is imported."""
+    done = _python(
+        "import importlib, types, sat_fast\n"
+        f"for m in {MODULES!r}: importlib.import_module(m)\n"
+        "bad = [n for n in sat_fast.__all__ if isinstance(getattr(sat_fast, n), types.ModuleType)"
+        " and n not in ('segments', 'transforms')]\n"
+        "print(','.join(bad))"
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == ""
+
+
+def test_public_api_resolves():
+    for name in sat_fast.__all__:
+        value = getattr(sat_fast, name)
+        assert value is not None
+        if name not in ("segments", "transforms"):
+            assert not isinstance(value, types.ModuleType), name
+    assert sat_fast.__version__ == sat_fast._version.__version__
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        sat_fast.nope  # noqa: B018
