@@ -199,7 +199,7 @@ def test_coco_merges_instances_and_matches_pycocotools(coco):
     got = a.masks()
     np.testing.assert_array_equal(got[0], masks["person"])
     np.testing.assert_array_equal(got[1], masks["dog"])
-    kept = from_coco(path, keep_instances=True, image_ids=[1])
+    kept = from_coco(path, keep_instances=True, select_ids=[1])
     assert kept[0].names == ("person#1", "person#2", "dog#1")
     np.testing.assert_array_equal(kept[0].masks()[1], masks["m2"])
     lazy = from_coco(json.loads(path.read_text()), lazy=True)
@@ -259,7 +259,7 @@ def test_coco_images_without_annotations_and_report(coco, tmp_path):
     d["annotations"].pop()
     file.write_text(json.dumps(d))
     with pytest.raises(ValueError, match=r"bad.json: image 3 has no annotations"):
-        from_coco(file, image_ids=[3])
+        from_coco(file, select_ids=[3])
     report = LoadReport()
     segs = from_coco(file, report=report)
     assert [s.image_id for s in segs] == [1, 2, 3]
@@ -299,7 +299,7 @@ def test_from_masks_scores_synonyms_groups_and_union():
 def test_rename_merges_segments_of_every_kind(tmp_path, coco):
     labels = from_label_map(np.array([[0, 1], [2, 2]]), ["left eye", "right eye", "fur"])[0]
     masks = from_masks([{"left eye": np.eye(2, dtype=bool), "right eye": ~np.eye(2, dtype=bool)}])[0]
-    rle = from_coco(coco[0], keep_instances=True, image_ids=[1])[0]
+    rle = from_coco(coco[0], keep_instances=True, select_ids=[1])[0]
     groups = rename_map(groups={"eye": ["left eye", "right eye"], "person": ["person#1", "person#2"]})
     for seg in (labels, masks, rle):
         before = seg.masks()

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
 from sat_fast import _core
+from sat_fast._deprecation import renamed_keywords
 from sat_fast.segments._report import LoadReport, record_problem
 from sat_fast.segments._types import (
     Segments,
@@ -87,13 +88,34 @@ def _load_json(annotations: Any) -> tuple[Mapping[str, Any], str | None]:
         raise ValueError(f"COCO annotations {source} are not valid JSON: {exc}") from None
 
 
+@overload
+def from_coco(
+    annotations: Any,
+    *,
+    keep_instances: bool = ...,
+    select_ids: Iterable[int] | None = ...,
+    report: LoadReport | None = ...,
+    lazy: Literal[False] = ...,
+    **deprecated: Any,
+) -> list[Segments]: ...
+@overload
+def from_coco(
+    annotations: Any,
+    *,
+    keep_instances: bool = ...,
+    select_ids: Iterable[int] | None = ...,
+    report: LoadReport | None = ...,
+    lazy: Literal[True],
+    **deprecated: Any,
+) -> Iterator[Segments]: ...
 def from_coco(
     annotations: Any,
     *,
     keep_instances: bool = False,
-    image_ids: Iterable[int] | None = None,
+    select_ids: Iterable[int] | None = None,
     report: LoadReport | None = None,
     lazy: bool = False,
+    **deprecated: Any,
 ) -> list[Segments] | Iterator[Segments]:
     """Segments from COCO-style annotation JSON, as RLE (reduced without decoding).
 
@@ -109,9 +131,11 @@ def from_coco(
         segment named after the category. With ``True`` each instance is a
         segment of its own, named ``"<category>#<n>"`` (n = 1, 2, ... in
         annotation order within the image).
-    image_ids
-        Only these images, in this order (default: every image in
-        ``images``, in file order).
+    select_ids
+        Only the images with these COCO ids, in this order (default: every
+        image in ``images``, in file order). Version 1 called it
+        ``image_ids=``, a name that elsewhere labels images; that spelling
+        still works for one release, with a ``DeprecationWarning``.
     report
         Collect problems (bad annotations, annotations of unknown images or
         categories, images with no annotations) here instead of raising; bad
@@ -138,6 +162,10 @@ def from_coco(
     >>> seg.image_id, seg.names, seg.kind
     (7, ('dog',), 'rle')
     """
+    if deprecated:
+        select_ids = renamed_keywords("from_coco", deprecated, {"image_ids": "select_ids"}, {"select_ids": select_ids}).get(
+            "select_ids", select_ids
+        )
     data, source = _load_json(annotations)
     label = source or "COCO annotations"
     for key in ("images", "annotations", "categories"):
@@ -167,10 +195,10 @@ def from_coco(
                      f"{label}: annotation {aid!r} (image {iid!r}) has unknown category id {cid!r}")
             continue
         by_image[iid].append(ann)
-    if image_ids is None:
+    if select_ids is None:
         order = list(images)
     else:
-        order = list(image_ids)
+        order = list(select_ids)
         for iid in order:
             if iid not in images:
                 raise ValueError(f"{label}: image id {iid!r} is not in 'images'")

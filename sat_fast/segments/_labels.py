@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -68,13 +68,13 @@ def _from_labels_one(
 
 
 def from_label_map(
-    labels: Any, names: Any, *, image_ids: Any = None, ignore_index: int | None = None
+    label_maps: Any, names: Any, *, image_ids: Any = None, ignore_index: int | None = None
 ) -> list[Segments]:
     """Segments from dense label maps.
 
     Parameters
     ----------
-    labels
+    label_maps
         One (H, W) integer array, a batch (B, H, W), or a sequence of (H, W)
         arrays of differing sizes.
     names
@@ -107,13 +107,13 @@ def from_label_map(
     """
     table = names_table(names)
     ignore = v.ignore_value(ignore_index)
-    if isinstance(labels, np.ndarray) or hasattr(labels, "__array__") and not isinstance(labels, (list, tuple)):
-        arr = v.as_numpy(labels, "labels")
+    if isinstance(label_maps, np.ndarray) or hasattr(label_maps, "__array__") and not isinstance(label_maps, (list, tuple)):
+        arr = v.as_numpy(label_maps, "label_maps")
         maps = [arr] if arr.ndim == 2 else list(arr) if arr.ndim == 3 else None
         if maps is None:
-            raise ValueError(f"labels must be (H, W) or (B, H, W), got {v.shape_str(arr.shape)}")
+            raise ValueError(f"label_maps must be (H, W) or (B, H, W), got {v.shape_str(arr.shape)}")
     else:
-        maps = [v.as_numpy(m, "labels") for m in labels]
+        maps = [v.as_numpy(m, "label_maps") for m in label_maps]
     ids = image_id_list(image_ids, len(maps)) or list(range(len(maps)))
     return [_from_labels_one(np.asarray(m), table, ignore, i, None) for m, i in zip(maps, ids)]
 
@@ -138,8 +138,28 @@ def _read_label_png(path: str) -> np.ndarray:
     )
 
 
+@overload
 def from_png(
-    paths: Iterable[str | os.PathLike],
+    paths: Iterable[str | os.PathLike[str]],
+    names: Any,
+    *,
+    image_ids: Any = ...,
+    ignore_index: int | None = ...,
+    report: LoadReport | None = ...,
+    lazy: Literal[False] = ...,
+) -> list[Segments]: ...
+@overload
+def from_png(
+    paths: Iterable[str | os.PathLike[str]],
+    names: Any,
+    *,
+    image_ids: Any = ...,
+    ignore_index: int | None = ...,
+    report: LoadReport | None = ...,
+    lazy: Literal[True],
+) -> Iterator[Segments]: ...
+def from_png(
+    paths: Iterable[str | os.PathLike[str]],
     names: Any,
     *,
     image_ids: Any = None,
