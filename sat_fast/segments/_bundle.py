@@ -32,6 +32,7 @@ def save_segments(segments: Sequence[Segments], path: str | os.PathLike[str]) ->
     Examples
     --------
     >>> import numpy as np, tempfile, os
+    >>> from sat_fast.segments import from_label_map, load_segments, save_segments
     >>> segs = from_label_map(np.array([[0, 1]]), ["a", "b"])
     >>> path = os.path.join(tempfile.mkdtemp(), "s.npz")
     >>> save_segments(segs, path)
