@@ -71,7 +71,7 @@ def num_segments_value(k: Any) -> int:
         raise TypeError(f"num_segments must be an int, got {type(k).__name__}") from None
     if not 1 <= k <= MAX_SEGMENTS:
         raise ValueError(f"num_segments must be in [1, 2**24], got {k}")
-    return k
+    return int(k)
 
 
 def nonfinite_mode(mode: str) -> bool:

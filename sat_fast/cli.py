@@ -17,7 +17,10 @@ import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    import polars as pl
 
 __all__ = ["main", "UserError", "ModelBundle", "load_factory"]
 
@@ -210,7 +213,7 @@ def load_factory(spec: str) -> Callable[..., Any]:
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise UserError(f"{where} has no callable {attr!r}")
-    return factory
+    return cast("Callable[..., Any]", factory)
 
 
 def _bundle(value: Any) -> ModelBundle:
@@ -280,7 +283,7 @@ def _load_segments(args: argparse.Namespace, image_ids: list[str]) -> dict[str, 
             raise UserError(f"names file {args.names} does not exist")
         found = {i: masks / f"{i}.png" for i in image_ids if (masks / f"{i}.png").is_file()}
         loaded = sg.from_png(list(found.values()), args.names, image_ids=list(found), ignore_index=args.ignore_index)
-        return {s.image_id: s for s in loaded}
+        return {str(s.image_id): s for s in loaded}
     if masks.suffix == ".npz":
         return {str(s.image_id): s for s in sg.load_segments(masks)}
     if masks.suffix == ".json":
@@ -314,7 +317,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or args.steps < 1:
         raise UserError("--batch-size and --steps must be positive")
     if args.device is not None:
-        jax.config.update("jax_platform_name", args.device)
+        jax.config.update("jax_platform_name", args.device)  # type: ignore[no-untyped-call]
     factory = load_factory(args.model)
     bundle = _bundle(factory(args.checkpoint))
     index = _image_index(args.images, args.labels, bundle.class_names)
@@ -384,7 +387,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read(paths: Sequence[Path]):
+def _read(paths: Sequence[Path]) -> pl.LazyFrame:
     import polars as pl
 
     files = []
@@ -399,7 +402,7 @@ def _read(paths: Sequence[Path]):
     return pl.scan_parquet(files)
 
 
-def _emit(frame, out: Path | None) -> int:
+def _emit(frame: pl.DataFrame, out: Path | None) -> int:
     import polars as pl
 
     if out is None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from typing import Any
+
 import numpy as np
 import polars as pl
 
@@ -159,7 +161,9 @@ def compare(
     )
 
 
-def _welch(ma, sa, na, mb, sb, nb):  # type: ignore[no-untyped-def]
+def _welch(
+    ma: np.ndarray, sa: np.ndarray, na: np.ndarray, mb: np.ndarray, sb: np.ndarray, nb: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Welch's t, Welch-Satterthwaite df and two-sided p (NaN where undefined)."""
     with np.errstate(invalid="ignore", divide="ignore"):
         va, vb = sa**2 / na, sb**2 / nb
@@ -174,7 +178,7 @@ def _welch(ma, sa, na, mb, sb, nb):  # type: ignore[no-untyped-def]
     return t, dof, p
 
 
-def _cohen_d(diff, sa, na, sb, nb):  # type: ignore[no-untyped-def]
+def _cohen_d(diff: np.ndarray, sa: np.ndarray, na: np.ndarray, sb: np.ndarray, nb: np.ndarray) -> np.ndarray:
     """diff / pooled sd, pooled over both sides with ddof=1; a single-value side adds no variance."""
     with np.errstate(invalid="ignore", divide="ignore"):
         ssa = np.where(na >= 2, (na - 1) * np.nan_to_num(sa) ** 2, 0.0)
@@ -202,7 +206,9 @@ def _adjust(p: np.ndarray, correction: str | None) -> np.ndarray:
     return out
 
 
-def _permutation_p(la, lb, keys, value, joined, n_perm, seed):  # type: ignore[no-untyped-def]
+def _permutation_p(
+    la: pl.LazyFrame, lb: pl.LazyFrame, keys: list[str], value: Any, joined: pl.DataFrame, n_perm: int, seed: int
+) -> np.ndarray:
     if not isinstance(n_perm, int) or n_perm < 1:
         raise ValueError(f"n_perm must be a positive int, got {n_perm!r}")
     cell = [*keys, "segment"]

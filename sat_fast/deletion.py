@@ -38,8 +38,8 @@ def _gaussian_blur(x: jax.Array, sigma: float) -> jax.Array:
     import jax.numpy as jnp
 
     radius = max(1, math.ceil(3 * sigma))
-    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
-    taps = jnp.asarray(taps / taps.sum(), x.dtype)
+    gauss = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps = jnp.asarray(gauss / gauss.sum(), x.dtype)
     channels = x.shape[-1]
     padded = jnp.pad(x, ((0, 0), (radius, radius), (radius, radius), (0, 0)), mode="edge")
     numbers = ("NHWC", "HWIO", "NHWC")
@@ -319,7 +319,8 @@ def segment_deletion(
     outputs = np.empty(b, np.float64)
     target_used = np.empty(b, np.int64)
     size = min(batch_size, b) if b else 1
-    out_shape = jax.eval_shape(fn, jax.ShapeDtypeStruct((size, *x_all.shape[1:]), x_all.dtype)).shape
+    example = jax.ShapeDtypeStruct((size, *x_all.shape[1:]), x_all.dtype)  # type: ignore[no-untyped-call]
+    out_shape = jax.eval_shape(fn, example).shape
     if len(out_shape) != 2 or out_shape[0] != size:
         raise ValueError(f"fn must map ({size}, H, W, C) images to outputs of shape ({size}, N), got {v.shape_str(out_shape)}")
     num_outputs = int(out_shape[1])
@@ -460,7 +461,7 @@ def deletion_agreement(
         ).any().alias("__top1"),
     )
     per_image = per_image.filter(pl.col("__pairs") >= 2).with_columns(pl.col("__rho").fill_nan(None))
-    group = keys or [pl.lit(0).alias("__all")]
+    group: list[str | pl.Expr] = [*keys] if keys else [pl.lit(0).alias("__all")]
     out = per_image.group_by(group).agg(
         pl.col("__rho").count().cast(pl.Int64).alias("images"),
         pl.col("__rho").mean().alias("spearman"),

@@ -68,10 +68,11 @@ class PackedMasks:
 
     @property
     def num_segments(self) -> int:
-        return self.words.shape[1]
+        """K, the number of masks per image."""
+        return int(self.words.shape[1])
 
     def __len__(self) -> int:
-        return self.words.shape[0]
+        return int(self.words.shape[0])
 
     def __getitem__(self, index: slice | int) -> PackedMasks:
         """Images by batch index or slice, still packed."""

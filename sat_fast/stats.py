@@ -108,7 +108,8 @@ class SegmentStats(Mapping[str, np.ndarray]):
     @property
     def shape(self) -> tuple[int, int]:
         """(B, K)."""
-        return tuple(self._data["count"].shape)  # type: ignore[return-value]
+        b, k = self._data["count"].shape
+        return (int(b), int(k))
 
     @property
     def unassigned(self) -> Mapping[str, np.ndarray] | None:
@@ -204,14 +205,20 @@ def _derived(raw: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
             "sq_sum": raw["sq_sum"], "min": raw["min"], "max": raw["max"]}
 
 
-def reduce_segments(maps: list[np.ndarray], segs: Sequence[Segments], threads: int | None, nonfinite: str,
-            unassigned: bool) -> SegmentStats:
-    """Padded (B, Kmax) statistics: label maps and packed masks go through the
-    public dense path image by image; all RLE images share one kernel call."""
+def reduce_segments(
+    maps: list[np.ndarray], segs: Sequence[Segments], threads: int | None, nonfinite: Nonfinite, unassigned: bool
+) -> SegmentStats:
+    """Padded (B, Kmax) statistics of per-image Segments.
+
+    Label maps and packed masks go through the dense path image by image; all
+    RLE images share one kernel call.
+    """
     b = len(segs)
     kmax = max([len(s) for s in segs] + [1])
-    data = {key: np.zeros((b, kmax), np.int64 if key == "count" else np.float64) for key in SEGMENT_KEYS}
-    extra = {key: np.zeros(b, np.int64 if key == "count" else np.float64) for key in SEGMENT_KEYS}
+    data: dict[str, np.ndarray] = {
+        key: np.zeros((b, kmax), np.int64 if key == "count" else np.float64) for key in SEGMENT_KEYS
+    }
+    extra: dict[str, np.ndarray] = {key: np.zeros(b, np.int64 if key == "count" else np.float64) for key in SEGMENT_KEYS}
     for d in (data, extra):
         d["min"][:] = np.nan
         d["max"][:] = np.nan
@@ -234,30 +241,33 @@ def reduce_segments(maps: list[np.ndarray], segs: Sequence[Segments], threads: i
                 st = segment_stats(x, s.label_map[None], num_segments=max(k, 1), ignore_index=k, threads=threads,
                                    nonfinite=nonfinite, include_unassigned=unassigned)
             else:
-                words = s.words if k else np.zeros((1, s.words.shape[1]), np.uint64)  # type: ignore[union-attr]
+                assert s.words is not None  # kind "masks"
+                words = s.words if k else np.zeros((1, s.words.shape[1]), np.uint64)
                 st = segment_stats(x, masks=PackedMasks(words[None], s.height, s.width), threads=threads,
                                    nonfinite=nonfinite, include_unassigned=unassigned)
         except ValueError as exc:
             raise relocated(exc, s.location, image=i) from None
+        extra_stats = st.unassigned
         put(i, k, {key: st[key][0, :k] for key in SEGMENT_KEYS},
-            {key: st.unassigned[key][0] for key in SEGMENT_KEYS} if unassigned else None)  # type: ignore[index]
+            {key: extra_stats[key][0] for key in SEGMENT_KEYS} if extra_stats is not None else None)
         for key in IMAGE_KEYS:
             data[key][i] = st[key][0]
     if rle:
-        parts = [segs[i] for i in rle]
-        seg_counts = np.array([len(s) for s in parts], np.int64)
-        n_inst = np.array([len(s.instance_offsets) - 1 for s in parts], np.int64)  # type: ignore[arg-type]
-        n_counts = np.array([len(s.counts) for s in parts], np.int64)  # type: ignore[arg-type]
-        inst_base = np.concatenate([[0], np.cumsum(n_inst)])
-        count_base = np.concatenate([[0], np.cumsum(n_counts)])
-        counts = np.concatenate([s.counts for s in parts])  # type: ignore[misc]
+        parts = [segs[i].rle_arrays() for i in rle]
+        seg_counts = np.array([len(segs[i]) for i in rle], np.int64)
+        n_inst = np.array([len(offsets) - 1 for _, offsets, _ in parts], np.int64)
+        n_counts = np.array([len(counts) for counts, _, _ in parts], np.int64)
+        zero = np.zeros(1, np.int64)
+        inst_base = np.concatenate([zero, np.cumsum(n_inst)])
+        count_base = np.concatenate([zero, np.cumsum(n_counts)])
+        counts = np.concatenate([c for c, _, _ in parts])
         instance_offsets = np.concatenate(
-            [[0]] + [s.instance_offsets[1:] + count_base[j] for j, s in enumerate(parts)]  # type: ignore[index]
+            [zero] + [offsets[1:] + count_base[j] for j, (_, offsets, _) in enumerate(parts)]
         ).astype(np.int64)
         segment_instances = np.concatenate(
-            [[0]] + [s.segment_instances[1:] + inst_base[j] for j, s in enumerate(parts)]  # type: ignore[index]
+            [zero] + [members[1:] + inst_base[j] for j, (_, _, members) in enumerate(parts)]
         ).astype(np.int64)
-        image_segments = np.concatenate([[0], np.cumsum(seg_counts)]).astype(np.int64)
+        image_segments = np.concatenate([zero, np.cumsum(seg_counts)]).astype(np.int64)
         try:
             out = _core.reduce_rle([maps[i] for i in rle], image_segments, segment_instances, instance_offsets,
                                    np.ascontiguousarray(counts, np.uint32), unassigned=unassigned,

@@ -34,7 +34,10 @@ _CHUNK_ENTRIES = 1 << 20
 
 
 def table_schema(
-    *, image_id: pl.DataType = pl.Int64, targets: bool = False, metadata: Mapping[str, pl.DataType] | None = None
+    *,
+    image_id: pl.DataType | type[pl.DataType] = pl.Int64,
+    targets: bool = False,
+    metadata: Mapping[str, pl.DataType | type[pl.DataType]] | None = None,
 ) -> pl.Schema:
     """The schema of a per-image SAT.
 
@@ -49,7 +52,7 @@ def table_schema(
     >>> sat_fast.table_schema(targets=True).names()[:3]
     ['image_id', 'target', 'segment']
     """
-    cols: list[tuple[str, pl.DataType]] = [("image_id", image_id)]
+    cols: list[tuple[str, pl.DataType | type[pl.DataType]]] = [("image_id", image_id)]
     if targets:
         cols.append(("target", pl.Int64))
     cols.extend((metadata or {}).items())

@@ -68,7 +68,8 @@ def _resize_axis(a: np.ndarray, axis: int, m: int, mode: Interpolation) -> np.nd
     shape[axis] = m
     f = frac.reshape(shape)
     x = a.astype(np.float64, copy=False)
-    return np.take(x, i0, axis=axis) * (1.0 - f) + np.take(x, i1, axis=axis) * f
+    out: np.ndarray = np.take(x, i0, axis=axis) * (1.0 - f) + np.take(x, i1, axis=axis) * f
+    return out
 
 
 class Transform:
@@ -207,7 +208,8 @@ class CenterCrop(Transform):
         index: list[Any] = [slice(None)] * a.ndim
         index[axes[0]] = slice(top, top + th)
         index[axes[1]] = slice(left, left + tw)
-        return a[tuple(index)]
+        cropped: np.ndarray = a[tuple(index)]
+        return cropped
 
 
 class Pad(Transform):
@@ -297,7 +299,8 @@ def _weights(n: int, m: int, preserve_total: bool) -> np.ndarray:
         j = np.arange(n)[None, :]
         w = np.clip(np.minimum(hi, j + 1) - np.maximum(lo, j), 0.0, None)
         col = w.sum(axis=0)
-    return w / col
+    weights: np.ndarray = w / col
+    return weights
 
 
 def resize_saliency(saliency: Any, size: int | tuple[int, int], *, preserve_total: bool = False) -> np.ndarray:
@@ -340,4 +343,5 @@ def resize_saliency(saliency: Any, size: int | tuple[int, int], *, preserve_tota
     wr = _weights(n_h, h, preserve_total)
     wc = _weights(n_w, w, preserve_total)
     out = np.matmul(np.matmul(wr, x.astype(np.float64)), wc.T)
-    return out.astype(np.float32) if x.dtype == np.float32 else out
+    result: np.ndarray = out.astype(np.float32) if x.dtype == np.float32 else out
+    return result

@@ -90,8 +90,8 @@ def test_segment_forms_agree():
     images, labels = data(1)
     base = sat_fast.segment_deletion(model, images, labels, names=NAMES, fill="mean", targets=0, batch_size=4)
     masks = np.stack([labels == k for k in range(3)], axis=1)
-    dense = sat_fast.segment_deletion(model, images, masks, names=NAMES, fill="mean", targets=0, batch_size=2)
-    packed = sat_fast.segment_deletion(model, images, sat_fast.pack_masks(masks), names=NAMES, fill="mean", targets=0)
+    dense = sat_fast.segment_deletion(model, images, masks=masks, names=NAMES, fill="mean", targets=0, batch_size=2)
+    packed = sat_fast.segment_deletion(model, images, masks=sat_fast.pack_masks(masks), names=NAMES, fill="mean", targets=0)
     assert_frame_equal(base, dense, check_exact=False, rel_tol=1e-6, abs_tol=1e-5)
     assert_frame_equal(base, packed, check_exact=False, rel_tol=1e-6, abs_tol=1e-5)
     # per-image vocabularies, in a different order per image: same rows after sorting
@@ -99,7 +99,8 @@ def test_segment_forms_agree():
     for i in range(B):
         items = [(NAMES[k], labels[i] == k) for k in range(3) if (labels[i] == k).any()]
         mappings.append(dict(items[::-1] if i % 2 else items))
-    mapped = sat_fast.segment_deletion(model, images, mappings, fill="mean", targets=0, batch_size=3)
+    with pytest.warns(DeprecationWarning, match="pass masks= or segments="):  # version 1's mappings still work
+        mapped = sat_fast.segment_deletion(model, images, mappings, fill="mean", targets=0, batch_size=3)
     order = [pl.col("image_id"), pl.col("segment").cast(pl.String)]
     assert_frame_equal(
         mapped.sort(order).drop("drop_rank"), base.sort(order).drop("drop_rank"), check_exact=False, rel_tol=1e-6, abs_tol=1e-5
@@ -109,7 +110,7 @@ def test_segment_forms_agree():
 def test_overlapping_masks_and_default_targets():
     images, labels = data(2)
     masks = np.stack([labels == 0, labels != 2, np.ones_like(labels, bool)], axis=1)  # "left" now covers the key block
-    result = sat_fast.segment_deletion(model, images, masks, names=["key", "key+left", "all"], fill="zeros")
+    result = sat_fast.segment_deletion(model, images, masks=masks, names=["key", "key+left", "all"], fill="zeros")
     assert (result["target"] == 0).all()  # block scores are positive, so output 0 is the argmax
     per_image = result.pivot(on="segment", index="image_id", values="drop")
     np.testing.assert_allclose(per_image["key"].to_numpy(), per_image["key+left"].to_numpy(), rtol=1e-5)
@@ -170,7 +171,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match="label map shape"):
         sat_fast.segment_deletion(model, images, labels[:, :5], names=NAMES)
     with pytest.raises(ValueError, match=r"names has 2 entries but there are 3"):
-        sat_fast.segment_deletion(model, images, np.stack([labels == k for k in range(3)], 1), names=NAMES[:2])
+        sat_fast.segment_deletion(model, images, masks=np.stack([labels == k for k in range(3)], 1), names=NAMES[:2])
     with pytest.raises(ValueError, match="fill must be one of"):
         sat_fast.segment_deletion(model, images, labels, names=NAMES, fill="noise")
     with pytest.raises(TypeError, match="images must be floating point"):
@@ -181,10 +182,14 @@ def test_bad_input():
         sat_fast.segment_deletion(model, images, labels, names=NAMES, targets=5)
     with pytest.raises(TypeError, match="segments must be an integer label map"):
         sat_fast.segment_deletion(model, images, labels.astype(np.float32), names=NAMES)
-    with pytest.raises(ValueError, match="mask 'key' of image 0 has shape"):
+    with pytest.raises(ValueError, match="mask 'key' of image 0 has shape"), pytest.warns(DeprecationWarning):
         sat_fast.segment_deletion(model, images, [{"key": np.ones((3, 3), bool)}] * B)
-    with pytest.raises(ValueError, match="per-image mappings but images has"):
+    with pytest.raises(ValueError, match="per-image mappings but images has"), pytest.warns(DeprecationWarning):
         sat_fast.segment_deletion(model, images, [{"key": labels[0] == 0}])
+    with pytest.raises(ValueError, match="exactly one of label_map, masks and segments"):
+        sat_fast.segment_deletion(model, images, labels, masks=labels[:, None] == 0, names=NAMES)
+    with pytest.raises(TypeError, match="segments must be Segments values"):
+        sat_fast.segment_deletion(model, images, segments=[{"key": labels[0] == 0}] * B)
     with pytest.raises(ValueError, match="batch_size must be a positive int"):
         sat_fast.segment_deletion(model, images, labels, names=NAMES, batch_size=0)
 
@@ -201,11 +206,11 @@ def test_segments_objects_match_arrays_and_join_like_segment_table():
     images, labels = data(3)
     base = sat_fast.segment_deletion(model, images, labels, names=NAMES, fill="zeros", targets=0, image_ids=[10 + i for i in range(B)])
     ids = [10 + i for i in range(B)]
-    from_labels = sat_fast.segment_deletion(model, images, from_label_map(labels, NAMES, image_ids=ids), fill="zeros", targets=0)
+    from_labels = sat_fast.segment_deletion(model, images, segments=from_label_map(labels, NAMES, image_ids=ids), fill="zeros", targets=0)
     assert_frame_equal(from_labels, base, check_exact=False, rel_tol=1e-6, abs_tol=1e-5)
     per_image = [{NAMES[k]: labels[i] == k for k in range(3) if (labels[i] == k).any()} for i in range(B)]
     segs = from_masks(per_image, image_ids=ids)
-    from_mask_segments = sat_fast.segment_deletion(model, images, segs, fill="zeros", targets=0, batch_size=4)
+    from_mask_segments = sat_fast.segment_deletion(model, images, segments=segs, fill="zeros", targets=0, batch_size=4)
     order = [pl.col("image_id"), pl.col("segment").cast(pl.String)]
     assert_frame_equal(
         from_mask_segments.sort(order).drop("drop_rank"), base.sort(order).drop("drop_rank"), check_exact=False, rel_tol=1e-6, abs_tol=1e-5
@@ -213,9 +218,9 @@ def test_segments_objects_match_arrays_and_join_like_segment_table():
     sat = sat_fast.segment_table(images.mean(axis=3), segments=segs, targets=np.zeros(B, np.int64))
     assert sat.join(from_mask_segments, on=["image_id", "target", "segment"], how="inner").height == sat.height
     with pytest.raises(ValueError, match="Segments of image 0 are 12x5"):
-        sat_fast.segment_deletion(model, images, from_label_map(labels[:, :, :5], NAMES), targets=0)
+        sat_fast.segment_deletion(model, images, segments=from_label_map(labels[:, :, :5], NAMES), targets=0)
     with pytest.raises(ValueError, match="names is given by the Segments"):
-        sat_fast.segment_deletion(model, images, segs, names=NAMES)
+        sat_fast.segment_deletion(model, images, segments=segs, names=NAMES)
 
 
 def test_fill_with_replacement_images():

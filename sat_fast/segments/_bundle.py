@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+from typing import Any
 from collections.abc import Sequence
 
 import numpy as np
@@ -39,13 +40,15 @@ def save_segments(segments: Sequence[Segments], path: str | os.PathLike[str]) ->
     >>> load_segments(path)[0].names
     ('a', 'b')
     """
-    if isinstance(segments, (str, os.PathLike)) and not isinstance(path, (str, os.PathLike)):
+    given: tuple[Any, Any] = (segments, path)  # version 1's order (path, segments) is outside the annotations
+    if isinstance(given[0], (str, os.PathLike)) and not isinstance(given[1], (str, os.PathLike)):
         warn_deprecated(
             "save_segments(path, segments) is deprecated since sat_fast 0.2.0; pass the object first: "
             "save_segments(segments, path)"
         )
-        segments, path = path, segments
-    segs = list(segments)
+        given = (given[1], given[0])
+    segs = list(given[0])
+    path = given[1]
     for i, s in enumerate(segs):
         if not isinstance(s, Segments):
             raise TypeError(f"segments[{i}] must be Segments, got {type(s).__name__}")
@@ -74,14 +77,14 @@ def save_segments(segments: Sequence[Segments], path: str | os.PathLike[str]) ->
     words = [s.words.ravel() for s in segs if s.words is not None]
     if words:
         arrays["words"] = np.concatenate(words)
-    rle = [s for s in segs if s.counts is not None]
+    rle = [s.rle_arrays() for s in segs if s.kind == "rle"]
     if rle:
-        arrays["counts"] = np.concatenate([s.counts for s in rle])  # type: ignore[misc]
-        arrays["instance_lengths"] = np.concatenate([np.diff(s.instance_offsets) for s in rle]).astype(np.int64)  # type: ignore[arg-type]
-        arrays["segment_sizes"] = np.concatenate([np.diff(s.segment_instances) for s in rle]).astype(np.int64)  # type: ignore[arg-type]
+        arrays["counts"] = np.concatenate([counts for counts, _, _ in rle])
+        arrays["instance_lengths"] = np.concatenate([np.diff(offsets) for _, offsets, _ in rle]).astype(np.int64)
+        arrays["segment_sizes"] = np.concatenate([np.diff(members) for _, _, members in rle]).astype(np.int64)
     # Through a file object, so numpy does not append ".npz" to another name.
     with open(path, "wb") as f:
-        np.savez(f, **arrays)
+        np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle's bool
 
 
 def _npz_header(zf: zipfile.ZipFile, key: str, where: str) -> tuple[tuple[int, ...], np.dtype]:
@@ -108,7 +111,7 @@ def _npz_header(zf: zipfile.ZipFile, key: str, where: str) -> tuple[tuple[int, .
     return tuple(int(s) for s in shape), dtype
 
 
-def load_segments(path: str | os.PathLike) -> list[Segments]:
+def load_segments(path: str | os.PathLike[str]) -> list[Segments]:
     """Read segments written by :func:`save_segments`.
 
     Never unpickles (``allow_pickle=False``); every array's declared size is

@@ -60,8 +60,8 @@ def _from_labels_one(
         out = lut[flat.astype(np.int64)]
     else:
         keys = present
-        idx = np.array([local.get(int(x), k) for x in keys], dtype)
-        out = idx[np.searchsorted(keys, flat)]
+        codes = np.array([local.get(int(x), k) for x in keys], dtype)
+        out = codes[np.searchsorted(keys, flat)]
     return Segments(tuple(names), lab.shape[0], lab.shape[1], label_map=out.reshape(lab.shape), image_id=image_id,
                     source=source)
 

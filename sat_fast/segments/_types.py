@@ -164,6 +164,12 @@ class Segments:
             f"names={list(self.names)!r})"
         )
 
+    def rle_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(counts, instance_offsets, segment_instances)`` of RLE segments; ``ValueError`` for other kinds."""
+        if self.counts is None or self.instance_offsets is None or self.segment_instances is None:
+            raise ValueError(f"{self.location}: segments are {self.kind}, not RLE")
+        return self.counts, self.instance_offsets, self.segment_instances
+
     def rle(self, index: int) -> list[np.ndarray]:
         """The COCO counts of each instance of segment ``index`` (RLE segments only)."""
         if self.counts is None:
@@ -176,7 +182,8 @@ class Segments:
         """The boolean masks of this image, shape (K, H, W) (decoded; one image only)."""
         k, h, w = len(self.names), self.height, self.width
         if self.label_map is not None:
-            return self.label_map[None, :, :] == np.arange(k, dtype=np.int64)[:, None, None]
+            masks: np.ndarray = self.label_map[None, :, :] == np.arange(k, dtype=np.int64)[:, None, None]
+            return masks
         if self.words is not None:
             bits = np.unpackbits(self.words.view(np.uint8), axis=-1, bitorder="little")
             return bits[:, : h * w].astype(bool).reshape(k, h, w)
@@ -208,7 +215,8 @@ class Segments:
 
 
 def replace_segments(seg: Segments, **changes: Any) -> Segments:
-    fields = {
+    """A copy of ``seg`` with some fields changed (validated again)."""
+    fields: dict[str, Any] = {
         "names": seg.names,
         "height": seg.height,
         "width": seg.width,
