@@ -22,7 +22,7 @@ from sat_fast._columns import competition_rank, image_id_series
 from sat_fast._deprecation import warn_deprecated
 from sat_fast._typing import DeletionFill
 from sat_fast.packed import PackedMasks
-from sat_fast.segments._types import Segments
+from sat_fast.segments import Segments
 
 if TYPE_CHECKING:
     import jax

@@ -18,7 +18,7 @@ from sat_fast._deprecation import renamed_keywords, warn_deprecated
 from sat_fast._errors import KernelInputError, relocated
 from sat_fast._typing import Nonfinite
 from sat_fast.packed import PackedMasks, pack_masks
-from sat_fast.segments._types import Segments
+from sat_fast.segments import Segments
 
 __all__ = [
     "IMAGE_KEYS",

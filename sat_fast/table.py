@@ -20,8 +20,7 @@ from sat_fast._columns import competition_rank, image_id_series
 from sat_fast._deprecation import renamed_keywords
 from sat_fast._errors import KernelInputError, with_suffix
 from sat_fast._typing import Nonfinite
-from sat_fast.segments._types import Segments
-from sat_fast.segments._vocab import merge_vocabularies
+from sat_fast.segments import Segments, merge_vocabularies
 from sat_fast.stats import SEGMENT_KEYS, SegmentStats, reduce_segments, saliency_list, segment_stats
 
 __all__ = ["segment_table", "stats_table", "table_schema"]

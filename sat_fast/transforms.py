@@ -26,8 +26,8 @@ import numpy as np
 
 from sat_fast import _validate as v
 from sat_fast.packed import pack_masks
-from sat_fast.segments._rle import rle_encode
-from sat_fast.segments._types import Segments, replace_segments, rle_segments
+from sat_fast.segments import rle_encode
+from sat_fast.segments import Segments
 
 __all__ = ["CenterCrop", "Compose", "Pad", "Resize", "ResizeShorter", "Transform", "resize_saliency"]
 
@@ -116,12 +116,12 @@ class Transform:
         h, w = self.output_size(s.height, s.width)
         k = len(s)
         if s.label_map is not None:
-            return replace_segments(s, height=h, width=w, label_map=np.ascontiguousarray(self.mask(s.label_map, fill=k)))
+            return s.replace(height=h, width=w, label_map=np.ascontiguousarray(self.mask(s.label_map, fill=k)))
         masks = self.mask(s.masks(), fill=False)
         if s.words is not None:
             words = pack_masks(np.ascontiguousarray(masks[None])).words[0] if k else np.zeros((0, -(-h * w // 64)), np.uint64)
-            return replace_segments(s, height=h, width=w, words=words)
-        return rle_segments(s.names, [[rle_encode(m)] for m in masks], h, w, s.image_id, s.source)
+            return s.replace(height=h, width=w, words=words)
+        return Segments.from_rle(s.names, [[rle_encode(m)] for m in masks], h, w, image_id=s.image_id, source=s.source)
 
     def __call__(self, image: Any) -> np.ndarray:
         return self.image(image)

@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from sat_fast import _core, segment_stats
 from sat_fast.segments import Segments, rle_decode, rle_encode
-from sat_fast.segments._types import rle_segments
 
 
 def random_masks(rng: np.random.Generator, h: int, w: int, n: int) -> list[np.ndarray]:
@@ -141,7 +140,7 @@ def test_property_equals_dense_kernel(h, w, seed, n):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((h, w))
     masks = random_masks(rng, h, w, n)
-    seg = rle_segments([f"s{i}" for i in range(n)], [[coco_counts(m)] for m in masks], h, w, 0, None)
+    seg = Segments.from_rle([f"s{i}" for i in range(n)], [[coco_counts(m)] for m in masks], h, w, image_id=0)
     rle = segment_stats(x[None], segments=[seg], include_unassigned=True)
     dense = segment_stats(x[None], masks=np.stack(masks)[None], include_unassigned=True)
     np.testing.assert_array_equal(rle["count"], dense["count"])
@@ -206,8 +205,8 @@ def test_counts_that_do_not_sum_to_the_image_raise():
 def test_segments_of_an_rle_segment_decode_to_the_union():
     rng = np.random.default_rng(3)
     masks = random_masks(rng, 12, 9, 3)
-    seg = rle_segments(["a", "b"], [[coco_counts(masks[0]), coco_counts(masks[1])], [coco_counts(masks[2])]],
-                        12, 9, "img", None)
+    seg = Segments.from_rle(["a", "b"], [[coco_counts(masks[0]), coco_counts(masks[1])], [coco_counts(masks[2])]],
+                            12, 9, image_id="img")
     assert isinstance(seg, Segments) and seg.kind == "rle"
     got = seg.masks()
     np.testing.assert_array_equal(got[0], masks[0] | masks[1])

@@ -8,8 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sat_fast import segment_table
-from sat_fast.segments import from_label_map, from_masks, rle_encode
-from sat_fast.segments._types import rle_segments
+from sat_fast.segments import Segments, from_label_map, from_masks, rle_encode
 from sat_fast.transforms import CenterCrop, Compose, Pad, Resize, ResizeShorter, resize_saliency
 
 
@@ -47,7 +46,7 @@ def test_one_pixel_marker_lands_in_the_same_place(pipeline, where):
     for seg in (
         from_label_map(np.where(mask, 0, 1).astype(np.uint8), ["dot", "rest"])[0],
         from_masks([{"dot": mask}])[0],
-        rle_segments(names, [[rle_encode(mask)]], h, w, 0, None),
+        Segments.from_rle(names, [[rle_encode(mask)]], h, w, image_id=0),
     ):
         moved = pipeline.segments(seg)
         assert moved.kind == seg.kind and moved.shape == out_mask.shape
@@ -152,5 +151,5 @@ def test_property_images_and_segments_share_the_geometry(h, w, side, crop, pad, 
     moved_mask = pipeline.mask(mask)
     assert moved_mask.shape == moved_image.shape == pipeline.output_size(h, w) == out
     np.testing.assert_array_equal(moved_image == 7, moved_mask)
-    seg = rle_segments(["dot"], [[rle_encode(mask)]], h, w, 0, None)
+    seg = Segments.from_rle(["dot"], [[rle_encode(mask)]], h, w, image_id=0)
     np.testing.assert_array_equal(pipeline.segments(seg).masks()[0], moved_mask)

@@ -164,6 +164,40 @@ class Segments:
             f"names={list(self.names)!r})"
         )
 
+    def replace(self, **changes: Any) -> Segments:
+        """A copy with some fields changed, validated like a new value.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sat_fast.segments import from_label_map
+        >>> seg = from_label_map(np.array([[0, 1]]), ["a", "b"])[0]
+        >>> seg.replace(image_id="x").image_id
+        'x'
+        """
+        return replace_segments(self, **changes)
+
+    @classmethod
+    def from_rle(
+        cls,
+        names: Sequence[str],
+        instances: Sequence[Sequence[np.ndarray]],
+        height: int,
+        width: int,
+        *,
+        image_id: ImageId = None,
+        source: str | None = None,
+    ) -> Segments:
+        """Segments of kind ``rle`` from COCO counts: ``instances[k]`` lists the counts of segment ``k``'s instances.
+
+        Examples
+        --------
+        >>> seg = Segments.from_rle(["dog"], [[np.array([1, 3])]], 2, 2)
+        >>> seg.kind, seg.masks()[0].astype(int).tolist()
+        ('rle', [[0, 1], [1, 1]])
+        """
+        return rle_segments(names, instances, height, width, image_id, source)
+
     def rle_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(counts, instance_offsets, segment_instances)`` of RLE segments; ``ValueError`` for other kinds."""
         if self.counts is None or self.instance_offsets is None or self.segment_instances is None:
