@@ -43,7 +43,7 @@ from sat_fast.plots import (
 from sat_fast.report import report, summary
 
 # Rebinds the submodule's name to the function it exports.
-from sat_fast.saliency import saliency
+from sat_fast.attribution import saliency
 
 __version__ = "0.1.0"
 

@@ -304,7 +304,7 @@ def _run(args: argparse.Namespace) -> int:
     for opt in ("model", "images", "out"):
         if getattr(args, opt) is None:
             raise UserError(f"--{opt} is required")
-    methods = importlib.import_module("sat_fast.saliency").METHODS
+    from sat_fast.attribution import METHODS as methods
     if args.method not in methods:
         raise UserError(f"unknown --method {args.method!r}; choose one of {', '.join(methods)}")
     if args.batch_size < 1 or args.steps < 1:
