@@ -1,4 +1,4 @@
-"""Tests for sat_fast.attribution (sat_fast.saliency): references are float64 numpy/scipy or the independent `saliency` package."""
+"""Tests for sat_fast.attribution: references are float64 numpy/scipy or the independent `saliency` package."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ class SmoothCNN(nn.Module):
         return nn.Dense(N_CLASSES, bias_init=bias)(x)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cnn():
     model = SmoothCNN()
     variables = model.init(jax.random.PRNGKey(1), jnp.zeros((1, H, W, C)))
@@ -189,7 +189,9 @@ def test_expected_gradients_with_single_reference_approaches_integrated_gradient
     eg = sat_fast.saliency(_linear, x, classes=[3], method="expected_gradients", baseline=ref, samples=4, reduce=None)
     np.testing.assert_allclose(np.asarray(eg)[:, 0], (x - ref) * LIN_W[3], rtol=1e-5, atol=1e-5)
     refs = _images(6, seed=10)
-    maps = sat_fast.saliency(_linear, x, classes=[3], method="expected_gradients", baseline=refs, samples=5, reduce=None)
+    maps = sat_fast.saliency(
+        _linear, x, classes=[3], method="expected_gradients", baseline=refs, samples=5, reduce=None
+    )
     # each sample is (x - r) * w for one reference r: the mean lies in the references' convex hull
     hull = (x[:, None] - refs[None]) * LIN_W[3]
     m = np.asarray(maps)[:, 0]
@@ -329,7 +331,7 @@ def test_list_of_targets_is_deprecated_but_still_means_classes():
 
 
 def test_classes_and_targets_are_exclusive():
-    with pytest.raises(ValueError, match="either targets= .* or classes="):
+    with pytest.raises(ValueError, match=r"either targets= .* or classes="):
         sat_fast.saliency(_linear, _images(2), np.array([0, 1]), classes=[0])
     with pytest.raises(TypeError, match="classes must be a non-empty list of class indices"):
         sat_fast.saliency(_linear, _images(2), classes=[])
@@ -341,8 +343,8 @@ def test_option_values_come_from_the_literal_aliases():
     from sat_fast._typing import Method, Output, QuadratureRule, Reduction
     from sat_fast.attribution import AUTO_REDUCE, METHODS, OUTPUTS, REDUCTIONS, RULES
 
-    assert METHODS == typing.get_args(Method) and RULES == typing.get_args(QuadratureRule)
-    assert REDUCTIONS == typing.get_args(Reduction) and OUTPUTS == typing.get_args(Output)
+    assert typing.get_args(Method) == METHODS and typing.get_args(QuadratureRule) == RULES
+    assert typing.get_args(Reduction) == REDUCTIONS and typing.get_args(Output) == OUTPUTS
     assert set(AUTO_REDUCE) == set(METHODS)
 
 
@@ -569,13 +571,13 @@ def test_matches_the_saliency_package_gradient_and_integrated_gradients():
 
 
 def test_bad_images():
-    with pytest.raises(ValueError, match="non-finite.*image 1"):
+    with pytest.raises(ValueError, match=r"non-finite.*image 1"):
         x = _images(2)
         x[1, 0, 0, 0] = np.nan
         sat_fast.saliency(_linear, x)
     with pytest.raises(ValueError, match=r"images must have shape \(B, H, W, C\), got \(8, 8, 3\)"):
         sat_fast.saliency(_linear, _images(1)[0])
-    with pytest.raises(TypeError, match="floating-point.*uint8"):
+    with pytest.raises(TypeError, match=r"floating-point.*uint8"):
         sat_fast.saliency(_linear, np.zeros((1, H, W, C), np.uint8))
 
 
