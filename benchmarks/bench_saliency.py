@@ -40,6 +40,8 @@ import numpy as np
 import psutil
 
 import sat_fast
+from sat_fast.attribution import quadrature
+from sat_fast.attribution._compile import cached_kernels, working_bytes
 
 HERE = Path(__file__).resolve().parent
 
@@ -143,15 +145,9 @@ def timed(run, repeats: int):
 
 
 def ig_points(images, steps):
-    nodes, weights = _quadrature("gauss_legendre", steps)
+    nodes, weights = quadrature("gauss_legendre", steps)
     alphas = jnp.asarray(nodes, jnp.float32)
     return (alphas[None, :, None, None, None] * images[:, None]).reshape((-1,) + images.shape[1:]), weights
-
-
-def _quadrature(rule, steps):
-    from sat_fast.saliency import quadrature  # noqa: PLC0415  (module attribute shadowed by the function)
-
-    return quadrature(rule, steps)
 
 
 # ---------------------------------------------------------------- contenders
@@ -215,7 +211,7 @@ def run_pair(fn, images, steps, batch_size, repeats):
 def run_naive(fn, images, steps, repeats):
     grads = raw_grad_fn(fn)
     targets = np.asarray(jnp.argmax(fn(jnp.asarray(images)), axis=1)).astype(np.int32)
-    nodes, weights = _quadrature("gauss_legendre", steps)
+    nodes, weights = quadrature("gauss_legendre", steps)
 
     def run():
         for x, t in zip(images, targets):
@@ -231,8 +227,6 @@ def run_naive(fn, images, steps, repeats):
 
 
 def study_chunks(fn, images, sizes, repeats):
-    from sat_fast.saliency import _Spec  # noqa: F401,PLC0415
-
     rows = []
     for size in sizes:
         median, _, mem = run_ours(fn, images, 32, repeats, chunk_size=size)
@@ -289,14 +283,11 @@ def study_budget(budget: int):
 
 def unchunked_estimate(fn, images, steps):
     """XLA's working-memory figure for a 64-point chunk of this model, scaled to all images x steps at once."""
-    mod = sys.modules["sat_fast.saliency"]
-
     rows = 64
     sat_fast.saliency(fn, images[:2], steps=steps, chunk_size=rows)
-    for key, compiled in mod._COMPILED.items():
-        spec = key[1]
-        if key[0] == "_chunk" and spec.points == steps and spec.block * spec.rows == rows:
-            return mod._working_bytes(compiled) / rows * len(images) * steps
+    for spec, compiled in cached_kernels("chunk_kernel"):
+        if spec.config.points == steps and spec.block * spec.rows == rows:
+            return working_bytes(compiled) / rows * len(images) * steps
     raise RuntimeError("no 64-point kernel was compiled")
 
 

@@ -64,7 +64,7 @@ _LAZY = {
     "plot_image": "sat_fast.plots",
     "plot_presence_scatter": "sat_fast.plots",
     "report": "sat_fast.reports",
-    "saliency": "sat_fast.saliency",  # becomes sat_fast.attribution
+    "saliency": "sat_fast.attribution",
     "save_figure": "sat_fast.plots",
     "segment_deletion": "sat_fast.deletion",
     "segment_stats": "sat_fast.stats",

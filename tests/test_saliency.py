@@ -1,4 +1,4 @@
-"""Tests for sat_fast.saliency: references are float64 numpy/scipy or the independent `saliency` package."""
+"""Tests for sat_fast.attribution: references are float64 numpy/scipy or the independent `saliency` package."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ class SmoothCNN(nn.Module):
         return nn.Dense(N_CLASSES, bias_init=bias)(x)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cnn():
     model = SmoothCNN()
     variables = model.init(jax.random.PRNGKey(1), jnp.zeros((1, H, W, C)))
@@ -137,7 +137,7 @@ def test_integrated_gradients_on_linear_model_is_closed_form(rule):
 
 def test_blur_baseline_matches_scipy_gaussian_filter():
     x = _images(2)
-    maps = sat_fast.saliency(_linear, x, [2], baseline="blur", reduce=None, steps=3)
+    maps = sat_fast.saliency(_linear, x, classes=[2], baseline="blur", reduce=None, steps=3)
     sigma = max(H, W) / 16
     blurred = scipy.ndimage.gaussian_filter(x.astype(np.float64), sigma=(0, sigma, sigma, 0), mode="mirror", truncate=3)
     expected = (x - blurred) * LIN_W[2]
@@ -186,10 +186,12 @@ def test_integrated_gradients_completeness_fails_at_two_steps():
 def test_expected_gradients_with_single_reference_approaches_integrated_gradients():
     x = _images(2)
     ref = _images(1, seed=9)
-    eg = sat_fast.saliency(_linear, x, [3], method="expected_gradients", baseline=ref, samples=4, reduce=None)
+    eg = sat_fast.saliency(_linear, x, classes=[3], method="expected_gradients", baseline=ref, samples=4, reduce=None)
     np.testing.assert_allclose(np.asarray(eg)[:, 0], (x - ref) * LIN_W[3], rtol=1e-5, atol=1e-5)
     refs = _images(6, seed=10)
-    maps = sat_fast.saliency(_linear, x, [3], method="expected_gradients", baseline=refs, samples=5, reduce=None)
+    maps = sat_fast.saliency(
+        _linear, x, classes=[3], method="expected_gradients", baseline=refs, samples=5, reduce=None
+    )
     # each sample is (x - r) * w for one reference r: the mean lies in the references' convex hull
     hull = (x[:, None] - refs[None]) * LIN_W[3]
     m = np.asarray(maps)[:, 0]
@@ -246,7 +248,7 @@ def test_gradcam_matches_hand_computation():
     model = TinyCAM()
     variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, H, W, C)))
     x = _images(2)
-    maps = sat_fast.saliency(model.bind(variables), x, [0, 2], method="gradcam", layer="features")
+    maps = sat_fast.saliency(model.bind(variables), x, classes=[0, 2], method="gradcam", layer="features")
     params = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), variables["params"])
     kernel, bias = params["features"]["kernel"], params["features"]["bias"]
     padded = np.pad(x.astype(np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))
@@ -263,7 +265,9 @@ def test_gradcam_matches_hand_computation():
         expected = np.maximum(np.einsum("bk,bhwk->bhw", alpha, act), 0)
         np.testing.assert_allclose(np.asarray(maps)[:, i], expected, rtol=1e-4, atol=1e-6)
     # the same through partial(model.apply, variables)
-    again = sat_fast.saliency(functools.partial(model.apply, variables), x, [0, 2], method="gradcam", layer="features")
+    again = sat_fast.saliency(
+        functools.partial(model.apply, variables), x, classes=[0, 2], method="gradcam", layer="features"
+    )
     np.testing.assert_allclose(np.asarray(again), np.asarray(maps), rtol=1e-6)
 
 
@@ -295,13 +299,53 @@ def test_gradcam_needs_a_linen_model_and_a_layer():
 def test_target_list_adds_a_target_axis_and_predicted_is_argmax():
     x = _images(3)
     fn = _cnn_fn()
-    both, info = sat_fast.saliency(fn, x, [1, 3], method="gradient", reduce=None, return_info=True)
+    both, info = sat_fast.saliency(fn, x, classes=[1, 3], method="gradient", reduce=None, return_info=True)
     assert both.shape == (3, 2, H, W, C) and info["targets"].shape == (3, 2)
     for k, t in enumerate([1, 3]):
         one = sat_fast.saliency(fn, x, np.full(3, t), method="gradient", reduce=None)
         np.testing.assert_allclose(np.asarray(both)[:, k], np.asarray(one), rtol=1e-6, atol=1e-7)
     _, info = sat_fast.saliency(fn, x, method="gradient", return_info=True)
     np.testing.assert_array_equal(np.asarray(info["targets"]), np.asarray(fn(jnp.asarray(x))).argmax(1))
+
+
+def test_classes_equals_a_per_image_target_array():
+    x = _images(3)
+    by_classes = sat_fast.saliency(_linear, x, classes=[4, 1], method="gradient", reduce=None)
+    by_array = sat_fast.saliency(_linear, x, np.tile([4, 1], (3, 1)), method="gradient", reduce=None)
+    assert by_classes.shape == (3, 2, H, W, C)
+    np.testing.assert_array_equal(np.asarray(by_classes), np.asarray(by_array))
+    # an int array (B,) is one class per image, even when B equals the number of classes
+    per_image = sat_fast.saliency(_linear, x, np.array([4, 1, 0]), method="gradient", reduce=None)
+    np.testing.assert_allclose(np.asarray(per_image), LIN_W[[4, 1, 0]], rtol=1e-6)
+
+
+def test_list_of_targets_is_deprecated_but_still_means_classes():
+    x = _images(3)
+    expected = sat_fast.saliency(_linear, x, classes=[0, 2], method="gradient")
+    message = r"targets=\[\.\.\.\] as a list of classes for every image is deprecated; pass classes=\[\.\.\.\]"
+    for old in ([0, 2], (0, 2)):
+        with pytest.warns(DeprecationWarning, match=message) as record:
+            maps = sat_fast.saliency(_linear, x, old, method="gradient")
+        assert record[0].filename == __file__  # points at the caller
+        np.testing.assert_array_equal(np.asarray(maps), np.asarray(expected))
+
+
+def test_classes_and_targets_are_exclusive():
+    with pytest.raises(ValueError, match=r"either targets= .* or classes="):
+        sat_fast.saliency(_linear, _images(2), np.array([0, 1]), classes=[0])
+    with pytest.raises(TypeError, match="classes must be a non-empty list of class indices"):
+        sat_fast.saliency(_linear, _images(2), classes=[])
+
+
+def test_option_values_come_from_the_literal_aliases():
+    import typing
+
+    from sat_fast._typing import Method, Output, QuadratureRule, Reduction
+    from sat_fast.attribution import AUTO_REDUCE, METHODS, OUTPUTS, REDUCTIONS, RULES
+
+    assert typing.get_args(Method) == METHODS and typing.get_args(QuadratureRule) == RULES
+    assert typing.get_args(Reduction) == REDUCTIONS and typing.get_args(Output) == OUTPUTS
+    assert set(AUTO_REDUCE) == set(METHODS)
 
 
 def test_probability_and_log_probability_outputs_on_linear_model():
@@ -412,7 +456,8 @@ def test_batch_sharded_across_two_devices(tmp_path):
                                        return_info=True)
         assert info["devices"] == 2, info
         # the compiled kernel splits the chunk's rows over both devices (not a replicated computation)
-        kernels = [c for key, c in sys.modules["sat_fast.saliency"]._COMPILED.items() if key[0] == "_chunk"]
+        from sat_fast.attribution._compile import cached_kernels
+        kernels = [kernel for _, kernel in cached_kernels("chunk_kernel")]
         shardings = kernels[-1].executable.output_shardings
         assert not shardings[0].is_fully_replicated, shardings
         np.testing.assert_allclose(np.asarray(maps), np.load({str(tmp_path / "expected.npy")!r}),
@@ -463,6 +508,36 @@ def test_flax_linen_nnx_and_plain_function_agree():
     assert float(np.max(by_module[1]["relative_completeness_error"])) < 1e-2
 
 
+def test_works_without_flax_installed(tmp_path):
+    # a `flax` package that cannot be imported shadows the installed one
+    (tmp_path / "flax").mkdir()
+    (tmp_path / "flax" / "__init__.py").write_text("raise ImportError('flax is not installed here')\n")
+    script = textwrap.dedent(
+        """
+        import sys
+        import jax.numpy as jnp, numpy as np, pytest
+        from sat_fast.attribution import saliency
+        w = jnp.linspace(-1.0, 1.0, 4 * 4 * 3 * 2).reshape(-1, 2)
+        fn = lambda x: x.reshape(x.shape[0], -1) @ w
+        x = np.ones((2, 4, 4, 3), np.float32)
+        maps, info = saliency(fn, x, steps=4, return_info=True)
+        assert maps.shape == (2, 4, 4) and float(info["relative_completeness_error"].max()) < 1e-4
+        assert saliency(fn, x, classes=[0, 1], method="smoothgrad", samples=2).shape == (2, 2, 4, 4)
+        with pytest.raises(TypeError, match="gradcam needs a Flax linen model"):
+            saliency(fn, x, method="gradcam", layer="Conv_0")
+        assert "flax" not in sys.modules, "flax was imported"
+        print("no flax ok")
+        """
+    )
+    root = Path(sat_fast.__file__).resolve().parents[1]
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=f"{tmp_path}{os.pathsep}{root}")
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "no flax ok" in result.stdout
+
+
 # ======================================================================== the `saliency` package as a reference
 
 
@@ -496,13 +571,13 @@ def test_matches_the_saliency_package_gradient_and_integrated_gradients():
 
 
 def test_bad_images():
-    with pytest.raises(ValueError, match="non-finite.*image 1"):
+    with pytest.raises(ValueError, match=r"non-finite.*image 1"):
         x = _images(2)
         x[1, 0, 0, 0] = np.nan
         sat_fast.saliency(_linear, x)
     with pytest.raises(ValueError, match=r"images must have shape \(B, H, W, C\), got \(8, 8, 3\)"):
         sat_fast.saliency(_linear, _images(1)[0])
-    with pytest.raises(TypeError, match="floating-point.*uint8"):
+    with pytest.raises(TypeError, match=r"floating-point.*uint8"):
         sat_fast.saliency(_linear, np.zeros((1, H, W, C), np.uint8))
 
 
@@ -510,7 +585,7 @@ def test_bad_targets():
     with pytest.raises(ValueError, match=r"target 5 is out of range.*5 outputs"):
         sat_fast.saliency(_linear, _images(2), np.array([0, 5]))
     with pytest.raises(ValueError, match=r"target -1 is out of range"):
-        sat_fast.saliency(_linear, _images(2), [-1])
+        sat_fast.saliency(_linear, _images(2), classes=[-1])
     with pytest.raises(ValueError, match=r"one class per image \(2,\)"):
         sat_fast.saliency(_linear, _images(2), np.array([0, 1, 2]))
     with pytest.raises(TypeError, match="integer class indices"):
@@ -529,10 +604,10 @@ def test_model_output_must_be_batch_by_classes():
 def test_unknown_options():
     x = _images(1)
     for kwargs, message in (
-        ({"method": "lime"}, "unknown method 'lime'"),
-        ({"rule": "simpson"}, "unknown rule 'simpson'"),
-        ({"reduce": "mean"}, "unknown reduce 'mean'"),
-        ({"output": "score"}, "unknown output 'score'"),
+        ({"method": "lime"}, "method must be one of 'integrated_gradients', .*; got 'lime'"),
+        ({"rule": "simpson"}, "rule must be one of .*; got 'simpson'"),
+        ({"reduce": "mean"}, "reduce must be one of .*; got 'mean'"),
+        ({"output": "score"}, "output must be one of .*; got 'score'"),
         ({"baseline": "black"}, "unknown baseline 'black'"),
         ({"steps": 0}, "steps must be at least 1, got 0"),
         ({"method": "smoothgrad", "noise": -1.0}, "noise must be a finite number >= 0"),
