@@ -106,7 +106,16 @@ def worker(folder: str, variant: str, out: str | None) -> None:
     peak_kb = peak_rss_kb()
     if out:
         result.write_parquet(out)
-    print(json.dumps({"wall_s": wall, "peak_rss_mb": peak_kb / 1024, "import_rss_mb": baseline_kb / 1024, "groups": result.height}))
+    print(
+        json.dumps(
+            {
+                "wall_s": wall,
+                "peak_rss_mb": peak_kb / 1024,
+                "import_rss_mb": baseline_kb / 1024,
+                "groups": result.height,
+            }
+        )
+    )
 
 
 def run_once(folder: Path, variant: str, out: Path | None) -> dict:
@@ -156,7 +165,10 @@ def main() -> None:
                 samples.append(run_once(folder, variant, out))
                 if out is not None:
                     first[variant] = out
-                print(f"  {variant:10s} run {i + 1}: {samples[-1]['wall_s']:.2f} s, peak RSS {samples[-1]['peak_rss_mb']:.0f} MiB")
+                print(
+                    f"  {variant:10s} run {i + 1}: {samples[-1]['wall_s']:.2f} s, "
+                    f"peak RSS {samples[-1]['peak_rss_mb']:.0f} MiB"
+                )
             results[variant] = {
                 "wall_s_median": statistics.median(s["wall_s"] for s in samples),
                 "peak_rss_mb_median": statistics.median(s["peak_rss_mb"] for s in samples),

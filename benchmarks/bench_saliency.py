@@ -202,7 +202,7 @@ def run_pair(fn, images, steps, batch_size, repeats):
     ig = pair.IntegratedGradients()
 
     def run():
-        for x, t in zip(images, targets):
+        for x, t in zip(images, targets, strict=True):
             ig.GetMask(x, call_model_function, {"target": int(t)}, x_steps=steps, batch_size=batch_size)
 
     return timed(run, repeats)
@@ -214,9 +214,9 @@ def run_naive(fn, images, steps, repeats):
     nodes, weights = quadrature("gauss_legendre", steps)
 
     def run():
-        for x, t in zip(images, targets):
+        for x, t in zip(images, targets, strict=True):
             total = 0
-            for a, w in zip(nodes, weights):
+            for a, w in zip(nodes, weights, strict=True):
                 total = total + w * grads((a * x)[None], np.array([t], np.int32))[0]
             np.asarray(total * x)
 
@@ -230,7 +230,9 @@ def study_chunks(fn, images, sizes, repeats):
     rows = []
     for size in sizes:
         median, _, mem = run_ours(fn, images, 32, repeats, chunk_size=size)
-        rows.append({"chunk_size": size, "seconds": median, "points_per_s": len(images) * 32 / median, "peak_extra_mb": mem})
+        rows.append(
+            {"chunk_size": size, "seconds": median, "points_per_s": len(images) * 32 / median, "peak_extra_mb": mem}
+        )
         print(f"  chunk {size:5d}: {rows[-1]['points_per_s']:8.1f} points/s  (+{mem:.0f} MB)", flush=True)
     return rows
 
@@ -268,7 +270,8 @@ seconds = time.perf_counter() - t0
 # VmHWM, not ru_maxrss: Linux carries the parent's high-water mark into ru_maxrss across fork + exec
 peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")) * 1024
 print(json.dumps({{"seconds": seconds, "peak_rss_bytes": peak,
-                  "chunk_size": info["chunk_size"], "max_rel_completeness": float(info["relative_completeness_error"].max())}}))
+                  "chunk_size": info["chunk_size"],
+                  "max_rel_completeness": float(info["relative_completeness_error"].max())}}))
 """
 
 
@@ -303,9 +306,18 @@ def bench_model(name, repeats, batch_sizes, quick):
     res = {"images": len(images), "shape": list(images.shape[1:]), "steps": steps, "repeats": repeats}
 
     def record(label, median, times, mem, **extra):
-        row = {"seconds": median, "runs": times, "images_per_s": len(images) / median, "points_per_s": points / median,
-               "peak_extra_rss_mb": mem, **extra}
-        print(f"  {label:28s} {row['images_per_s']:8.2f} img/s {row['points_per_s']:9.1f} points/s  +{mem:6.0f} MB", flush=True)
+        row = {
+            "seconds": median,
+            "runs": times,
+            "images_per_s": len(images) / median,
+            "points_per_s": points / median,
+            "peak_extra_rss_mb": mem,
+            **extra,
+        }
+        print(
+            f"  {label:28s} {row['images_per_s']:8.2f} img/s {row['points_per_s']:9.1f} points/s  +{mem:6.0f} MB",
+            flush=True,
+        )
         return row
 
     median, times, mem = run_ours(fn, images, steps, repeats)
@@ -327,12 +339,16 @@ def bench_model(name, repeats, batch_sizes, quick):
     res["saliency_package"] = {"by_batch_size": list(pair.values()), "best": best_pair}
 
     naive_repeats = 1 if quick or name == "resnet18" else 3
-    res["naive_loop"] = record("naive per-image loop", *run_naive(fn, images, steps, naive_repeats), repeats=naive_repeats)
+    res["naive_loop"] = record(
+        "naive per-image loop", *run_naive(fn, images, steps, naive_repeats), repeats=naive_repeats
+    )
     res["overhead_vs_raw"] = best_raw["points_per_s"] / res["sat_fast"]["points_per_s"] - 1
     res["speedup_vs_saliency_package"] = res["sat_fast"]["points_per_s"] / best_pair["points_per_s"]
     res["speedup_vs_naive"] = res["sat_fast"]["points_per_s"] / res["naive_loop"]["points_per_s"]
-    print(f"  overhead vs best raw grad: {100 * res['overhead_vs_raw']:+.1f}%   "
-          f"vs saliency pkg: {res['speedup_vs_saliency_package']:.2f}x   vs naive: {res['speedup_vs_naive']:.2f}x")
+    print(
+        f"  overhead vs best raw grad: {100 * res['overhead_vs_raw']:+.1f}%   "
+        f"vs saliency pkg: {res['speedup_vs_saliency_package']:.2f}x   vs naive: {res['speedup_vs_naive']:.2f}x"
+    )
     return res, fn, images
 
 
@@ -340,14 +356,23 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(HERE / "results" / "saliency.json"))
     parser.add_argument("--quick", action="store_true", help="fewer repeats and no ResNet (smoke run)")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["resnet18", "sweep", "budget", "quadrature"],
-                        help="studies to leave out")
+    parser.add_argument(
+        "--skip",
+        nargs="*",
+        default=[],
+        choices=["resnet18", "sweep", "budget", "quadrature"],
+        help="studies to leave out",
+    )
     args = parser.parse_args()
 
     results = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "jax": jax.__version__,
-                    "devices": [str(d) for d in jax.devices()]},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "jax": jax.__version__,
+            "devices": [str(d) for d in jax.devices()],
+        },
     }
     repeats = 2 if args.quick else 5
     small, small_fn, small_images = bench_model("small_cnn", repeats, (1, 4, 8, 16, 32, 64, 128), args.quick)
@@ -366,9 +391,12 @@ def main():
         budget = study_budget(2**30)
         budget["budget_bytes"] = 2**30
         budget["unchunked_working_set_estimate_bytes"] = unchunked_estimate(small_fn, small_images, 256)
-        print(f"  peak RSS {budget['peak_rss_bytes'] / 2**20:.0f} MB, {budget['seconds']:.1f} s, "
-              f"chunk {budget['chunk_size']}, unchunked estimate "
-              f"{budget['unchunked_working_set_estimate_bytes'] / 2**30:.1f} GB", flush=True)
+        print(
+            f"  peak RSS {budget['peak_rss_bytes'] / 2**20:.0f} MB, {budget['seconds']:.1f} s, "
+            f"chunk {budget['chunk_size']}, unchunked estimate "
+            f"{budget['unchunked_working_set_estimate_bytes'] / 2**30:.1f} GB",
+            flush=True,
+        )
         results["ig256_budget"] = budget
 
     if "quadrature" not in args.skip:
@@ -377,8 +405,10 @@ def main():
             print(f"\nIG steps for max relative completeness error <= 1% ({name}, 8 images):", flush=True)
             model, variables, images = make_model(name)
             results["quadrature"][name] = study_quadrature(
-                functools.partial(model.apply, variables), images[:8],
-                ("left", "right", "midpoint", "trapezoid", "gauss_legendre"), (2, 4, 8, 16, 32, 64, 128, 256, 512),
+                functools.partial(model.apply, variables),
+                images[:8],
+                ("left", "right", "midpoint", "trapezoid", "gauss_legendre"),
+                (2, 4, 8, 16, 32, 64, 128, 256, 512),
             )
 
     out = Path(args.out)

@@ -22,7 +22,7 @@ from sat_fast.demo.data import CLASS_NAMES, SEGMENT_NAMES, DataConfig, make_spli
 def write_example_data(root: Path, per_class: int = 8, size: int = 48) -> Path:
     data = make_split(DataConfig(image_size=size, test_size=per_class * len(CLASS_NAMES)), "test")
     counts = dict.fromkeys(CLASS_NAMES, 0)
-    for image, labels, cls in zip(data.images, data.segments, data.label):
+    for image, labels, cls in zip(data.images, data.segments, data.label, strict=True):
         name = CLASS_NAMES[cls]
         stem = f"{name}/{counts[name]:03d}.png"
         counts[name] += 1

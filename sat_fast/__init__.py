@@ -22,11 +22,11 @@ if TYPE_CHECKING:  # what the lazy table below resolves to, for type checkers an
     from sat_fast._errors import KernelInputError as KernelInputError
     from sat_fast.aggregation import AGGREGATE_COLUMNS as AGGREGATE_COLUMNS
     from sat_fast.aggregation import aggregate as aggregate
-    from sat_fast.comparison import compare as compare
-    from sat_fast.flags import flag_shortcuts as flag_shortcuts
     from sat_fast.attribution import saliency as saliency
+    from sat_fast.comparison import compare as compare
     from sat_fast.deletion import deletion_agreement as deletion_agreement
     from sat_fast.deletion import segment_deletion as segment_deletion
+    from sat_fast.flags import flag_shortcuts as flag_shortcuts
     from sat_fast.packed import PackedMasks as PackedMasks
     from sat_fast.packed import pack_masks as pack_masks
     from sat_fast.plots import plot_class_bars as plot_class_bars

@@ -26,9 +26,12 @@ ALL_ROWS = "__all"
 
 
 def streaming_options() -> dict[str, Any]:
-    """collect() options for bounded memory: the streaming engine without common-subplan
-    elimination, which would cache the whole scanned input to share it between the
-    per-cell and per-group branches of one query."""
+    """``collect()`` options for bounded memory.
+
+    The streaming engine without common-subplan elimination, which would cache
+    the whole scanned input to share it between the per-cell and per-group
+    branches of one query.
+    """
     if hasattr(pl, "QueryOptFlags"):
         return {"engine": "streaming", "optimizations": pl.QueryOptFlags(comm_subplan_elim=False)}
     return {"engine": "streaming", "comm_subplan_elim": False}  # polars < 1.31
@@ -93,8 +96,6 @@ def require_columns(frame: pl.DataFrame | pl.Schema, columns: Sequence[str], nam
     missing = [c for c in columns if c not in names]
     if missing:
         raise ValueError(f"{name} is missing required columns {missing}; its columns are {names}")
-
-
 
 
 def aggregate_keys(agg: pl.DataFrame) -> list[str]:

@@ -103,7 +103,9 @@ def label_array(labels: Any, shape: tuple[int, ...], ignore_index: int | None) -
     if ignore_index is not None:
         info = np.iinfo(lab.dtype)
         if not info.min <= ignore_index <= info.max:
-            raise ValueError(f"ignore_index {ignore_index} cannot occur in {lab.dtype} labels (range {info.min}..{info.max})")
+            raise ValueError(
+                f"ignore_index {ignore_index} cannot occur in {lab.dtype} labels (range {info.min}..{info.max})"
+            )
     return np.ascontiguousarray(lab)
 
 
@@ -141,7 +143,7 @@ def mask_array(masks: Any, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def segment_names(names: Any, k: int | None, what: str = "segments") -> list[str]:
-    if isinstance(names, str) or not isinstance(names, Sequence) and not isinstance(names, np.ndarray):
+    if isinstance(names, str) or (not isinstance(names, Sequence) and not isinstance(names, np.ndarray)):
         raise TypeError(f"names must be a sequence of strings, got {type(names).__name__}")
     out = []
     for i, n in enumerate(names):

@@ -299,7 +299,9 @@ def _with_streaming_median(base: pl.LazyFrame, out: pl.DataFrame, cell: list[str
     while state.height and state["__c"].sum() > _MEDIAN_COLLECT_ROWS:
         n_bins = max(2, min(_MEDIAN_BINS, _MEDIAN_GROUPS // state.height))
         bins = (
-            values.join(state.lazy().select(*cell, "__lo", "__hi"), on=cell, how="inner", nulls_equal=True, **SMALL_RIGHT)
+            values.join(
+                state.lazy().select(*cell, "__lo", "__hi"), on=cell, how="inner", nulls_equal=True, **SMALL_RIGHT
+            )
             .filter(pl.col(VALUE).is_between(pl.col("__lo"), pl.col("__hi")))
             .with_columns(
                 ((pl.col(VALUE) - pl.col("__lo")) / (pl.col("__hi") - pl.col("__lo")) * n_bins)
@@ -309,7 +311,11 @@ def _with_streaming_median(base: pl.LazyFrame, out: pl.DataFrame, cell: list[str
                 .alias("__bin")
             )
             .group_by(*cell, "__bin")
-            .agg(pl.len().cast(pl.Int64).alias("__len"), pl.col(VALUE).min().alias("__bmin"), pl.col(VALUE).max().alias("__bmax"))
+            .agg(
+                pl.len().cast(pl.Int64).alias("__len"),
+                pl.col(VALUE).min().alias("__bmin"),
+                pl.col(VALUE).max().alias("__bmax"),
+            )
             .collect(**streaming_options())
         )
         bins = (
@@ -322,7 +328,9 @@ def _with_streaming_median(base: pl.LazyFrame, out: pl.DataFrame, cell: list[str
         for r in ("__r1", "__r2"):
             hit = bins.filter((pl.col("__start") <= pl.col(r)) & (pl.col(r) < pl.col("__end")))
             known = (
-                (pl.col(r) == pl.col("__start")) | (pl.col(r) == pl.col("__end") - 1) | (pl.col("__bmin") == pl.col("__bmax"))
+                (pl.col(r) == pl.col("__start"))
+                | (pl.col(r) == pl.col("__end") - 1)
+                | (pl.col("__bmin") == pl.col("__bmax"))
             )
             exact = pl.when(pl.col(r) == pl.col("__start")).then(pl.col("__bmin")).otherwise(pl.col("__bmax"))
             picks.append(
@@ -353,7 +361,13 @@ def _with_streaming_median(base: pl.LazyFrame, out: pl.DataFrame, cell: list[str
         state = settle(state)
     if state.height:
         rows = (
-            values.join(state.lazy().select(*cell, "__lo", "__hi", "__r1", "__r2"), on=cell, how="inner", nulls_equal=True, **SMALL_RIGHT)
+            values.join(
+                state.lazy().select(*cell, "__lo", "__hi", "__r1", "__r2"),
+                on=cell,
+                how="inner",
+                nulls_equal=True,
+                **SMALL_RIGHT,
+            )
             .filter(pl.col(VALUE).is_between(pl.col("__lo"), pl.col("__hi")))
             .collect(**streaming_options())
         )
@@ -363,8 +377,8 @@ def _with_streaming_median(base: pl.LazyFrame, out: pl.DataFrame, cell: list[str
                 pl.col(VALUE).sort().get(pl.col("__r2").first()).alias("__x2"),
             )
         )
-    medians = pl.concat([d.select(*cell, pl.col("__x1").cast(pl.Float64), pl.col("__x2").cast(pl.Float64)) for d in done])
+    medians = pl.concat(
+        [d.select(*cell, pl.col("__x1").cast(pl.Float64), pl.col("__x2").cast(pl.Float64)) for d in done]
+    )
     medians = medians.select(*cell, ((pl.col("__x1") + pl.col("__x2")) / 2).alias("median"))
     return out.join(medians, on=cell, how="left", nulls_equal=True)
-
-

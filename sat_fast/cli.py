@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, cast
 if TYPE_CHECKING:
     import polars as pl
 
-__all__ = ["main", "UserError", "ModelBundle", "load_factory"]
+__all__ = ["ModelBundle", "UserError", "load_factory", "main"]
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 _EXAMPLES = """\
@@ -224,7 +224,9 @@ def _bundle(value: Any) -> ModelBundle:
     elif isinstance(value, tuple) and 2 <= len(value) <= 4:
         value = ModelBundle(*value)
     else:
-        raise UserError("the model factory must return (apply, class_names[, transform[, preprocess]]) or a ModelBundle")
+        raise UserError(
+            "the model factory must return (apply, class_names[, transform[, preprocess]]) or a ModelBundle"
+        )
     if not callable(value.apply):
         raise UserError("the model factory's apply is not callable")
     names = tuple(str(n) for n in value.class_names)
@@ -303,9 +305,9 @@ def _run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from sat_fast.aggregation import aggregate
-    from sat_fast.flags import flag_shortcuts
     from sat_fast.attribution import METHODS as methods
     from sat_fast.attribution import saliency
+    from sat_fast.flags import flag_shortcuts
     from sat_fast.reports import report, summary
     from sat_fast.table import segment_table
 
@@ -325,7 +327,9 @@ def _run(args: argparse.Namespace) -> int:
     missing = [i for i, _, _ in index if i not in segs]
     if missing and not args.skip_missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise UserError(f"{len(missing)} of {len(index)} images have no masks ({shown}); pass --skip-missing to skip them")
+        raise UserError(
+            f"{len(missing)} of {len(index)} images have no masks ({shown}); pass --skip-missing to skip them"
+        )
     index = [row for row in index if row[0] in segs]
     if not index:
         raise UserError("no image has masks")
@@ -345,7 +349,9 @@ def _run(args: argparse.Namespace) -> int:
         images = [load(p) for _, p, _ in rows]
         shapes = {im.shape for im in images}
         if len(shapes) != 1:
-            raise UserError(f"images of one batch differ in size {sorted(shapes)}; give the factory a transform that resizes")
+            raise UserError(
+                f"images of one batch differ in size {sorted(shapes)}; give the factory a transform that resizes"
+            )
         batch = np.stack(images)
         if bundle.preprocess is not None:
             batch = np.asarray(bundle.preprocess(batch), np.float32)
@@ -383,7 +389,10 @@ def _run(args: argparse.Namespace) -> int:
     report(agg, out / "report.html", flags=flags, title=f"SATs of {args.model}")
     print(summary(agg, flags=flags, format="text"))
     skipped = f", {len(missing)} skipped without masks" if missing else ""
-    print(f"\nexplained {len(index)} images{skipped}; wrote {out / 'sat.parquet'}, aggregate.parquet, flags.parquet, report.html")
+    print(
+        f"\nexplained {len(index)} images{skipped}; "
+        f"wrote {out / 'sat.parquet'}, aggregate.parquet, flags.parquet, report.html"
+    )
     return 0
 
 

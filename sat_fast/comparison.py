@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-
 from typing import Any
 
 import numpy as np
@@ -130,7 +129,10 @@ def compare(
             raise ValueError(f"group key {k!r} is {sa[k]} in a but {sb[k]} in b; cast one to match")
 
     def side(frame: pl.DataFrame, suffix: str) -> pl.DataFrame:
-        cols = [pl.col(c).alias(f"{c}_{suffix}") if c in frame.columns else pl.lit(None, pl.Float64).alias(f"{c}_{suffix}") for c in _SIDE_COLUMNS]
+        cols = [
+            pl.col(c).alias(f"{c}_{suffix}") if c in frame.columns else pl.lit(None, pl.Float64).alias(f"{c}_{suffix}")
+            for c in _SIDE_COLUMNS
+        ]
         return frame.select(*keys, pl.col("segment").cast(pl.String), *cols)
 
     joined = side(agg_a, "a").join(side(agg_b, "b"), on=[*keys, "segment"], how="full", coalesce=True, nulls_equal=True)
@@ -179,7 +181,7 @@ def _welch(
 
 
 def _cohen_d(diff: np.ndarray, sa: np.ndarray, na: np.ndarray, sb: np.ndarray, nb: np.ndarray) -> np.ndarray:
-    """diff / pooled sd, pooled over both sides with ddof=1; a single-value side adds no variance."""
+    """Diff / pooled sd, pooled over both sides with ddof=1; a single-value side adds no variance."""
     with np.errstate(invalid="ignore", divide="ignore"):
         ssa = np.where(na >= 2, (na - 1) * np.nan_to_num(sa) ** 2, 0.0)
         ssb = np.where(nb >= 2, (nb - 1) * np.nan_to_num(sb) ** 2, 0.0)
@@ -249,4 +251,3 @@ def _permutation_p(
             hits += int((d >= observed * (1 - 1e-12)).sum())
         p[i] = (1 + hits) / (1 + n_perm)
     return p
-

@@ -1,4 +1,4 @@
-"""Segment deletion: does removing a high-SAT segment really change the prediction?
+"""Segment deletion: does removing a high-SAT segment really change the prediction.
 
 :func:`segment_deletion` fills one named segment at a time (with a blurred
 copy of the image, its mean colour, or zeros), runs the model on the batch
@@ -45,8 +45,12 @@ def _gaussian_blur(x: jax.Array, sigma: float) -> jax.Array:
     numbers = ("NHWC", "HWIO", "NHWC")
     vertical = jnp.tile(taps.reshape(-1, 1, 1, 1), (1, 1, 1, channels))
     horizontal = jnp.tile(taps.reshape(1, -1, 1, 1), (1, 1, 1, channels))
-    y = jax.lax.conv_general_dilated(padded, vertical, (1, 1), "VALID", dimension_numbers=numbers, feature_group_count=channels)
-    return jax.lax.conv_general_dilated(y, horizontal, (1, 1), "VALID", dimension_numbers=numbers, feature_group_count=channels)
+    y = jax.lax.conv_general_dilated(
+        padded, vertical, (1, 1), "VALID", dimension_numbers=numbers, feature_group_count=channels
+    )
+    return jax.lax.conv_general_dilated(
+        y, horizontal, (1, 1), "VALID", dimension_numbers=numbers, feature_group_count=channels
+    )
 
 
 class _SlotSource:
@@ -92,7 +96,9 @@ class _SlotSource:
                         raise TypeError(f"segment names must be str, got {name!r} in image {i}")
                     m = v.as_numpy(mask, f"segments[{i}][{name!r}]")
                     if m.shape != (h, w):
-                        raise ValueError(f"mask {name!r} of image {i} has shape {v.shape_str(m.shape)}, images are {h}x{w}")
+                        raise ValueError(
+                            f"mask {name!r} of image {i} has shape {v.shape_str(m.shape)}, images are {h}x{w}"
+                        )
                     if m.dtype != np.bool_:
                         raise TypeError(f"mask {name!r} of image {i} must be boolean, got dtype {m.dtype}")
                     items.append((name, m))
@@ -103,14 +109,18 @@ class _SlotSource:
             raise ValueError("names= is required with label maps and mask arrays: one name per label value or mask")
         if isinstance(segments, PackedMasks):
             if (len(segments), segments.height, segments.width) != shape:
-                raise ValueError(f"packed masks shape {v.shape_str(segments.shape)} does not match images {v.shape_str(shape)}")
+                raise ValueError(
+                    f"packed masks shape {v.shape_str(segments.shape)} does not match images {v.shape_str(shape)}"
+                )
             self.masks = segments
             k = segments.num_segments
         else:
             arr = v.as_numpy(segments, "segments")
             if arr.ndim == 3 and arr.dtype.kind in "iu":
                 if arr.shape != shape:
-                    raise ValueError(f"label map shape {v.shape_str(arr.shape)} does not match images {v.shape_str(shape)}")
+                    raise ValueError(
+                        f"label map shape {v.shape_str(arr.shape)} does not match images {v.shape_str(shape)}"
+                    )
                 self.labels = arr
                 k = len(names)
             elif arr.ndim == 4 and arr.dtype == np.bool_:
@@ -121,7 +131,8 @@ class _SlotSource:
             else:
                 raise TypeError(
                     "segments must be an integer label map (B, H, W), boolean masks (B, K, H, W), PackedMasks "
-                    f"or a sequence of per-image {{name: mask}} mappings; got dtype {arr.dtype} shape {v.shape_str(arr.shape)}"
+                    "or a sequence of per-image {name: mask} mappings; "
+                    f"got dtype {arr.dtype} shape {v.shape_str(arr.shape)}"
                 )
         self.names = v.segment_names(names, k)
         self.num_slots = k
@@ -275,7 +286,8 @@ def segment_deletion(
         fill_images = v.as_numpy(fill, "fill")
         if fill_images.shape != x_all.shape:
             raise ValueError(
-                f"fill images shape {v.shape_str(fill_images.shape)} does not match images shape {v.shape_str(x_all.shape)}"
+                f"fill images shape {v.shape_str(fill_images.shape)} does not match "
+                f"images shape {v.shape_str(x_all.shape)}"
             )
         fill_images = fill_images.astype(x_all.dtype, copy=False)
     elif isinstance(fill, str):
@@ -322,7 +334,9 @@ def segment_deletion(
     example = jax.ShapeDtypeStruct((size, *x_all.shape[1:]), x_all.dtype)  # type: ignore[no-untyped-call]
     out_shape = jax.eval_shape(fn, example).shape
     if len(out_shape) != 2 or out_shape[0] != size:
-        raise ValueError(f"fn must map ({size}, H, W, C) images to outputs of shape ({size}, N), got {v.shape_str(out_shape)}")
+        raise ValueError(
+            f"fn must map ({size}, H, W, C) images to outputs of shape ({size}, N), got {v.shape_str(out_shape)}"
+        )
     num_outputs = int(out_shape[1])
     if target_arr is not None:
         bad = (target_arr < 0) | (target_arr >= num_outputs)
@@ -449,16 +463,18 @@ def deletion_agreement(
         if col not in deletion.columns:
             raise ValueError(f"deletion has no column {col!r}; its columns are {deletion.columns}")
     on = ["image_id", "segment"] + (["target"] if "target" in sat.columns and "target" in deletion.columns else [])
-    left = sat.select(*dict.fromkeys([*on, *keys]), pl.col(value).alias("__value")).with_columns(pl.col("segment").cast(pl.String))
+    left = sat.select(*dict.fromkeys([*on, *keys]), pl.col(value).alias("__value")).with_columns(
+        pl.col("segment").cast(pl.String)
+    )
     right = deletion.select(*on, pl.col(drop).alias("__drop")).with_columns(pl.col("segment").cast(pl.String))
     joined = left.join(right, on=on, how="inner")
     image = [*dict.fromkeys([*keys, *[k for k in on if k != "segment"]])]
     per_image = joined.group_by(image).agg(
         pl.len().alias("__pairs"),
         pl.corr("__value", "__drop", method="spearman").alias("__rho"),
-        (
-            (pl.col("__value") == pl.col("__value").max()) & (pl.col("__drop") == pl.col("__drop").max())
-        ).any().alias("__top1"),
+        ((pl.col("__value") == pl.col("__value").max()) & (pl.col("__drop") == pl.col("__drop").max()))
+        .any()
+        .alias("__top1"),
     )
     per_image = per_image.filter(pl.col("__pairs") >= 2).with_columns(pl.col("__rho").fill_nan(None))
     group: list[str | pl.Expr] = [*keys] if keys else [pl.lit(0).alias("__all")]

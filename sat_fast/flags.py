@@ -83,18 +83,31 @@ def flag_shortcuts(
             raise ValueError(f"agg has group keys {keys}; say which one holds the class with class_column=")
     if class_column not in keys:
         raise ValueError(f"class_column {class_column!r} is not a group key of agg; its keys are {keys}")
-    for name, threshold in (("share_min", share_min), ("density_min", density_min), ("presence_min", presence_min), ("excess_min", excess_min)):
+    for name, threshold in (
+        ("share_min", share_min),
+        ("density_min", density_min),
+        ("presence_min", presence_min),
+        ("excess_min", excess_min),
+    ):
         if not isinstance(threshold, float | int) or not math.isfinite(threshold):
             raise ValueError(f"{name} must be a finite number, got {threshold!r}")
-    evidence = [c for c in ("presence", "present", "images", "mean", "share", "density", "top1", "mean_rank") if c in agg.columns]
+    evidence = [
+        c
+        for c in ("presence", "present", "images", "mean", "share", "density", "top1", "mean_rank")
+        if c in agg.columns
+    ]
     frame = agg.with_columns(pl.col("segment").cast(pl.String))
     if core is not None:
         if isinstance(core, Mapping):
             pairs = [(cls, name) for cls, names in core.items() for name in _names(names, f"core[{cls!r}]")]
             classes = pl.Series(class_column, list(core.keys()), dtype=agg.schema[class_column], strict=False)
-            lost = [cls for cls, got in zip(core.keys(), classes.to_list(), strict=True) if cls is not None and got is None]
+            lost = [
+                cls for cls, got in zip(core.keys(), classes.to_list(), strict=True) if cls is not None and got is None
+            ]
             if lost:
-                raise TypeError(f"core class {lost[0]!r} does not match {class_column!r} of dtype {agg.schema[class_column]}")
+                raise TypeError(
+                    f"core class {lost[0]!r} does not match {class_column!r} of dtype {agg.schema[class_column]}"
+                )
             frame = frame.filter(pl.col(class_column).is_in(classes.implode()))
             core_table = pl.DataFrame(
                 [
@@ -108,10 +121,18 @@ def flag_shortcuts(
         big_share = pl.col("share").fill_null(-math.inf) >= share_min
         dense = pl.col("density").fill_null(-math.inf) >= density_min
         reason = (
-            pl.when(big_share & dense).then(pl.lit("share+density")).when(big_share).then(pl.lit("share")).otherwise(pl.lit("density"))
+            pl.when(big_share & dense)
+            .then(pl.lit("share+density"))
+            .when(big_share)
+            .then(pl.lit("share"))
+            .otherwise(pl.lit("density"))
         )
-        flagged = frame.filter((big_share | dense) & (pl.col("presence") >= presence_min)).with_columns(reason.alias("reason"))
-        flagged = flagged.sort(["share", *keys, "segment"], descending=[True] + [False] * (len(keys) + 1), nulls_last=True)
+        flagged = frame.filter((big_share | dense) & (pl.col("presence") >= presence_min)).with_columns(
+            reason.alias("reason")
+        )
+        flagged = flagged.sort(
+            ["share", *keys, "segment"], descending=[True] + [False] * (len(keys) + 1), nulls_last=True
+        )
         extra: list[str] = []
     else:
         others = [k for k in keys if k != class_column]
@@ -125,7 +146,9 @@ def flag_shortcuts(
         flagged = frame.filter((pl.col("excess") >= excess_min) & (pl.col("presence") >= presence_min)).with_columns(
             pl.lit("excess").alias("reason")
         )
-        flagged = flagged.sort(["excess", *keys, "segment"], descending=[True] + [False] * (len(keys) + 1), nulls_last=True)
+        flagged = flagged.sort(
+            ["excess", *keys, "segment"], descending=[True] + [False] * (len(keys) + 1), nulls_last=True
+        )
         extra = ["others_share", "excess"]
     return flagged.select(*keys, pl.col("segment").cast(pl.Categorical), "reason", *evidence, *extra)
 

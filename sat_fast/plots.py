@@ -36,7 +36,6 @@ __all__ = [
 _FORMATS = ("png", "svg")
 
 
-
 def _figure(figsize: tuple[float, float], dpi: float) -> Figure:
     return Figure(figsize=figsize, dpi=dpi, layout="constrained")
 
@@ -102,7 +101,14 @@ def plot_class_bars(
         ax.barh(y, mean, xerr=err, color=colors, height=0.5, capsize=2, ecolor="black")
         ax.set_yticks(y, [str(s) for s in rows["segment"].cast(pl.String).to_list()], fontsize=8)
         for yi, m, pr in zip(y, mean, presence, strict=True):
-            ax.annotate(f"{pr:.0%}", (m if np.isfinite(m) else 0.0, yi), xytext=(3, 0), textcoords="offset points", fontsize=6, va="center")
+            ax.annotate(
+                f"{pr:.0%}",
+                (m if np.isfinite(m) else 0.0, yi),
+                xytext=(3, 0),
+                textcoords="offset points",
+                fontsize=6,
+                va="center",
+            )
         ax.axvline(0, color="black", linewidth=0.6)
         ax.set_title(group, fontsize=9)
         ax.set_xlabel("mean saliency (CI)", fontsize=8)
@@ -268,18 +274,25 @@ def plot_image(
     names_list = v.segment_names(names, None)
     if seg.ndim == 2 and seg.dtype.kind in "iu":
         if seg.shape != (h, w):
-            raise ValueError(f"label map shape {v.shape_str(seg.shape)} does not match saliency shape {v.shape_str(sal.shape)}")
+            raise ValueError(
+                f"label map shape {v.shape_str(seg.shape)} does not match saliency shape {v.shape_str(sal.shape)}"
+            )
         edges = _outline(seg)
         kwargs: dict[str, Any] = {"label_map": seg[None].astype(np.int32)}
     elif seg.ndim == 3 and seg.dtype == np.bool_:
         if seg.shape[1:] != (h, w):
-            raise ValueError(f"masks shape {v.shape_str(seg.shape)} does not match saliency shape {v.shape_str(sal.shape)}")
+            raise ValueError(
+                f"masks shape {v.shape_str(seg.shape)} does not match saliency shape {v.shape_str(sal.shape)}"
+            )
         edges = np.zeros((h, w), bool)
         for m in seg:
             edges |= _outline(m.astype(np.int8))
         kwargs = {"masks": seg[None]}
     else:
-        raise TypeError(f"segments must be an (H, W) integer label map or (K, H, W) boolean masks, got {seg.dtype} {v.shape_str(seg.shape)}")
+        raise TypeError(
+            "segments must be an (H, W) integer label map or (K, H, W) boolean masks, "
+            f"got {seg.dtype} {v.shape_str(seg.shape)}"
+        )
     if table is None:
         from sat_fast.table import segment_table
 
@@ -330,7 +343,9 @@ def plot_comparison(
     'mean'
     """
     if deprecated:
-        sides = renamed_keywords("plot_comparison", deprecated, {"labels": "sides"}, {"sides": None}).get("sides", sides)
+        sides = renamed_keywords("plot_comparison", deprecated, {"labels": "sides"}, {"sides": None}).get(
+            "sides", sides
+        )
     keys = aggregate_keys(comparison)
     require_columns(comparison, ["mean_a", "mean_b"], "plot_comparison")
     rows = comparison.head(top).reverse()

@@ -71,6 +71,7 @@ class SegmentStats(Mapping[str, np.ndarray]):
 
     @classmethod
     def from_kernel(cls, raw: Mapping[str, np.ndarray], height: int, width: int, unassigned: bool) -> SegmentStats:
+        """Statistics from a kernel's raw output (positive and negative sums, an extra unassigned slot)."""
         pos, neg = raw["pos_sum"], raw["neg_sum"]
         full = {
             "count": raw["count"],
@@ -170,21 +171,21 @@ def _merge_dicts(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> di
             out[key] = x + y
     return out
 
+
 def saliency_list(saliency: Any, segs: Sequence[Segments]) -> list[np.ndarray]:
+    """One contiguous float map per image, checked against its Segments' size."""
     if isinstance(saliency, (list, tuple)):
         maps = [v.as_numpy(s, "saliency") for s in saliency]
     else:
         arr = v.as_numpy(saliency, "saliency")
         if arr.ndim != 3:
-            raise ValueError(
-                f"saliency must be (B, H, W) or a sequence of (H, W) maps, got {v.shape_str(arr.shape)}"
-            )
+            raise ValueError(f"saliency must be (B, H, W) or a sequence of (H, W) maps, got {v.shape_str(arr.shape)}")
         maps = list(arr)
     if len(maps) != len(segs):
         raise ValueError(f"there are {len(maps)} saliency maps but {len(segs)} Segments")
     out = []
     dtype = np.float64 if any(m.dtype == np.float64 for m in maps) else np.float32
-    for m, s in zip(maps, segs):
+    for m, s in zip(maps, segs, strict=True):
         if not isinstance(s, Segments):
             raise TypeError(f"segments must be Segments values, got {type(s).__name__}")
         if m.ndim != 2 or m.shape != s.shape:
@@ -201,8 +202,16 @@ def saliency_list(saliency: Any, segs: Sequence[Segments]) -> list[np.ndarray]:
 def _derived(raw: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """SegmentStats keys from the RLE kernel's raw pos/neg sums."""
     pos, neg = raw["pos_sum"], raw["neg_sum"]
-    return {"count": raw["count"], "sum": pos + neg, "pos_sum": pos, "neg_sum": neg, "abs_sum": pos - neg,
-            "sq_sum": raw["sq_sum"], "min": raw["min"], "max": raw["max"]}
+    return {
+        "count": raw["count"],
+        "sum": pos + neg,
+        "pos_sum": pos,
+        "neg_sum": neg,
+        "abs_sum": pos - neg,
+        "sq_sum": raw["sq_sum"],
+        "min": raw["min"],
+        "max": raw["max"],
+    }
 
 
 def reduce_segments(
@@ -218,7 +227,9 @@ def reduce_segments(
     data: dict[str, np.ndarray] = {
         key: np.zeros((b, kmax), np.int64 if key == "count" else np.float64) for key in SEGMENT_KEYS
     }
-    extra: dict[str, np.ndarray] = {key: np.zeros(b, np.int64 if key == "count" else np.float64) for key in SEGMENT_KEYS}
+    extra: dict[str, np.ndarray] = {
+        key: np.zeros(b, np.int64 if key == "count" else np.float64) for key in SEGMENT_KEYS
+    }
     for d in (data, extra):
         d["min"][:] = np.nan
         d["max"][:] = np.nan
@@ -238,18 +249,34 @@ def reduce_segments(
         x = maps[i][None]
         try:
             if s.label_map is not None:
-                st = segment_stats(x, s.label_map[None], num_segments=max(k, 1), ignore_index=k, threads=threads,
-                                   nonfinite=nonfinite, include_unassigned=unassigned)
+                st = segment_stats(
+                    x,
+                    s.label_map[None],
+                    num_segments=max(k, 1),
+                    ignore_index=k,
+                    threads=threads,
+                    nonfinite=nonfinite,
+                    include_unassigned=unassigned,
+                )
             else:
                 assert s.words is not None  # kind "masks"
                 words = s.words if k else np.zeros((1, s.words.shape[1]), np.uint64)
-                st = segment_stats(x, masks=PackedMasks(words[None], s.height, s.width), threads=threads,
-                                   nonfinite=nonfinite, include_unassigned=unassigned)
+                st = segment_stats(
+                    x,
+                    masks=PackedMasks(words[None], s.height, s.width),
+                    threads=threads,
+                    nonfinite=nonfinite,
+                    include_unassigned=unassigned,
+                )
         except ValueError as exc:
             raise relocated(exc, s.location, image=i) from None
         extra_stats = st.unassigned
-        put(i, k, {key: st[key][0, :k] for key in SEGMENT_KEYS},
-            {key: extra_stats[key][0] for key in SEGMENT_KEYS} if extra_stats is not None else None)
+        put(
+            i,
+            k,
+            {key: st[key][0, :k] for key in SEGMENT_KEYS},
+            {key: extra_stats[key][0] for key in SEGMENT_KEYS} if extra_stats is not None else None,
+        )
         for key in IMAGE_KEYS:
             data[key][i] = st[key][0]
     if rle:
@@ -269,9 +296,16 @@ def reduce_segments(
         ).astype(np.int64)
         image_segments = np.concatenate([zero, np.cumsum(seg_counts)]).astype(np.int64)
         try:
-            out = _core.reduce_rle([maps[i] for i in rle], image_segments, segment_instances, instance_offsets,
-                                   np.ascontiguousarray(counts, np.uint32), unassigned=unassigned,
-                                   skip_nonfinite=nonfinite == "skip", threads=threads)
+            out = _core.reduce_rle(
+                [maps[i] for i in rle],
+                image_segments,
+                segment_instances,
+                instance_offsets,
+                np.ascontiguousarray(counts, np.uint32),
+                unassigned=unassigned,
+                skip_nonfinite=nonfinite == "skip",
+                threads=threads,
+            )
         except KernelInputError as exc:
             # The kernel numbers images within this call; name them as the user does.
             if exc.image is None or not 0 <= exc.image < len(rle):
@@ -281,8 +315,12 @@ def reduce_segments(
         total_segments = int(image_segments[-1])
         for j, i in enumerate(rle):
             a, z = int(image_segments[j]), int(image_segments[j + 1])
-            put(i, z - a, {key: r[a:z] for key, r in rows.items()},
-                {key: r[total_segments + j] for key, r in rows.items()} if unassigned else None)
+            put(
+                i,
+                z - a,
+                {key: r[a:z] for key, r in rows.items()},
+                {key: r[total_segments + j] for key, r in rows.items()} if unassigned else None,
+            )
             data["total_sum"][i] = out["total_pos"][j] + out["total_neg"][j]
             data["total_abs"][i] = out["total_pos"][j] - out["total_neg"][j]
             data["nonfinite"][i] = out["nonfinite"][j]

@@ -328,9 +328,9 @@ def segment_table(
     [(0, 3, 'eye', 1.0, 0.5, 1), (0, 3, 'background', -1.0, 0.5, 2)]
     """
     if deprecated:
-        label_map = renamed_keywords("segment_table", deprecated, {"labels": "label_map"}, {"label_map": label_map}).get(
-            "label_map", label_map
-        )
+        label_map = renamed_keywords(
+            "segment_table", deprecated, {"labels": "label_map"}, {"label_map": label_map}
+        ).get("label_map", label_map)
     if segments is not None:
         if label_map is not None or masks is not None or names is not None or ignore_index is not None:
             raise ValueError("segments= replaces label_map, masks, names and ignore_index; pass it alone")

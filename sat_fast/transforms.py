@@ -26,8 +26,7 @@ import numpy as np
 
 from sat_fast import _validate as v
 from sat_fast.packed import pack_masks
-from sat_fast.segments import rle_encode
-from sat_fast.segments import Segments
+from sat_fast.segments import Segments, rle_encode
 
 __all__ = ["CenterCrop", "Compose", "Pad", "Resize", "ResizeShorter", "Transform", "resize_saliency"]
 
@@ -80,6 +79,7 @@ class Transform:
     """
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """(H, W) of the output for an input of ``height`` x ``width``."""
         """(H, W) after this step for an input of (height, width)."""
         raise NotImplementedError
 
@@ -109,6 +109,7 @@ class Transform:
         return self._apply(a, (a.ndim - 2, a.ndim - 1), "nearest", fill)
 
     def segments(self, segments: Segments) -> Segments:
+        """The same geometry applied to one image's :class:`sat_fast.Segments` (masks by nearest neighbour)."""
         """The same segments after this step (kept in their representation)."""
         if not isinstance(segments, Segments):
             raise TypeError(f"expected Segments, got {type(segments).__name__}")
@@ -119,11 +120,16 @@ class Transform:
             return s.replace(height=h, width=w, label_map=np.ascontiguousarray(self.mask(s.label_map, fill=k)))
         masks = self.mask(s.masks(), fill=False)
         if s.words is not None:
-            words = pack_masks(np.ascontiguousarray(masks[None])).words[0] if k else np.zeros((0, -(-h * w // 64)), np.uint64)
+            words = (
+                pack_masks(np.ascontiguousarray(masks[None])).words[0]
+                if k
+                else np.zeros((0, -(-h * w // 64)), np.uint64)
+            )
             return s.replace(height=h, width=w, words=words)
         return Segments.from_rle(s.names, [[rle_encode(m)] for m in masks], h, w, image_id=s.image_id, source=s.source)
 
     def __call__(self, image: Any) -> np.ndarray:
+        """Same as :meth:`image`."""
         return self.image(image)
 
 
@@ -144,6 +150,7 @@ class Resize(Transform):
         return f"Resize({self.size})"
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """(H, W) of the output for an input of ``height`` x ``width``."""
         return self.size
 
     def _apply(self, a: np.ndarray, axes: tuple[int, int], mode: Interpolation, fill: Any) -> np.ndarray:
@@ -169,6 +176,7 @@ class ResizeShorter(Resize):
         return f"ResizeShorter({self.side})"
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """(H, W) of the output for an input of ``height`` x ``width``."""
         s = self.side
         if height <= width:
             return (s, int(s * width / height))
@@ -195,6 +203,7 @@ class CenterCrop(Transform):
         return f"CenterCrop({self.size})"
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """(H, W) of the output for an input of ``height`` x ``width``."""
         if self.size[0] > height or self.size[1] > width:
             raise ValueError(
                 f"cannot centre-crop {v.shape_str(self.size)} from an image of shape {v.shape_str((height, width))}"
@@ -204,7 +213,7 @@ class CenterCrop(Transform):
     def _apply(self, a: np.ndarray, axes: tuple[int, int], mode: Interpolation, fill: Any) -> np.ndarray:
         h, w = a.shape[axes[0]], a.shape[axes[1]]
         th, tw = self.output_size(h, w)
-        top, left = int(round((h - th) / 2.0)), int(round((w - tw) / 2.0))
+        top, left = round((h - th) / 2.0), round((w - tw) / 2.0)
         index: list[Any] = [slice(None)] * a.ndim
         index[axes[0]] = slice(top, top + th)
         index[axes[1]] = slice(left, left + tw)
@@ -228,18 +237,19 @@ class Pad(Transform):
         self.fill = fill
 
     def __repr__(self) -> str:
-        t, b, l, r = self.pads
-        return f"Pad(top={t}, bottom={b}, left={l}, right={r})"
+        t, b, lft, r = self.pads
+        return f"Pad(top={t}, bottom={b}, left={lft}, right={r})"
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
-        t, b, l, r = self.pads
-        return (height + t + b, width + l + r)
+        """(H, W) of the output for an input of ``height`` x ``width``."""
+        t, b, lft, r = self.pads
+        return (height + t + b, width + lft + r)
 
     def _apply(self, a: np.ndarray, axes: tuple[int, int], mode: Interpolation, fill: Any) -> np.ndarray:
-        t, b, l, r = self.pads
+        t, b, lft, r = self.pads
         widths = [(0, 0)] * a.ndim
         widths[axes[0]] = (t, b)
-        widths[axes[1]] = (l, r)
+        widths[axes[1]] = (lft, r)
         return np.pad(a, widths, constant_values=self.fill if fill is None else fill)
 
 
@@ -266,6 +276,7 @@ class Compose(Transform):
         return f"Compose({self.steps!r})"
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """(H, W) of the output for an input of ``height`` x ``width``."""
         for s in self.steps:
             height, width = s.output_size(height, width)
         return (height, width)
@@ -276,6 +287,7 @@ class Compose(Transform):
         return a
 
     def segments(self, segments: Segments) -> Segments:
+        """Every step's geometry applied in turn to one image's :class:`sat_fast.Segments`."""
         for s in self.steps:
             segments = s.segments(segments)
         return segments

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import sys
 
 import numpy as np
 import polars as pl
@@ -14,9 +13,7 @@ from polars.testing import assert_frame_equal
 from scipy import stats
 
 import sat_fast
-
 import sat_fast.aggregation as AGG
-
 
 # --------------------------------------------------------------------------- references
 
@@ -179,7 +176,9 @@ def test_grouping_keys_match_reference(by):
 
 
 def test_null_group_key_is_a_group():
-    table = hand_table().with_columns(pl.when(pl.col("image_id") == 4).then(None).otherwise(pl.col("target")).alias("target"))
+    table = hand_table().with_columns(
+        pl.when(pl.col("image_id") == 4).then(None).otherwise(pl.col("target")).alias("target")
+    )
     result = sat_fast.aggregate(table)
     assert result.filter(pl.col("target").is_null())["segment"].cast(pl.String).to_list() == ["eye", "sky"]
     assert result["target"].to_list()[-1] is None  # nulls sort last
@@ -196,7 +195,9 @@ def test_value_expression():
 
 
 def test_null_values_are_left_out():
-    table = hand_table().with_columns(pl.when(pl.col("image_id") == 1).then(None).otherwise(pl.col("mean")).alias("mean"))
+    table = hand_table().with_columns(
+        pl.when(pl.col("image_id") == 1).then(None).otherwise(pl.col("mean")).alias("mean")
+    )
     result = sat_fast.aggregate(table)
     eye = result.filter((pl.col("target") == 0) & (pl.col("segment") == "eye")).row(0, named=True)
     assert eye["present"] == 3 and eye["mean"] == pytest.approx(0.6)
@@ -213,7 +214,8 @@ def test_optional_columns_missing_give_null_columns():
 
 
 @pytest.mark.parametrize(
-    ("bins", "groups", "collect"), [(1024, 1 << 16, 1 << 22), (2, 1 << 16, 0), (3, 1 << 16, 7), (16, 1 << 16, 40), (1024, 40, 0)]
+    ("bins", "groups", "collect"),
+    [(1024, 1 << 16, 1 << 22), (2, 1 << 16, 0), (3, 1 << 16, 7), (16, 1 << 16, 40), (1024, 40, 0)],
 )
 def test_streaming_equals_in_memory(monkeypatch, bins, groups, collect):
     """Small bin counts, group budgets and collect thresholds force many streaming median passes."""
@@ -445,7 +447,9 @@ def test_flag_shortcuts_with_core():
     # watermark in class 1 is too rare (presence 0.01 < 0.05); background is neither large nor dense
     assert flags.select("target", "segment", "reason").rows() == [(0, "watermark", "share+density")]
     assert flags.columns[:3] == ["target", "segment", "reason"] and "density" in flags.columns
-    looser = sat_fast.flag_shortcuts(agg, core={0: ["eye", "ear"], 1: ["eye"]}, presence_min=0.0, share_min=0.12, density_min=100)
+    looser = sat_fast.flag_shortcuts(
+        agg, core={0: ["eye", "ear"], 1: ["eye"]}, presence_min=0.0, share_min=0.12, density_min=100
+    )
     assert looser.select("target", "segment", "reason").rows() == [
         (1, "watermark", "share"),
         (0, "watermark", "share"),

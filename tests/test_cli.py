@@ -40,12 +40,25 @@ def run_output(example_data, tmp_path_factory):
 
 def test_run_writes_tables_and_report(run_output, example_data):
     sat = pl.read_parquet(run_output / "sat.parquet")
-    assert {"image_id", "target", "label", "predicted", "correct", "model", "segment", "mean", "rank"} <= set(sat.columns)
+    assert {"image_id", "target", "label", "predicted", "correct", "model", "segment", "mean", "rank"} <= set(
+        sat.columns
+    )
     assert sat["image_id"].n_unique() == 9
     # class indices follow the sub-folder names' positions in the model's class names
     first = sat.filter(pl.col("image_id") == "bird/000").row(0, named=True)
     assert first["label"] == 1 and first["target"] == 1
-    assert set(sat["segment"].cast(pl.String)) <= {"background", "body", "head", "eye", "tail", "fin", "beak", "leg", "ear", "watermark"}
+    assert set(sat["segment"].cast(pl.String)) <= {
+        "background",
+        "body",
+        "head",
+        "eye",
+        "tail",
+        "fin",
+        "beak",
+        "leg",
+        "ear",
+        "watermark",
+    }
     agg = pl.read_parquet(run_output / "aggregate.parquet")
     assert {"target", "segment", "presence", "mean", "ci_low"} <= set(agg.columns)
     assert (run_output / "report.html").read_text().startswith("<!DOCTYPE html>")
@@ -86,7 +99,9 @@ def _error(capsys, argv) -> str:
 def test_user_errors_are_one_line_with_status_2(example_data, tmp_path, capsys):
     images, masks, names = str(example_data / "images"), str(example_data / "masks"), str(example_data / "names.csv")
     base = ["run", "--images", images, "--masks", masks, "--names", names, "--out", str(tmp_path / "o")]
-    assert "cannot import the model factory 'no_such_pkg.mod:f'" in _error(capsys, [*base, "--model", "no_such_pkg.mod:f"])
+    assert "cannot import the model factory 'no_such_pkg.mod:f'" in _error(
+        capsys, [*base, "--model", "no_such_pkg.mod:f"]
+    )
     assert "has no callable 'nope'" in _error(capsys, [*base, "--model", f"{EXAMPLES / 'user_model.py'}:nope"])
     assert "must look like" in _error(capsys, [*base, "--model", "justaname"])
     assert "unknown --method 'magic'" in _error(capsys, [*base, "--model", FACTORY, "--method", "magic"])
@@ -136,7 +151,9 @@ def test_debug_shows_the_traceback(tmp_path):
 
 
 def test_help_explains_every_command(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "sat_fast.cli", "--help"], capture_output=True, text=True, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sat_fast.cli", "--help"], capture_output=True, text=True, cwd=tmp_path
+    )
     assert proc.returncode == 0
     for word in ("demo", "run", "aggregate", "compare", "report", "examples:"):
         assert word in proc.stdout
@@ -160,7 +177,8 @@ def test_flat_folder_with_a_labels_csv(example_data, tmp_path, capsys):
         rows.append(f"img{i},{cls if i % 2 else ['fish', 'bird', 'cat'].index(cls)}")  # names and indices both work
     (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
     argv = ["run", "--model", FACTORY, "--images", str(images), "--labels", str(tmp_path / "labels.csv"),
-            "--masks", str(masks), "--names", str(example_data / "names.csv"), "--steps", "2", "--out", str(tmp_path / "o")]  # fmt: skip
+            "--masks", str(masks), "--names", str(example_data / "names.csv"), "--steps", "2",
+            "--out", str(tmp_path / "o")]  # fmt: skip
     assert cli.main(argv) == 0
     sat = pl.read_parquet(tmp_path / "o" / "sat.parquet")
     assert sorted(sat["image_id"].unique()) == ["img0", "img1", "img2", "img3"]

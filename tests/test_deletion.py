@@ -44,7 +44,9 @@ def reference_drop(images: np.ndarray, filled: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("fill", ["zeros", "mean", "blur", 0.25])
 def test_only_the_used_segment_drops(fill):
     images, labels = data()
-    result = sat_fast.segment_deletion(model, images, labels, names=NAMES, fill=fill, targets=0, blur_sigma=1.0, batch_size=3)
+    result = sat_fast.segment_deletion(
+        model, images, labels, names=NAMES, fill=fill, targets=0, blur_sigma=1.0, batch_size=3
+    )
     x = images.astype(np.float64)
     if fill == "zeros":
         filled = np.zeros_like(x)
@@ -58,15 +60,30 @@ def test_only_the_used_segment_drops(fill):
     np.testing.assert_allclose(key["drop"].to_numpy(), reference_drop(images, filled), rtol=1e-4, atol=1e-4)
     others = result.filter(pl.col("segment") != "key")
     np.testing.assert_allclose(others["drop"].to_numpy(), 0.0, atol=1e-5)
-    np.testing.assert_allclose(result["output"].to_numpy(), (x[:, :4, :4] * WEIGHTS).sum(axis=(1, 2, 3))[result["image_id"].to_numpy()], rtol=1e-5)
+    np.testing.assert_allclose(
+        result["output"].to_numpy(),
+        (x[:, :4, :4] * WEIGHTS).sum(axis=(1, 2, 3))[result["image_id"].to_numpy()],
+        rtol=1e-5,
+    )
     assert (result["drop"] == result["output"] - result["deleted"]).all()
 
 
 def test_frame_layout_and_join_with_sat():
     images, labels = data()
-    result = sat_fast.segment_deletion(model, images, labels, names=NAMES, fill="zeros", targets=0, metadata={"split": "val"})
+    result = sat_fast.segment_deletion(
+        model, images, labels, names=NAMES, fill="zeros", targets=0, metadata={"split": "val"}
+    )
     assert result.columns == [
-        "image_id", "target", "split", "segment", "pixels", "area", "output", "deleted", "drop", "drop_rank",
+        "image_id",
+        "target",
+        "split",
+        "segment",
+        "pixels",
+        "area",
+        "output",
+        "deleted",
+        "drop",
+        "drop_rank",
     ]
     assert result.schema["segment"] == pl.Categorical and result.schema["pixels"] == pl.Int64
     # one row per (image, present segment), image-major, segments in name order
@@ -91,7 +108,9 @@ def test_segment_forms_agree():
     base = sat_fast.segment_deletion(model, images, labels, names=NAMES, fill="mean", targets=0, batch_size=4)
     masks = np.stack([labels == k for k in range(3)], axis=1)
     dense = sat_fast.segment_deletion(model, images, masks=masks, names=NAMES, fill="mean", targets=0, batch_size=2)
-    packed = sat_fast.segment_deletion(model, images, masks=sat_fast.pack_masks(masks), names=NAMES, fill="mean", targets=0)
+    packed = sat_fast.segment_deletion(
+        model, images, masks=sat_fast.pack_masks(masks), names=NAMES, fill="mean", targets=0
+    )
     assert_frame_equal(base, dense, check_exact=False, rel_tol=1e-6, abs_tol=1e-5)
     assert_frame_equal(base, packed, check_exact=False, rel_tol=1e-6, abs_tol=1e-5)
     # per-image vocabularies, in a different order per image: same rows after sorting
@@ -103,7 +122,11 @@ def test_segment_forms_agree():
         mapped = sat_fast.segment_deletion(model, images, mappings, fill="mean", targets=0, batch_size=3)
     order = [pl.col("image_id"), pl.col("segment").cast(pl.String)]
     assert_frame_equal(
-        mapped.sort(order).drop("drop_rank"), base.sort(order).drop("drop_rank"), check_exact=False, rel_tol=1e-6, abs_tol=1e-5
+        mapped.sort(order).drop("drop_rank"),
+        base.sort(order).drop("drop_rank"),
+        check_exact=False,
+        rel_tol=1e-6,
+        abs_tol=1e-5,
     )
 
 
@@ -115,7 +138,9 @@ def test_overlapping_masks_and_default_targets():
     per_image = result.pivot(on="segment", index="image_id", values="drop")
     np.testing.assert_allclose(per_image["key"].to_numpy(), per_image["key+left"].to_numpy(), rtol=1e-5)
     np.testing.assert_allclose(per_image["key"].to_numpy(), per_image["all"].to_numpy(), rtol=1e-5)
-    other = sat_fast.segment_deletion(model, images, labels, names=NAMES, fill="zeros", targets=[1] * B, image_ids=[f"im{i}" for i in range(B)])
+    other = sat_fast.segment_deletion(
+        model, images, labels, names=NAMES, fill="zeros", targets=[1] * B, image_ids=[f"im{i}" for i in range(B)]
+    )
     key = other.filter(pl.col("segment") == "key")
     np.testing.assert_allclose(key["drop"].to_numpy(), -reference_drop(images, np.zeros_like(images)), rtol=1e-4)
     assert other["image_id"].dtype == pl.String
@@ -139,7 +164,9 @@ def test_deletion_agreement_matches_scipy():
         for s in segs:
             rows.append((image, image % 2, s, float(rng.integers(0, 4)), float(rng.integers(0, 4))))
     ids, target, seg, mean, drop = (list(c) for c in zip(*rows, strict=True))
-    sat = pl.DataFrame({"image_id": ids, "target": target, "segment": seg, "mean": mean}).with_columns(pl.col("segment").cast(pl.Categorical))
+    sat = pl.DataFrame({"image_id": ids, "target": target, "segment": seg, "mean": mean}).with_columns(
+        pl.col("segment").cast(pl.Categorical)
+    )
     deletion = pl.DataFrame({"image_id": ids, "target": target, "segment": seg, "drop": drop})
     result = sat_fast.deletion_agreement(sat, deletion)
     for row in result.iter_rows(named=True):
@@ -204,16 +231,24 @@ def test_segments_objects_match_arrays_and_join_like_segment_table():
     from sat_fast.segments import from_label_map, from_masks
 
     images, labels = data(3)
-    base = sat_fast.segment_deletion(model, images, labels, names=NAMES, fill="zeros", targets=0, image_ids=[10 + i for i in range(B)])
+    base = sat_fast.segment_deletion(
+        model, images, labels, names=NAMES, fill="zeros", targets=0, image_ids=[10 + i for i in range(B)]
+    )
     ids = [10 + i for i in range(B)]
-    from_labels = sat_fast.segment_deletion(model, images, segments=from_label_map(labels, NAMES, image_ids=ids), fill="zeros", targets=0)
+    from_labels = sat_fast.segment_deletion(
+        model, images, segments=from_label_map(labels, NAMES, image_ids=ids), fill="zeros", targets=0
+    )
     assert_frame_equal(from_labels, base, check_exact=False, rel_tol=1e-6, abs_tol=1e-5)
     per_image = [{NAMES[k]: labels[i] == k for k in range(3) if (labels[i] == k).any()} for i in range(B)]
     segs = from_masks(per_image, image_ids=ids)
     from_mask_segments = sat_fast.segment_deletion(model, images, segments=segs, fill="zeros", targets=0, batch_size=4)
     order = [pl.col("image_id"), pl.col("segment").cast(pl.String)]
     assert_frame_equal(
-        from_mask_segments.sort(order).drop("drop_rank"), base.sort(order).drop("drop_rank"), check_exact=False, rel_tol=1e-6, abs_tol=1e-5
+        from_mask_segments.sort(order).drop("drop_rank"),
+        base.sort(order).drop("drop_rank"),
+        check_exact=False,
+        rel_tol=1e-6,
+        abs_tol=1e-5,
     )
     sat = sat_fast.segment_table(images.mean(axis=3), segments=segs, targets=np.zeros(B, np.int64))
     assert sat.join(from_mask_segments, on=["image_id", "target", "segment"], how="inner").height == sat.height
@@ -238,5 +273,7 @@ def test_fill_with_replacement_images():
     corner = frame.filter(pl.col("segment") == "corner").sort("image_id")
     assert corner["deleted"].to_list() == [0.25, 0.25]
     assert corner["drop"].to_list() == [0.75, 1.75]
-    with pytest.raises(ValueError, match=r"fill images shape \(1, 4, 4, 1\) does not match images shape \(2, 4, 4, 1\)"):
+    with pytest.raises(
+        ValueError, match=r"fill images shape \(1, 4, 4, 1\) does not match images shape \(2, 4, 4, 1\)"
+    ):
         sat_fast.segment_deletion(fn, images, labels, names=["rest", "corner"], fill=replacement[:1], targets=0)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import polars as pl
 import pytest
 
 from sat_fast.demo.data import (

@@ -21,7 +21,7 @@ def test_segment_stats_labels_and_unassigned_keywords():
     with pytest.warns(DeprecationWarning, match="use include_unassigned="):
         old = sat_fast.segment_stats(SAL, LAB, num_segments=2, ignore_index=255, unassigned=True)
     assert old.unassigned is not None and old.unassigned["sum"].tolist() == [-4.0]
-    with pytest.raises(TypeError, match="both labels= .* and label_map="):
+    with pytest.raises(TypeError, match=r"both labels= .* and label_map="):
         sat_fast.segment_stats(SAL, LAB, labels=LAB)
     with pytest.raises(TypeError, match="unexpected keyword argument 'lables'"):
         sat_fast.segment_stats(SAL, lables=LAB)
@@ -51,7 +51,8 @@ def test_from_coco_image_ids_keyword():
         "images": [{"id": 1, "height": 2, "width": 2, "file_name": "a.png"}, {"id": 2, "height": 2, "width": 2}],
         "categories": [{"id": 5, "name": "dog"}],
         "annotations": [
-            {"id": 9, "image_id": i, "category_id": 5, "segmentation": {"size": [2, 2], "counts": [1, 3]}} for i in (1, 2)
+            {"id": 9, "image_id": i, "category_id": 5, "segmentation": {"size": [2, 2], "counts": [1, 3]}}
+            for i in (1, 2)
         ],
     }
     with pytest.warns(DeprecationWarning, match="use select_ids="):

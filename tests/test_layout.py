@@ -25,7 +25,8 @@ def _python(code: str) -> subprocess.CompletedProcess[str]:
 def test_import_sat_fast_stays_light():
     done = _python(
         "import sys, sat_fast\n"
-        "heavy = [m for m in ('jax', 'jaxlib', 'matplotlib', 'scipy', 'flax', 'optax', 'pycocotools') if m in sys.modules]\n"
+        "names = ('jax', 'jaxlib', 'matplotlib', 'scipy', 'flax', 'optax', 'pycocotools')\n"
+        "heavy = [m for m in names if m in sys.modules]\n"
         "print(','.join(heavy))"
     )
     assert done.returncode == 0, done.stderr

@@ -28,7 +28,11 @@ def tables() -> dict[str, pl.DataFrame]:
     labels = rng.integers(0, len(NAMES), size=(b, 16, 16)).astype(np.uint8)
     labels[:20][labels[:20] == 3] = 4
     table = sat_fast.segment_table(
-        sal, labels, names=NAMES, targets=rng.integers(0, 3, b), metadata={"model": np.where(np.arange(b) % 2, "A", "B")}
+        sal,
+        labels,
+        names=NAMES,
+        targets=rng.integers(0, 3, b),
+        metadata={"model": np.where(np.arange(b) % 2, "A", "B")},
     )
     agg = sat_fast.aggregate(table)
     comparison = sat_fast.compare(table.filter(pl.col("model") == "A"), table.filter(pl.col("model") == "B"))
@@ -53,7 +57,9 @@ def figures(t: dict, figsize: tuple[float, float], dpi: float) -> dict[str, Figu
         "bars": sat_fast.plot_class_bars(t["agg"], figsize=figsize, dpi=dpi),
         "heatmap": sat_fast.plot_heatmap(t["agg"], figsize=figsize, dpi=dpi),
         "scatter": sat_fast.plot_presence_scatter(t["agg"], figsize=figsize, dpi=dpi),
-        "image": sat_fast.plot_image(rng.random((16, 16, 3)), t["sal"][0], t["labels"][0], names=NAMES, figsize=figsize, dpi=dpi),
+        "image": sat_fast.plot_image(
+            rng.random((16, 16, 3)), t["sal"][0], t["labels"][0], names=NAMES, figsize=figsize, dpi=dpi
+        ),
         "comparison": sat_fast.plot_comparison(t["comparison"], sides=("A", "B"), figsize=figsize, dpi=dpi),
     }
 
@@ -91,7 +97,9 @@ def test_plot_image_with_masks_and_given_table(tables):
     labels = tables["labels"][0]
     masks = np.stack([labels == k for k in range(len(NAMES))])
     table = tables["table"].filter(pl.col("image_id") == 0)
-    fig = sat_fast.plot_image(np.zeros((16, 16), np.uint8), tables["sal"][0], masks, names=NAMES, table=table, figsize=(6, 3), dpi=60)
+    fig = sat_fast.plot_image(
+        np.zeros((16, 16), np.uint8), tables["sal"][0], masks, names=NAMES, table=table, figsize=(6, 3), dpi=60
+    )
     assert png_of(fig).size == (360, 180)
     bars = fig.axes[1]
     assert sorted(t.get_text() for t in bars.get_yticklabels()) == sorted(table["segment"].cast(pl.String).to_list())
@@ -178,7 +186,9 @@ def test_report_parses_and_images_decode(tables, tmp_path):
 
 
 def test_report_of_empty_table_and_bad_input(tmp_path):
-    empty = sat_fast.aggregate(pl.DataFrame({"image_id": [1], "target": [0], "segment": ["eye"], "mean": [1.0]}).head(0))
+    empty = sat_fast.aggregate(
+        pl.DataFrame({"image_id": [1], "target": [0], "segment": ["eye"], "mean": [1.0]}).head(0)
+    )
     path = sat_fast.report(empty, tmp_path / "empty.html")
     parser = _Collector()
     parser.feed(path.read_text(encoding="utf-8"))
@@ -195,7 +205,9 @@ def test_summary_markdown_and_text(tables):
     md = sat_fast.summary(tables["agg"], flags=tables["flags"], comparison=tables["comparison"], top=3)
     lines = md.splitlines()
     assert lines[0] == "# Segment attribution summary"
-    assert [line for line in lines if line.startswith("## target=")] == [f"## target={k} (top 3 segments by mean)" for k in range(3)]
+    assert [line for line in lines if line.startswith("## target=")] == [
+        f"## target={k} (top 3 segments by mean)" for k in range(3)
+    ]
     assert any(line.startswith("## Shortcut flags") for line in lines)
     assert any(line.startswith("## Largest changes") for line in lines)
     table_rows = [line for line in lines if line.startswith("| ")]

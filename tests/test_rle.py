@@ -34,7 +34,7 @@ def random_masks(rng: np.random.Generator, h: int, w: int, n: int) -> list[np.nd
         else:
             m = np.zeros((h, w), bool)
             r0, r1 = sorted(rng.integers(0, h + 1, 2))
-            m[r0:r1 + 1] = True
+            m[r0 : r1 + 1] = True
         out.append(m)
     return out
 
@@ -87,9 +87,16 @@ def reduce(maps, segments: list[list[list[np.ndarray]]], unassigned=False, skip=
                 inst.append(inst[-1] + len(c))
             segs.append(segs[-1] + len(seg))
         imgs.append(imgs[-1] + len(image))
-    out = _core.reduce_rle(list(maps), np.array(imgs), np.array(segs), np.array(inst),
-                           np.concatenate(counts) if counts else np.zeros(0, np.uint32),
-                           unassigned=unassigned, skip_nonfinite=skip, threads=threads)
+    out = _core.reduce_rle(
+        list(maps),
+        np.array(imgs),
+        np.array(segs),
+        np.array(inst),
+        np.concatenate(counts) if counts else np.zeros(0, np.uint32),
+        unassigned=unassigned,
+        skip_nonfinite=skip,
+        threads=threads,
+    )
     return {k: (a[0] if a.ndim == 2 else a) for k, a in out.items()}
 
 
@@ -164,7 +171,7 @@ def test_several_images_of_different_sizes_and_threads_agree_bitwise():
     for key in one:
         np.testing.assert_array_equal(one[key], two[key])
     row = 0
-    for x, image in zip(maps, segs):
+    for x, image in zip(maps, segs, strict=True):
         for seg in image:
             m = rle_decode(seg[0], *x.shape)
             check(one, row, reference(x, m), np.abs(x.astype(np.float64)).sum() + np.square(x.astype(np.float64)).sum())
@@ -205,8 +212,9 @@ def test_counts_that_do_not_sum_to_the_image_raise():
 def test_segments_of_an_rle_segment_decode_to_the_union():
     rng = np.random.default_rng(3)
     masks = random_masks(rng, 12, 9, 3)
-    seg = Segments.from_rle(["a", "b"], [[coco_counts(masks[0]), coco_counts(masks[1])], [coco_counts(masks[2])]],
-                            12, 9, image_id="img")
+    seg = Segments.from_rle(
+        ["a", "b"], [[coco_counts(masks[0]), coco_counts(masks[1])], [coco_counts(masks[2])]], 12, 9, image_id="img"
+    )
     assert isinstance(seg, Segments) and seg.kind == "rle"
     got = seg.masks()
     np.testing.assert_array_equal(got[0], masks[0] | masks[1])
@@ -253,7 +261,9 @@ np.savez(sys.argv[2], **out)
         if variant == "generic":
             env["SAT_FAST_KERNEL"] = "generic"
         out = tmp_path / f"{variant}.npz"
-        subprocess.run([sys.executable, "-c", script, str(tmp_path / "in.npz"), str(out)], env=env, check=True, cwd=tmp_path)
+        subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path / "in.npz"), str(out)], env=env, check=True, cwd=tmp_path
+        )
         with np.load(out) as z:
             results[variant] = dict(z)
     assert results["generic"].keys() == results["default"].keys()

@@ -84,7 +84,9 @@ def test_label_values_sharing_a_name_form_one_segment():
 def test_label_value_missing_from_names_table():
     lab = np.zeros((3, 4), np.uint8)
     lab[2, 1] = 9
-    with pytest.raises(ValueError, match=r"image 'img7'.*label value 9 at pixel \(2, 1\) is missing from the names table"):
+    with pytest.raises(
+        ValueError, match=r"image 'img7'.*label value 9 at pixel \(2, 1\) is missing from the names table"
+    ):
         from_label_map(lab, ["bg"], image_ids=["img7"])
 
 
@@ -100,7 +102,7 @@ def test_names_tables_from_csv_and_json(tmp_path):
         assert from_label_map(lab, table)[0].names == ("background", "person")
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    with pytest.raises(ValueError, match="bad.json is not valid JSON"):
+    with pytest.raises(ValueError, match=r"bad.json is not valid JSON"):
         from_label_map(lab, bad)
 
 
@@ -145,11 +147,12 @@ def test_corrupt_truncated_and_colour_pngs(tmp_path):
     for name in ("trunc.png", "junk.png"):
         with pytest.raises(ValueError, match=f"cannot read label PNG .*{name}"):
             from_png([tmp_path / name], ["bg"])
-    with pytest.raises(ValueError, match="rgb.png has mode RGB"):
+    with pytest.raises(ValueError, match=r"rgb.png has mode RGB"):
         from_png([tmp_path / "rgb.png"], ["bg"])
     report = LoadReport()
-    segs = from_png([good, tmp_path / "trunc.png", tmp_path / "junk.png", tmp_path / "rgb.png"], ["bg"],
-                    report=report, lazy=True)
+    segs = from_png(
+        [good, tmp_path / "trunc.png", tmp_path / "junk.png", tmp_path / "rgb.png"], ["bg"], report=report, lazy=True
+    )
     assert not isinstance(segs, list)
     assert [s.image_id for s in segs] == ["good"]
     assert [p.item for p in report] == ["trunc", "junk", "rgb"]
@@ -167,15 +170,17 @@ def blob(h, w, cy, cx, r):
 @pytest.fixture
 def coco(tmp_path):
     h, w = 30, 40
-    m1, m2, m3 = blob(h, w, 8, 8, 6), blob(h, w, 12, 14, 5), blob(h, w, 20, 30, 7)
+    m1, m2, _m3 = blob(h, w, 8, 8, 6), blob(h, w, 12, 14, 5), blob(h, w, 20, 30, 7)
     enc = lambda m: coco_mask.encode(np.asfortranarray(m.astype(np.uint8)))  # noqa: E731
     compressed = enc(m1)
     compressed["counts"] = compressed["counts"].decode()
     uncompressed = {"size": [h, w], "counts": rle_encode(m2).tolist()}
     polygon = [[25.0, 15.0, 35.0, 15.0, 35.0, 25.0, 25.0, 25.0]]
     data = {
-        "images": [{"id": 1, "height": h, "width": w, "file_name": "a.jpg"},
-                   {"id": 2, "height": 10, "width": 12, "file_name": "b.jpg"}],
+        "images": [
+            {"id": 1, "height": h, "width": w, "file_name": "a.jpg"},
+            {"id": 2, "height": 10, "width": 12, "file_name": "b.jpg"},
+        ],
         "categories": [{"id": 1, "name": "person"}, {"id": 3, "name": "dog"}],
         "annotations": [
             {"id": 10, "image_id": 1, "category_id": 1, "segmentation": compressed, "iscrowd": 1},
@@ -229,10 +234,16 @@ def bad_coco(data, **change):
 
 
 def test_coco_bad_inputs_raise_naming_file_and_annotation(coco, tmp_path):
-    path, data, _ = coco
+    _path, data, _ = coco
     cases = {
-        "counts": ({"segmentation": {"size": [30, 40], "counts": [5, 10]}}, r"annotation 11 \(image 1\): RLE counts sum to 15, expected"),
-        "size": ({"segmentation": {"size": [3, 4], "counts": [12]}}, r"annotation 11.*RLE size \[3, 4\] does not match"),
+        "counts": (
+            {"segmentation": {"size": [30, 40], "counts": [5, 10]}},
+            r"annotation 11 \(image 1\): RLE counts sum to 15, expected",
+        ),
+        "size": (
+            {"segmentation": {"size": [3, 4], "counts": [12]}},
+            r"annotation 11.*RLE size \[3, 4\] does not match",
+        ),
         "outside": ({"segmentation": [[0, 0, 50, 0, 50, 5]]}, r"annotation 11.*polygon 0 lies outside the image"),
         "empty": ({"segmentation": {"size": [30, 40], "counts": [1200]}}, r"annotation 11.*the mask is empty"),
         "image": ({"image_id": 99}, r"annotation 11 refers to image id 99, which is not in 'images'"),
@@ -283,8 +294,13 @@ def test_from_masks_scores_synonyms_groups_and_union():
         [("left eye", left, 0.9), ("right eye", right, 0.8), ("fur", fur, 0.1)],
         {"eyes": eyes, "fur": fur},
     ]
-    segs = from_masks(outputs, score_threshold=0.5, synonyms={"eyes": "eye"},
-                      groups={"eye": ["left eye", "right eye"]}, image_ids=["x", "y"])
+    segs = from_masks(
+        outputs,
+        score_threshold=0.5,
+        synonyms={"eyes": "eye"},
+        groups={"eye": ["left eye", "right eye"]},
+        image_ids=["x", "y"],
+    )
     assert segs[0].names == ("eye",) and segs[1].names == ("eye", "fur")
     np.testing.assert_array_equal(segs[0].masks()[0], left | right)
     assert merge_vocabularies(segs) == ["eye", "fur"]
@@ -358,8 +374,9 @@ def test_segmenter_protocol_in_the_loop():
 
 
 def all_kinds(tmp_path, coco_path):
-    labels = from_label_map([np.array([[0, 1, 2], [2, 2, 9]]), np.array([[1]])], ["a", "b", "c"], ignore_index=9,
-                            image_ids=[10, 11])
+    labels = from_label_map(
+        [np.array([[0, 1, 2], [2, 2, 9]]), np.array([[1]])], ["a", "b", "c"], ignore_index=9, image_ids=[10, 11]
+    )
     masks = from_masks([{"eye": np.eye(5, dtype=bool), "fur": ~np.eye(5, dtype=bool)}], image_ids=[12])
     rle = from_coco(coco_path, keep_instances=True)
     return labels + masks + [r for r in rle if r.image_id == 1]
@@ -371,7 +388,7 @@ def test_npz_round_trip_of_every_kind(tmp_path, coco):
     save_segments(segs, path)
     back = load_segments(path)
     assert [s.kind for s in back] == ["labels", "labels", "masks", "rle"]
-    for a, b in zip(segs, back):
+    for a, b in zip(segs, back, strict=True):
         assert a.names == b.names and a.image_id == b.image_id and a.shape == b.shape
         np.testing.assert_array_equal(a.masks(), b.masks())
     with np.load(path, allow_pickle=False) as z:
@@ -387,7 +404,7 @@ def test_npz_bad_bundles(tmp_path, coco):
     save_segments(segs, path)
     data = path.read_bytes()
     (tmp_path / "trunc.npz").write_bytes(data[: len(data) // 2])
-    with pytest.raises(ValueError, match="trunc.npz"):
+    with pytest.raises(ValueError, match=r"trunc.npz"):
         load_segments(tmp_path / "trunc.npz")
     with np.load(path, allow_pickle=False) as z:
         arrays = dict(z)
@@ -419,9 +436,18 @@ def test_table_over_mixed_kinds_sizes_and_vocabularies(tmp_path, coco):
     maps = [rng.standard_normal(s.shape).astype(np.float32) for s in segs]
     t = segment_table(maps, segments=segs, targets=[1, 2, 3, 4], metadata={"split": "val"}, unassigned="none")
     assert t.columns[:4] == ["image_id", "target", "split", "segment"]
-    assert set(t["segment"].cast(pl.String).unique()) == {"a", "b", "c", "eye", "fur", "person#1", "person#2",
-                                                          "dog#1", "none"}
-    for s, x in zip(segs, maps):
+    assert set(t["segment"].cast(pl.String).unique()) == {
+        "a",
+        "b",
+        "c",
+        "eye",
+        "fur",
+        "person#1",
+        "person#2",
+        "dog#1",
+        "none",
+    }
+    for s, x in zip(segs, maps, strict=True):
         m = s.masks()
         want = {n: m[i] for i, n in enumerate(s.names)}
         want["none"] = ~m.any(axis=0)
@@ -440,8 +466,9 @@ def test_tables_built_in_chunks_equal_one_pass(monkeypatch):
     outputs = [{f"n{(i + j) % 7}": rng.random(hw) < 0.5 for j in range(i + 1)} for i, hw in enumerate(sizes)]
     segs = from_masks(outputs, image_ids=["a", "b", "c", "d", "e"])
     maps = [rng.standard_normal(hw) for hw in sizes]
-    kwargs = dict(segments=segs, targets=[1, 2, 3, 4, 5], metadata={"split": "x", "label": [0, 1, 0, 1, 0]},
-                  unassigned="rest")
+    kwargs = dict(
+        segments=segs, targets=[1, 2, 3, 4, 5], metadata={"split": "x", "label": [0, 1, 0, 1, 0]}, unassigned="rest"
+    )
     whole = segment_table(maps, **kwargs)
     monkeypatch.setattr(segments_module, "_CHUNK_ENTRIES", 6)
     assert list(segments_module._chunks(segs)) == [(0, 2), (2, 3), (3, 4), (4, 5)]
@@ -454,7 +481,9 @@ def test_tables_built_in_chunks_equal_one_pass(monkeypatch):
 
 def test_saliency_shape_must_match_each_image():
     segs = from_label_map([np.zeros((4, 5), np.uint8), np.zeros((2, 3), np.uint8)], ["a"], image_ids=["p", "q"])
-    with pytest.raises(ValueError, match=r"saliency of image 'q' has shape \(3, 2\) but its segments have shape \(2, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"saliency of image 'q' has shape \(3, 2\) but its segments have shape \(2, 3\)"
+    ):
         segment_table([np.zeros((4, 5)), np.zeros((3, 2))], segments=segs)
     with pytest.raises(ValueError, match="2 saliency maps but 1 Segments"):
         segment_table(np.zeros((2, 4, 5)), segments=segs[:1])

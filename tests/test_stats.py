@@ -10,9 +10,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import sat_fast
-from sat_fast import _core
 from sat_reference import (
     assert_stats_close,
     blobs,
@@ -21,6 +18,9 @@ from sat_reference import (
     mask_stats,
     mask_unassigned,
 )
+
+import sat_fast
+from sat_fast import _core
 
 RNG = np.random.default_rng(1234)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
+from sat_reference import blobs, label_stats
 
 import sat_fast
-from sat_reference import blobs, label_stats
 
 RNG = np.random.default_rng(99)
 NAMES = ["eye", "ear", "body", "background", "watermark"]

@@ -59,7 +59,7 @@ def test_padding_is_no_segment_in_label_maps():
     assert moved.shape == (3, 3)
     np.testing.assert_array_equal(moved.masks()[0], np.array([[0, 0, 0], [1, 1, 0], [1, 1, 0]], bool))
     t = segment_table(np.ones((1, 3, 3)), segments=[moved], unassigned="pad")
-    assert dict(zip(t["segment"].cast(str), t["pixels"])) == {"a": 4, "pad": 5}
+    assert dict(zip(t["segment"].cast(str), t["pixels"], strict=True)) == {"a": 4, "pad": 5}
 
 
 def test_sizes_follow_torchvision():
@@ -82,8 +82,9 @@ def reference_bilinear(x: np.ndarray, h: int, w: int) -> np.ndarray:
             y0, x0 = int(sy), int(sx)
             y1, x1 = min(y0 + 1, n_h - 1), min(x0 + 1, n_w - 1)
             fy, fx = sy - y0, sx - x0
-            out[i, j] = ((1 - fy) * ((1 - fx) * x[y0, x0] + fx * x[y0, x1])
-                         + fy * ((1 - fx) * x[y1, x0] + fx * x[y1, x1]))
+            out[i, j] = (1 - fy) * ((1 - fx) * x[y0, x0] + fx * x[y0, x1]) + fy * (
+                (1 - fx) * x[y1, x0] + fx * x[y1, x1]
+            )
     return out
 
 
@@ -98,8 +99,13 @@ def test_resize_saliency_is_bilinear(size):
 
 
 @settings(max_examples=30, deadline=None)
-@given(h=st.integers(1, 20), w=st.integers(1, 20), oh=st.integers(1, 50), ow=st.integers(1, 50),
-       seed=st.integers(0, 2**32 - 1))
+@given(
+    h=st.integers(1, 20),
+    w=st.integers(1, 20),
+    oh=st.integers(1, 50),
+    ow=st.integers(1, 50),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_preserve_total_keeps_every_map_sum(h, w, oh, ow, seed):
     x = np.random.default_rng(seed).standard_normal((2, h, w))
     out = resize_saliency(x, (oh, ow), preserve_total=True)
@@ -116,7 +122,7 @@ def test_resized_saliency_lines_up_with_masks():
     small[5:10, 15:25] = 1.0
     big = resize_saliency(small, seg.shape, preserve_total=True)
     t = segment_table([big], segments=[seg], unassigned="rest")
-    share = dict(zip(t["segment"].cast(str), t["share"]))
+    share = dict(zip(t["segment"].cast(str), t["share"], strict=True))
     assert share["box"] > 0.8
     assert abs(t["sum"].sum() - small.sum()) < 1e-9
 
@@ -135,15 +141,27 @@ def test_shape_errors_name_both_shapes():
 
 
 @settings(max_examples=40, deadline=None)
-@given(h=st.integers(2, 40), w=st.integers(2, 40), side=st.integers(1, 50), crop=st.floats(0.3, 1.0),
-       pad=st.tuples(*[st.integers(0, 3)] * 4), out=st.tuples(st.integers(1, 60), st.integers(1, 60)),
-       data=st.data())
+@given(
+    h=st.integers(2, 40),
+    w=st.integers(2, 40),
+    side=st.integers(1, 50),
+    crop=st.floats(0.3, 1.0),
+    pad=st.tuples(*[st.integers(0, 3)] * 4),
+    out=st.tuples(st.integers(1, 60), st.integers(1, 60)),
+    data=st.data(),
+)
 def test_property_images_and_segments_share_the_geometry(h, w, side, crop, pad, out, data):
     r, c = data.draw(st.integers(0, h - 1)), data.draw(st.integers(0, w - 1))
     first = ResizeShorter(side)
     mid_h, mid_w = first.output_size(h, w)
-    pipeline = Compose([first, CenterCrop((max(1, int(mid_h * crop)), max(1, int(mid_w * crop)))),
-                        Pad(top=pad[0], bottom=pad[1], left=pad[2], right=pad[3]), Resize(out)])
+    pipeline = Compose(
+        [
+            first,
+            CenterCrop((max(1, int(mid_h * crop)), max(1, int(mid_w * crop)))),
+            Pad(top=pad[0], bottom=pad[1], left=pad[2], right=pad[3]),
+            Resize(out),
+        ]
+    )
     image = np.zeros((h, w), np.int32)
     image[r, c] = 7
     mask = image == 7

@@ -30,9 +30,9 @@ def test_saliency_rank(shape):
 def test_wrong_dtypes():
     with pytest.raises(TypeError, match="saliency must be a floating-point array, got dtype int32"):
         sat_fast.segment_stats(SAL.astype(np.int32), LAB, num_segments=1)
-    with pytest.raises(TypeError, match="labels must be an integer array.*float32"):
+    with pytest.raises(TypeError, match=r"labels must be an integer array.*float32"):
         sat_fast.segment_stats(SAL, LAB.astype(np.float32), num_segments=1)
-    with pytest.raises(TypeError, match="labels must be an integer array.*bool"):
+    with pytest.raises(TypeError, match=r"labels must be an integer array.*bool"):
         sat_fast.segment_stats(SAL, LAB.astype(bool), num_segments=1)
     with pytest.raises(TypeError, match="masks must be boolean, got dtype uint8"):
         sat_fast.segment_stats(SAL, masks=np.zeros((2, 3, 4, 5), np.uint8))
@@ -152,9 +152,13 @@ def test_core_rejects_what_python_would_convert():
     with pytest.raises(TypeError, match="labels must be uint8, uint16 or int32"):
         _core.reduce_labels(np.zeros((2, 3, 4), np.float32), np.zeros((2, 3, 4), np.int64), 1)
     with pytest.raises(ValueError, match="packed masks shape"):
-        _core.reduce_masks(np.zeros((2, 3, 4), np.float32), np.zeros((2, 1, 2), np.uint64), np.zeros((2, 1, 2), np.int64), 1)
+        _core.reduce_masks(
+            np.zeros((2, 3, 4), np.float32), np.zeros((2, 1, 2), np.uint64), np.zeros((2, 1, 2), np.int64), 1
+        )
     with pytest.raises(ValueError, match="mask bounds must be int64"):
-        _core.reduce_masks(np.zeros((2, 3, 4), np.float32), np.zeros((2, 1, 1), np.uint64), np.zeros((2, 1), np.int64), 1)
+        _core.reduce_masks(
+            np.zeros((2, 3, 4), np.float32), np.zeros((2, 1, 1), np.uint64), np.zeros((2, 1), np.int64), 1
+        )
 
 
 def test_packed_masks_with_stray_padding_bits_stay_in_bounds():

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import zipfile
-from typing import Any
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from sat_fast._deprecation import warn_deprecated
-
 from sat_fast.segments._types import (
     ImageId,
     Segments,
@@ -201,8 +200,16 @@ def load_segments(path: str | os.PathLike[str]) -> list[Segments]:
                 out.append(Segments(names, h, w, label_map=lab, image_id=ids[i], source=where))
             elif kind == 1:
                 n = len(names) * -(-h * w // 64)
-                out.append(Segments(names, h, w, words=words[wp : wp + n].reshape(len(names), -1),  # type: ignore[index]
-                                    image_id=ids[i], source=where))
+                out.append(
+                    Segments(
+                        names,
+                        h,
+                        w,
+                        words=words[wp : wp + n].reshape(len(names), -1),  # type: ignore[index]
+                        image_id=ids[i],
+                        source=where,
+                    )
+                )
                 wp += n
             else:
                 sizes = seg_sizes[sp : sp + len(names)]
@@ -211,9 +218,16 @@ def load_segments(path: str | os.PathLike[str]) -> list[Segments]:
                 ip += int(sizes.sum())
                 c = counts[cp : cp + int(lens.sum())]
                 cp += int(lens.sum())
-                out.append(Segments(names, h, w, counts=c,
-                                    instance_offsets=np.concatenate([[0], np.cumsum(lens)]),
-                                    segment_instances=np.concatenate([[0], np.cumsum(sizes)]),
-                                    image_id=ids[i], source=where))
+                out.append(
+                    Segments(
+                        names,
+                        h,
+                        w,
+                        counts=c,
+                        instance_offsets=np.concatenate([[0], np.cumsum(lens)]),
+                        segment_instances=np.concatenate([[0], np.cumsum(sizes)]),
+                        image_id=ids[i],
+                        source=where,
+                    )
+                )
         return out
-

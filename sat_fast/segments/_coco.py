@@ -22,9 +22,7 @@ from sat_fast.segments._types import (
 # --------------------------------------------------------------------------
 
 
-def _coco_counts(
-    segm: Any, h: int, w: int, where: str
-) -> np.ndarray:
+def _coco_counts(segm: Any, h: int, w: int, where: str) -> np.ndarray:
     """COCO counts of one annotation's segmentation (RLE compressed or not, or polygons)."""
     from pycocotools import mask as coco_mask
 
@@ -41,13 +39,15 @@ def _coco_counts(
             counts_arr = c
         elif isinstance(counts, Sequence):
             counts_arr = np.asarray(counts)
-            if counts_arr.ndim != 1 or counts_arr.dtype.kind not in "iu" and counts_arr.size:
+            if counts_arr.ndim != 1 or (counts_arr.dtype.kind not in "iu" and counts_arr.size):
                 raise ValueError(f"{where}: uncompressed RLE counts must be a list of integers")
             if counts_arr.size and (counts_arr.min() < 0 or counts_arr.max() > 0xFFFFFFFF):
                 raise ValueError(f"{where}: RLE counts must be in [0, 2**32)")
             counts_arr = counts_arr.astype(np.uint32)
         else:
-            raise ValueError(f"{where}: RLE 'counts' must be a string or a list of integers, got {type(counts).__name__}")
+            raise ValueError(
+                f"{where}: RLE 'counts' must be a string or a list of integers, got {type(counts).__name__}"
+            )
     elif isinstance(segm, Sequence) and not isinstance(segm, (str, bytes)):
         polys = []
         for j, poly in enumerate(segm):
@@ -163,9 +163,9 @@ def from_coco(
     (7, ('dog',), 'rle')
     """
     if deprecated:
-        select_ids = renamed_keywords("from_coco", deprecated, {"image_ids": "select_ids"}, {"select_ids": select_ids}).get(
-            "select_ids", select_ids
-        )
+        select_ids = renamed_keywords(
+            "from_coco", deprecated, {"image_ids": "select_ids"}, {"select_ids": select_ids}
+        ).get("select_ids", select_ids)
     data, source = _load_json(annotations)
     label = source or "COCO annotations"
     for key in ("images", "annotations", "categories"):
@@ -187,12 +187,20 @@ def from_coco(
     for ann in data["annotations"]:
         aid, iid, cid = ann.get("id"), ann.get("image_id"), ann.get("category_id")
         if iid not in images:
-            record_problem(report, source, f"annotation {aid}",
-                     f"{label}: annotation {aid!r} refers to image id {iid!r}, which is not in 'images'")
+            record_problem(
+                report,
+                source,
+                f"annotation {aid}",
+                f"{label}: annotation {aid!r} refers to image id {iid!r}, which is not in 'images'",
+            )
             continue
         if cid not in categories:
-            record_problem(report, source, f"annotation {aid}",
-                     f"{label}: annotation {aid!r} (image {iid!r}) has unknown category id {cid!r}")
+            record_problem(
+                report,
+                source,
+                f"annotation {aid}",
+                f"{label}: annotation {aid!r} (image {iid!r}) has unknown category id {cid!r}",
+            )
             continue
         by_image[iid].append(ann)
     if select_ids is None:
@@ -230,4 +238,3 @@ def from_coco(
 
     generator = (build(iid) for iid in order)
     return generator if lazy else list(generator)
-

@@ -62,9 +62,9 @@ def _from_labels_one(
         keys = present
         codes = np.array([local.get(int(x), k) for x in keys], dtype)
         out = codes[np.searchsorted(keys, flat)]
-    return Segments(tuple(names), lab.shape[0], lab.shape[1], label_map=out.reshape(lab.shape), image_id=image_id,
-                    source=source)
-
+    return Segments(
+        tuple(names), lab.shape[0], lab.shape[1], label_map=out.reshape(lab.shape), image_id=image_id, source=source
+    )
 
 
 def from_label_map(
@@ -107,7 +107,9 @@ def from_label_map(
     """
     table = names_table(names)
     ignore = v.ignore_value(ignore_index)
-    if isinstance(label_maps, np.ndarray) or hasattr(label_maps, "__array__") and not isinstance(label_maps, (list, tuple)):
+    if isinstance(label_maps, np.ndarray) or (
+        hasattr(label_maps, "__array__") and not isinstance(label_maps, (list, tuple))
+    ):
         arr = v.as_numpy(label_maps, "label_maps")
         maps = [arr] if arr.ndim == 2 else list(arr) if arr.ndim == 3 else None
         if maps is None:
@@ -115,7 +117,7 @@ def from_label_map(
     else:
         maps = [v.as_numpy(m, "label_maps") for m in label_maps]
     ids = image_id_list(image_ids, len(maps)) or list(range(len(maps)))
-    return [_from_labels_one(np.asarray(m), table, ignore, i, None) for m, i in zip(maps, ids)]
+    return [_from_labels_one(np.asarray(m), table, ignore, i, None) for m, i in zip(maps, ids, strict=True)]
 
 
 def _read_label_png(path: str) -> np.ndarray:
@@ -203,7 +205,7 @@ def from_png(
     ids = image_id_list(image_ids, len(path_list)) or [Path(p).stem for p in path_list]
 
     def generate() -> Iterator[Segments]:
-        for path, image_id in zip(path_list, ids):
+        for path, image_id in zip(path_list, ids, strict=True):
             try:
                 lab = _read_label_png(path)
                 yield _from_labels_one(lab, table, ignore, image_id, path)
@@ -211,4 +213,3 @@ def from_png(
                 record_problem(report, path, str(image_id), str(exc))
 
     return generate() if lazy else list(generate())
-

@@ -28,7 +28,9 @@ def _mask_items(output: Any, where: str) -> list[tuple[str, Any, float | None]]:
     if isinstance(output, Mapping):
         return [(n, m, None) for n, m in output.items()]
     if isinstance(output, (str, bytes)) or not isinstance(output, Iterable):
-        raise TypeError(f"{where}: expected a mapping {{name: mask}} or a list of (name, mask, score), got {type(output).__name__}")
+        raise TypeError(
+            f"{where}: expected a mapping {{name: mask}} or a list of (name, mask, score), got {type(output).__name__}"
+        )
     items = []
     for j, item in enumerate(output):
         if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
@@ -57,8 +59,12 @@ def _masks_one(
             m = m[0]
         if m.ndim != 2 or (size is not None and m.shape != size):
             expected = v.shape_str(size) if size is not None else "(H, W)"
-            record_problem(report, None, str(image_id),
-                     f"{where}: mask {name!r} has shape {v.shape_str(m.shape)}, expected {expected}")
+            record_problem(
+                report,
+                None,
+                str(image_id),
+                f"{where}: mask {name!r} has shape {v.shape_str(m.shape)}, expected {expected}",
+            )
             continue
         if size is None:
             size = (int(m.shape[0]), int(m.shape[1]))
@@ -127,7 +133,7 @@ def from_masks(
     renames = rename_map(synonyms=synonyms, groups=groups)
     return [
         _masks_one(out, i, tuple(sizes[j]) if sizes is not None else None, score_threshold, renames, report)  # type: ignore[arg-type]
-        for j, (out, i) in enumerate(zip(output_list, ids))
+        for j, (out, i) in enumerate(zip(output_list, ids, strict=True))
     ]
 
 
@@ -194,7 +200,9 @@ def segment_with(
     [(3, 3), (2, 2)]
     """
     if not callable(segmenter):
-        raise TypeError(f"segmenter must be callable (images -> list of {{name: mask}}), got {type(segmenter).__name__}")
+        raise TypeError(
+            f"segmenter must be callable (images -> list of {{name: mask}}), got {type(segmenter).__name__}"
+        )
     size = operator.index(batch_size)
     if size < 1:
         raise ValueError(f"batch_size must be at least 1, got {size}")
@@ -210,8 +218,10 @@ def segment_with(
             if len(outputs) != len(batch):
                 raise ValueError(f"segmenter returned {len(outputs)} results for a batch of {len(batch)} images")
             ids = id_list[start : start + len(batch)] if id_list is not None else range(start, start + len(batch))
-            return [_masks_one(o, i, _image_size(img), score_threshold, renames, report)
-                    for o, i, img in zip(outputs, ids, batch)]
+            return [
+                _masks_one(o, i, _image_size(img), score_threshold, renames, report)
+                for o, i, img in zip(outputs, ids, batch, strict=True)
+            ]
 
         for image in images:
             batch.append(image)
@@ -223,4 +233,3 @@ def segment_with(
             yield from run(batch, start)
 
     return generate() if lazy else list(generate())
-

@@ -58,4 +58,3 @@ def record_problem(report: LoadReport | None, source: str | None, item: str, mes
     if report is None:
         raise ValueError(message)
     report.problems.append(Problem(source, item, message))
-

@@ -50,4 +50,3 @@ def rle_decode(counts: Any, height: int, width: int, *, where: str = "RLE") -> n
         raise ValueError(f"{where}: RLE counts sum to {total}, expected H*W = {height}*{width} = {height * width}")
     values = (np.arange(c.shape[0]) % 2).astype(bool)
     return np.repeat(values, c).reshape(width, height).T
-

@@ -118,7 +118,9 @@ class Segments:
             inst = offsets_array(self.instance_offsets, "instance_offsets")
             segs = offsets_array(self.segment_instances, "segment_instances")
             if inst[-1] != counts.shape[0]:
-                raise ValueError(f"{self.location}: instance_offsets end at {inst[-1]} but there are {counts.shape[0]} counts")
+                raise ValueError(
+                    f"{self.location}: instance_offsets end at {inst[-1]} but there are {counts.shape[0]} counts"
+                )
             if segs.shape[0] != k + 1 or segs[-1] != inst.shape[0] - 1:
                 raise ValueError(
                     f"{self.location}: segment_instances must have {k + 1} entries ending at the "
@@ -160,8 +162,7 @@ class Segments:
 
     def __repr__(self) -> str:
         return (
-            f"Segments(image_id={self.image_id!r}, kind={self.kind!r}, shape={self.shape}, "
-            f"names={list(self.names)!r})"
+            f"Segments(image_id={self.image_id!r}, kind={self.kind!r}, shape={self.shape}, names={list(self.names)!r})"
         )
 
     def replace(self, **changes: Any) -> Segments:
@@ -276,15 +277,29 @@ def label_dtype(k: int) -> np.dtype:
 
 
 def rle_segments(
-    names: Sequence[str], instances: Sequence[Sequence[np.ndarray]], h: int, w: int, image_id: ImageId, source: str | None
+    names: Sequence[str],
+    instances: Sequence[Sequence[np.ndarray]],
+    h: int,
+    w: int,
+    image_id: ImageId,
+    source: str | None,
 ) -> Segments:
     flat = [np.asarray(c, np.uint32) for group in instances for c in group]
     lengths = np.array([c.shape[0] for c in flat], np.int64)
     counts = np.concatenate(flat) if flat else np.zeros(0, np.uint32)
     inst = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     segs = np.concatenate([[0], np.cumsum([len(g) for g in instances])]).astype(np.int64)
-    return Segments(tuple(names), h, w, counts=counts, instance_offsets=inst, segment_instances=segs,
-                    image_id=image_id, source=source)
+    return Segments(
+        tuple(names),
+        h,
+        w,
+        counts=counts,
+        instance_offsets=inst,
+        segment_instances=segs,
+        image_id=image_id,
+        source=source,
+    )
+
 
 def image_id_list(image_ids: Any, n: int | None) -> list[ImageId] | None:
     if image_ids is None:

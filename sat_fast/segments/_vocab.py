@@ -20,7 +20,7 @@ from sat_fast.segments._types import (
 
 
 def names_table(names: Any) -> dict[int, str]:
-    """value -> name from a list, a dict, or a CSV/JSON file."""
+    """Value -> name from a list, a dict, or a CSV/JSON file."""
     source = None
     if isinstance(names, (str, os.PathLike)):
         source = str(names)
@@ -50,9 +50,13 @@ def names_table(names: Any) -> dict[int, str]:
             try:
                 value = int(key)
             except (TypeError, ValueError):
-                raise ValueError(f"names table{' ' + source if source else ''}: key {key!r} is not an integer label value") from None
+                raise ValueError(
+                    f"names table{' ' + source if source else ''}: key {key!r} is not an integer label value"
+                ) from None
             if not isinstance(name, str):
-                raise TypeError(f"names table{' ' + source if source else ''}: name of {value} must be a string, got {name!r}")
+                raise TypeError(
+                    f"names table{' ' + source if source else ''}: name of {value} must be a string, got {name!r}"
+                )
             out[value] = name
         return out
     if isinstance(names, Sequence) and not isinstance(names, (str, bytes)):
@@ -114,7 +118,6 @@ def merge_vocabularies(segments: Iterable[Segments | Sequence[str]]) -> list[str
     """
     seen: dict[str, None] = {}
     for s in segments:
-        for n in (s.names if isinstance(s, Segments) else s):
+        for n in s.names if isinstance(s, Segments) else s:
             seen.setdefault(n, None)
     return list(seen)
-
