@@ -282,19 +282,34 @@ def _bar(cv: _Canvas, p0, p1, width) -> np.ndarray:
 # Colour palettes (RGB per part name); palette i is class i's own. Each image jitters them.
 _PALETTES: tuple[dict[str, tuple[float, float, float]], ...] = (
     {  # orange and yellow (fish)
-        "tail": (0.95, 0.45, 0.05), "body": (0.98, 0.58, 0.12), "fin": (0.90, 0.35, 0.05),
-        "head": (1.00, 0.78, 0.25), "eye": (0.05, 0.05, 0.10), "beak": (0.90, 0.35, 0.05),
-        "leg": (0.90, 0.35, 0.05), "ear": (0.90, 0.35, 0.05),
+        "tail": (0.95, 0.45, 0.05),
+        "body": (0.98, 0.58, 0.12),
+        "fin": (0.90, 0.35, 0.05),
+        "head": (1.00, 0.78, 0.25),
+        "eye": (0.05, 0.05, 0.10),
+        "beak": (0.90, 0.35, 0.05),
+        "leg": (0.90, 0.35, 0.05),
+        "ear": (0.90, 0.35, 0.05),
     },
     {  # red with yellow highlights (bird)
-        "tail": (0.65, 0.10, 0.15), "leg": (0.95, 0.80, 0.10), "body": (0.85, 0.15, 0.20),
-        "head": (0.75, 0.10, 0.35), "beak": (1.00, 0.85, 0.05), "eye": (0.98, 0.98, 0.98),
-        "fin": (0.95, 0.80, 0.10), "ear": (0.95, 0.80, 0.10),
+        "tail": (0.65, 0.10, 0.15),
+        "leg": (0.95, 0.80, 0.10),
+        "body": (0.85, 0.15, 0.20),
+        "head": (0.75, 0.10, 0.35),
+        "beak": (1.00, 0.85, 0.05),
+        "eye": (0.98, 0.98, 0.98),
+        "fin": (0.95, 0.80, 0.10),
+        "ear": (0.95, 0.80, 0.10),
     },
     {  # brown and grey (cat)
-        "tail": (0.40, 0.28, 0.20), "leg": (0.35, 0.25, 0.18), "body": (0.50, 0.38, 0.28),
-        "head": (0.60, 0.50, 0.42), "ear": (0.30, 0.20, 0.15), "eye": (0.20, 0.85, 0.30),
-        "fin": (0.30, 0.20, 0.15), "beak": (0.30, 0.20, 0.15),
+        "tail": (0.40, 0.28, 0.20),
+        "leg": (0.35, 0.25, 0.18),
+        "body": (0.50, 0.38, 0.28),
+        "head": (0.60, 0.50, 0.42),
+        "ear": (0.30, 0.20, 0.15),
+        "eye": (0.20, 0.85, 0.30),
+        "fin": (0.30, 0.20, 0.15),
+        "beak": (0.30, 0.20, 0.15),
     },
 )
 
@@ -328,8 +343,11 @@ def _parts(cls: int, cv: _Canvas, cx, cy, s, d) -> list[tuple[str, np.ndarray]]:
         ("tail", _bar(cv, at(-6.5, -0.5), at(-10.5, -7.5), 1.7 * s)),
         ("leg", legs[0] | legs[1] | legs[2] | legs[3]),
         ("body", _ellipse(cv, cx, cy, 7.5 * s, 3.8 * s)),
-        ("ear", _triangle(cv, at(5.0, -5.5), at(8.5, -5.5), at(5.5, -9.5))
-         | _triangle(cv, at(8.0, -5.5), at(10.5, -4.0), at(10.5, -8.5))),
+        (
+            "ear",
+            _triangle(cv, at(5.0, -5.5), at(8.5, -5.5), at(5.5, -9.5))
+            | _triangle(cv, at(8.0, -5.5), at(10.5, -4.0), at(10.5, -8.5)),
+        ),
         ("head", _circle(cv, *at(7.5, -3.0), 3.7 * s)),
         ("eye", _circle(cv, *at(8.8, -3.6), 1.2 * s)),
     ]
@@ -584,4 +602,3 @@ def make_splits(config: DataConfig) -> dict[str, SyntheticImages]:
         "test": make_split(config, "test"),
         "ood": make_split(config, "ood"),
     }
-

@@ -72,8 +72,9 @@ def _model(train_config: TrainConfig) -> SmallCNN:
 def predict(params, images: np.ndarray, train_config: TrainConfig, *, batch_size: int = 256) -> np.ndarray:
     """(N, C) float32 logits of the model with ``params`` on ``images`` (N, H, W, 3)."""
     apply = _apply_fn(train_config)
-    out = [np.asarray(apply(params, jnp.asarray(images[i : i + batch_size])))
-           for i in range(0, len(images), batch_size)]
+    out = [
+        np.asarray(apply(params, jnp.asarray(images[i : i + batch_size]))) for i in range(0, len(images), batch_size)
+    ]
     return np.concatenate(out) if out else np.zeros((0, len(CLASS_NAMES)), np.float32)
 
 
