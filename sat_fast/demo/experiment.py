@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -272,8 +272,19 @@ def run_demo(
     return result
 
 
-def _write_outputs(out, sat, agg, flags, comparison, deletion, class_view, splits, models, names) -> list[Path]:
-    files = []
+def _write_outputs(
+    out: Path,
+    sat: pl.DataFrame,
+    agg: pl.DataFrame,
+    flags: pl.DataFrame,
+    comparison: pl.DataFrame,
+    deletion: pl.DataFrame,
+    class_view: Callable[[str], pl.DataFrame],
+    splits: Mapping[str, SyntheticImages],
+    models: Mapping[str, Callable[..., Any]],
+    names: Sequence[str],
+) -> list[Path]:
+    files: list[Path] = []
     for name, frame in (
         ("sat", sat),
         ("aggregate", agg),
