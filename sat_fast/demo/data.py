@@ -29,9 +29,10 @@ seed: the same :class:`DataConfig` and split always give the same arrays.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Literal, TypeAlias, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 
 __all__ = [
     "BACKGROUND_KINDS",
@@ -75,6 +76,13 @@ _FONT = {
     "O": ("###", "#.#", "#.#", "#.#", "###"),
     "X": ("#.#", "#.#", ".#.", "#.#", "#.#"),
 }
+
+_Floats: TypeAlias = npt.NDArray[np.float32]
+_Mask: TypeAlias = npt.NDArray[np.bool_]
+# (n,) per-image coordinates and lengths of the drawing helpers, and (x, y) points made of them
+_Coord: TypeAlias = npt.NDArray[np.float64]
+_Point: TypeAlias = tuple[_Coord, _Coord]
+_Scalar = TypeVar("_Scalar", bound=np.generic)
 
 
 @dataclass(frozen=True)
@@ -192,13 +200,13 @@ class SyntheticImages:
         follow the class.
     """
 
-    images: np.ndarray
-    segments: np.ndarray
-    label: np.ndarray
-    background_kind: np.ndarray
-    watermark: np.ndarray
-    backdrop: np.ndarray
-    colours: np.ndarray
+    images: npt.NDArray[np.float32]
+    segments: npt.NDArray[np.uint8]
+    label: npt.NDArray[np.int32]
+    background_kind: npt.NDArray[np.int8]
+    watermark: npt.NDArray[np.bool_]
+    backdrop: npt.NDArray[np.float32]
+    colours: npt.NDArray[np.float32]
     split: str
     correlated: bool
     segment_names: tuple[str, ...] = SEGMENT_NAMES
@@ -206,7 +214,7 @@ class SyntheticImages:
     background_kinds: tuple[str, ...] = BACKGROUND_KINDS
 
     def __len__(self) -> int:
-        return self.images.shape[0]
+        return len(self.images)
 
     def subset(self, index: np.ndarray | slice) -> SyntheticImages:
         """The images at ``index`` (a boolean mask, integer indices or a slice)."""
@@ -235,8 +243,8 @@ class _Canvas:
 
     size: int
     n: int
-    xx: np.ndarray = field(init=False)
-    yy: np.ndarray = field(init=False)
+    xx: _Floats = field(init=False)
+    yy: _Floats = field(init=False)
 
     def __post_init__(self) -> None:
         c = np.arange(self.size, dtype=np.float32) + 0.5
@@ -244,22 +252,22 @@ class _Canvas:
         self.xx = c[None, None, :]
 
 
-def _col(a: np.ndarray) -> np.ndarray:
+def _col(a: _Coord) -> _Floats:
     return np.asarray(a, np.float32)[:, None, None]
 
 
-def _ellipse(cv: _Canvas, cx, cy, a, b) -> np.ndarray:
+def _ellipse(cv: _Canvas, cx: _Coord, cy: _Coord, a: _Coord, b: _Coord) -> _Mask:
     return ((cv.xx - _col(cx)) / _col(a)) ** 2 + ((cv.yy - _col(cy)) / _col(b)) ** 2 <= 1.0
 
 
-def _circle(cv: _Canvas, cx, cy, r) -> np.ndarray:
+def _circle(cv: _Canvas, cx: _Coord, cy: _Coord, r: _Coord) -> _Mask:
     return (cv.xx - _col(cx)) ** 2 + (cv.yy - _col(cy)) ** 2 <= _col(r) ** 2
 
 
-def _triangle(cv: _Canvas, p0, p1, p2) -> np.ndarray:
+def _triangle(cv: _Canvas, p0: _Point, p1: _Point, p2: _Point) -> _Mask:
     """Pixels whose centre lies inside the triangle (either winding)."""
 
-    def edge(p, q):
+    def edge(p: _Point, q: _Point) -> _Floats:
         (px, py), (qx, qy) = p, q
         return (_col(qx) - _col(px)) * (cv.yy - _col(py)) - (_col(qy) - _col(py)) * (cv.xx - _col(px))
 
@@ -267,12 +275,13 @@ def _triangle(cv: _Canvas, p0, p1, p2) -> np.ndarray:
     return ((e0 >= 0) & (e1 >= 0) & (e2 >= 0)) | ((e0 <= 0) & (e1 <= 0) & (e2 <= 0))
 
 
-def _bar(cv: _Canvas, p0, p1, width) -> np.ndarray:
+def _bar(cv: _Canvas, p0: _Point, p1: _Point, width: _Coord) -> _Mask:
     """A thick line segment from p0 to p1 (a capsule of the given width)."""
     (x0, y0), (x1, y1) = (np.asarray(p0[0]), np.asarray(p0[1])), (np.asarray(p1[0]), np.asarray(p1[1]))
     dx, dy = _col(x1 - x0), _col(y1 - y0)
     length2 = dx**2 + dy**2
-    t = np.clip(((cv.xx - _col(x0)) * dx + (cv.yy - _col(y0)) * dy) / length2, 0.0, 1.0)
+    # float32 (np.clip of this expression is typed Any)
+    t: _Floats = np.clip(((cv.xx - _col(x0)) * dx + (cv.yy - _col(y0)) * dy) / length2, 0.0, 1.0)
     px, py = _col(x0) + t * dx, _col(y0) + t * dy
     return (cv.xx - px) ** 2 + (cv.yy - py) ** 2 <= (_col(width) / 2) ** 2
 
@@ -282,27 +291,42 @@ def _bar(cv: _Canvas, p0, p1, width) -> np.ndarray:
 # Colour palettes (RGB per part name); palette i is class i's own. Each image jitters them.
 _PALETTES: tuple[dict[str, tuple[float, float, float]], ...] = (
     {  # orange and yellow (fish)
-        "tail": (0.95, 0.45, 0.05), "body": (0.98, 0.58, 0.12), "fin": (0.90, 0.35, 0.05),
-        "head": (1.00, 0.78, 0.25), "eye": (0.05, 0.05, 0.10), "beak": (0.90, 0.35, 0.05),
-        "leg": (0.90, 0.35, 0.05), "ear": (0.90, 0.35, 0.05),
+        "tail": (0.95, 0.45, 0.05),
+        "body": (0.98, 0.58, 0.12),
+        "fin": (0.90, 0.35, 0.05),
+        "head": (1.00, 0.78, 0.25),
+        "eye": (0.05, 0.05, 0.10),
+        "beak": (0.90, 0.35, 0.05),
+        "leg": (0.90, 0.35, 0.05),
+        "ear": (0.90, 0.35, 0.05),
     },
     {  # red with yellow highlights (bird)
-        "tail": (0.65, 0.10, 0.15), "leg": (0.95, 0.80, 0.10), "body": (0.85, 0.15, 0.20),
-        "head": (0.75, 0.10, 0.35), "beak": (1.00, 0.85, 0.05), "eye": (0.98, 0.98, 0.98),
-        "fin": (0.95, 0.80, 0.10), "ear": (0.95, 0.80, 0.10),
+        "tail": (0.65, 0.10, 0.15),
+        "leg": (0.95, 0.80, 0.10),
+        "body": (0.85, 0.15, 0.20),
+        "head": (0.75, 0.10, 0.35),
+        "beak": (1.00, 0.85, 0.05),
+        "eye": (0.98, 0.98, 0.98),
+        "fin": (0.95, 0.80, 0.10),
+        "ear": (0.95, 0.80, 0.10),
     },
     {  # brown and grey (cat)
-        "tail": (0.40, 0.28, 0.20), "leg": (0.35, 0.25, 0.18), "body": (0.50, 0.38, 0.28),
-        "head": (0.60, 0.50, 0.42), "ear": (0.30, 0.20, 0.15), "eye": (0.20, 0.85, 0.30),
-        "fin": (0.30, 0.20, 0.15), "beak": (0.30, 0.20, 0.15),
+        "tail": (0.40, 0.28, 0.20),
+        "leg": (0.35, 0.25, 0.18),
+        "body": (0.50, 0.38, 0.28),
+        "head": (0.60, 0.50, 0.42),
+        "ear": (0.30, 0.20, 0.15),
+        "eye": (0.20, 0.85, 0.30),
+        "fin": (0.30, 0.20, 0.15),
+        "beak": (0.30, 0.20, 0.15),
     },
 )
 
 
-def _parts(cls: int, cv: _Canvas, cx, cy, s, d) -> list[tuple[str, np.ndarray]]:
+def _parts(cls: int, cv: _Canvas, cx: _Coord, cy: _Coord, s: _Coord, d: _Coord) -> list[tuple[str, _Mask]]:
     """The part masks of class ``cls`` in paint order; the object faces +x when d = 1."""
 
-    def at(dx, dy):
+    def at(dx: float, dy: float) -> _Point:
         return (cx + d * dx * s, cy + dy * s)
 
     if cls == 0:  # fish: long body, tail fan behind, fin on top, head and eye in front
@@ -328,18 +352,21 @@ def _parts(cls: int, cv: _Canvas, cx, cy, s, d) -> list[tuple[str, np.ndarray]]:
         ("tail", _bar(cv, at(-6.5, -0.5), at(-10.5, -7.5), 1.7 * s)),
         ("leg", legs[0] | legs[1] | legs[2] | legs[3]),
         ("body", _ellipse(cv, cx, cy, 7.5 * s, 3.8 * s)),
-        ("ear", _triangle(cv, at(5.0, -5.5), at(8.5, -5.5), at(5.5, -9.5))
-         | _triangle(cv, at(8.0, -5.5), at(10.5, -4.0), at(10.5, -8.5))),
+        (
+            "ear",
+            _triangle(cv, at(5.0, -5.5), at(8.5, -5.5), at(5.5, -9.5))
+            | _triangle(cv, at(8.0, -5.5), at(10.5, -4.0), at(10.5, -8.5)),
+        ),
         ("head", _circle(cv, *at(7.5, -3.0), 3.7 * s)),
         ("eye", _circle(cv, *at(8.8, -3.6), 1.2 * s)),
     ]
 
 
 def _paint_objects(
-    label: np.ndarray, size: int, jitter: float, palette_swap: float, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    label: npt.NDArray[np.int32], size: int, jitter: float, palette_swap: float, rng: np.random.Generator
+) -> tuple[_Floats, npt.NDArray[np.uint8], _Floats]:
     """Object layer: (N,H,W,3) colours, (N,H,W) segment ids (0 where empty), (N,K,3) part colours."""
-    n = label.shape[0]
+    n: int = label.shape[0]
     unit = size / 32.0
     cx = size / 2 + rng.uniform(-2.5, 2.5, n) * unit
     cy = size * 0.42 + rng.uniform(-2.0, 2.0, n) * unit
@@ -375,13 +402,15 @@ def _paint_objects(
 # --------------------------------------------------------------------------- textures
 
 
-def _texture(kind: str, fine: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _texture(kind: str, fine: _Floats, rng: _Subset) -> _Floats:
     """(n, H, W, 3) float32 texture of one kind over the fine noise (n, H, W), random phase, scale and tint."""
     n, size = fine.shape[0], fine.shape[1]
     c = np.arange(size, dtype=np.float32)
     yy, xx = c[None, :, None], c[None, None, :]
     tint = rng.uniform(-0.05, 0.05, (n, 1, 1, 3)).astype(np.float32)
     phase = rng.uniform(0, 2 * np.pi, (n, 1, 1)).astype(np.float32)
+    # float32 throughout: every operand is float32 or a Python scalar (np.sin and np.where are typed as Any)
+    out: _Floats
     if kind == "grass":
         blades = rng.normal(0, 1, (n, 1, size)).astype(np.float32)  # a brightness per column
         sway = np.sin(yy * 0.5 + phase) * 0.5
@@ -409,11 +438,12 @@ def _texture(kind: str, fine: np.ndarray, rng: np.random.Generator) -> np.ndarra
         out = np.where(band[..., None] > 0, light, dark) + 0.03 * fine[..., None]
     else:  # pragma: no cover - kinds are validated by DataConfig
         raise ValueError(f"unknown background kind {kind!r}")
-    return np.clip(out + tint, 0.0, 1.0).astype(np.float32)
+    texture: _Floats = np.clip(out + tint, 0.0, 1.0).astype(np.float32)  # np.clip of a float32 array is typed Any
+    return texture
 
 
-def _paint_backgrounds(kind: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    n = kind.shape[0]
+def _paint_backgrounds(kind: npt.NDArray[np.int8], size: int, rng: np.random.Generator) -> _Floats:
+    n: int = kind.shape[0]
     fine = rng.normal(0, 1, (n, size, size)).astype(np.float32)
     out = np.empty((n, size, size, 3), np.float32)
     for k, name in enumerate(BACKGROUND_KINDS):
@@ -428,28 +458,28 @@ def _paint_backgrounds(kind: np.ndarray, size: int, rng: np.random.Generator) ->
 class _Subset:
     """A generator view that draws for all n images and keeps the rows in ``idx``."""
 
-    def __init__(self, rng: np.random.Generator, n: int, idx: np.ndarray):
+    def __init__(self, rng: np.random.Generator, n: int, idx: npt.NDArray[np.intp]) -> None:
         self._rng, self._n, self._idx = rng, n, idx
 
-    def uniform(self, low, high, shape):
+    def uniform(self, low: float, high: float, shape: tuple[int, ...]) -> npt.NDArray[np.float64]:
         return self._rng.uniform(low, high, (self._n,) + tuple(shape[1:]))[self._idx]
 
-    def normal(self, loc, scale, shape):
+    def normal(self, loc: float, scale: float, shape: tuple[int, ...]) -> npt.NDArray[np.float64]:
         return self._rng.normal(loc, scale, (self._n,) + tuple(shape[1:]))[self._idx]
 
-    def integers(self, low, high, shape):
+    def integers(self, low: int, high: int, shape: tuple[int, ...]) -> npt.NDArray[np.int64]:
         return self._rng.integers(low, high, (self._n,) + tuple(shape[1:]))[self._idx]
 
-    def choice(self, values, shape):
+    def choice(self, values: npt.NDArray[_Scalar], shape: tuple[int, ...]) -> npt.NDArray[_Scalar]:
         return self._rng.choice(values, (self._n,) + tuple(shape[1:]))[self._idx]
 
 
 # --------------------------------------------------------------------------- watermark
 
 
-def _glyph_mask(text: str) -> np.ndarray:
+def _glyph_mask(text: str) -> _Mask:
     """(5, 4*len(text) - 1) bool bitmap of the text."""
-    cols = []
+    cols: list[_Mask] = []
     for i, ch in enumerate(text):
         if i:
             cols.append(np.zeros((5, 1), bool))
@@ -458,10 +488,16 @@ def _glyph_mask(text: str) -> np.ndarray:
 
 
 def _paint_watermarks(
-    rgb: np.ndarray, seg: np.ndarray, colours: np.ndarray, on: np.ndarray, text: str, rng: np.random.Generator
+    rgb: _Floats,
+    seg: npt.NDArray[np.uint8],
+    colours: _Floats,
+    on: _Mask,
+    text: str,
+    rng: np.random.Generator,
 ) -> None:
     """Stamp the text near the bottom edge of the images where ``on`` is true (in place)."""
-    n, size = rgb.shape[0], rgb.shape[1]
+    n: int = rgb.shape[0]
+    size: int = rgb.shape[1]
     glyph = _glyph_mask(text)
     gh, gw = glyph.shape
     y0 = size - gh - 1 - rng.integers(0, 2, n)
@@ -483,17 +519,18 @@ def _rng(config: DataConfig, split: str, stream: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([config.seed, _SPLIT_CODES[split], stream]))
 
 
-def _balanced_labels(n: int, rng: np.random.Generator) -> np.ndarray:
+def _balanced_labels(n: int, rng: np.random.Generator) -> npt.NDArray[np.int32]:
     return rng.permutation(np.arange(n) % len(CLASS_NAMES)).astype(np.int32)
 
 
 def _shortcuts(
-    config: DataConfig, label: np.ndarray, correlated: bool, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
+    config: DataConfig, label: npt.NDArray[np.int32], correlated: bool, rng: np.random.Generator
+) -> tuple[_Mask, npt.NDArray[np.int8]]:
     """Which images carry the watermark and the background kind of each image."""
-    n = label.shape[0]
+    n: int = label.shape[0]
     in_class = np.flatnonzero(label == config.watermark_class)
-    count = int(round(config.watermark_rate * in_class.size))
+    # int(): the rates may be numpy floats, whose round() gave a float before numpy 2 (numpy#11810)
+    count = int(round(config.watermark_rate * in_class.size))  # noqa: RUF046
     watermark = np.zeros(n, bool)
     pool = in_class if correlated else np.arange(n)
     watermark[rng.choice(pool, count, replace=False)] = True
@@ -506,7 +543,7 @@ def _shortcuts(
     kind = rng.integers(0, kinds, n).astype(np.int8)
     in_bg_class = np.flatnonzero(label == config.background_class)
     kind[in_bg_class] = others[rng.integers(0, others.size, in_bg_class.size)]
-    chosen = rng.choice(in_bg_class, int(round(config.background_rate * in_bg_class.size)), replace=False)
+    chosen = rng.choice(in_bg_class, int(round(config.background_rate * in_bg_class.size)), replace=False)  # noqa: RUF046
     kind[chosen] = special
     return watermark, kind
 
@@ -584,4 +621,3 @@ def make_splits(config: DataConfig) -> dict[str, SyntheticImages]:
         "test": make_split(config, "test"),
         "ood": make_split(config, "ood"),
     }
-

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +24,13 @@ import polars as pl
 from tqdm.auto import tqdm
 
 from sat_fast.aggregation import aggregate
-from sat_fast.comparison import compare
-from sat_fast.flags import flag_shortcuts
 from sat_fast.attribution import saliency
+from sat_fast.comparison import compare
 from sat_fast.deletion import segment_deletion
+from sat_fast.demo.data import CLASS_NAMES, SEGMENT_NAMES, DataConfig, SyntheticImages, make_splits
+from sat_fast.demo.model import SmallCNN
+from sat_fast.demo.train import TrainConfig, predict, train_model
+from sat_fast.flags import flag_shortcuts
 from sat_fast.plots import (
     plot_class_bars,
     plot_comparison,
@@ -38,11 +41,8 @@ from sat_fast.plots import (
 )
 from sat_fast.reports import report
 from sat_fast.table import segment_table
-from sat_fast.demo.data import CLASS_NAMES, SEGMENT_NAMES, DataConfig, SyntheticImages, make_splits
-from sat_fast.demo.model import SmallCNN
-from sat_fast.demo.train import TrainConfig, predict, train_model
 
-__all__ = ["DemoConfig", "DemoResult", "CORE_PARTS", "run_demo"]
+__all__ = ["CORE_PARTS", "DemoConfig", "DemoResult", "run_demo"]
 
 #: The parts that legitimately identify each class (everything else is context).
 CORE_PARTS: dict[str, tuple[str, ...]] = {
@@ -77,10 +77,12 @@ class DemoConfig:
 
     @classmethod
     def full(cls) -> DemoConfig:
+        """The default run: every setting at its default."""
         return cls()
 
     @classmethod
     def quick(cls) -> DemoConfig:
+        """The smaller run the tests use: the same models, 450 test and OOD images, 16 integration steps."""
         return cls(data=DataConfig(test_size=450, ood_size=450), ig_steps=16)
 
 
@@ -270,8 +272,19 @@ def run_demo(
     return result
 
 
-def _write_outputs(out, sat, agg, flags, comparison, deletion, class_view, splits, models, names) -> list[Path]:
-    files = []
+def _write_outputs(
+    out: Path,
+    sat: pl.DataFrame,
+    agg: pl.DataFrame,
+    flags: pl.DataFrame,
+    comparison: pl.DataFrame,
+    deletion: pl.DataFrame,
+    class_view: Callable[[str], pl.DataFrame],
+    splits: Mapping[str, SyntheticImages],
+    models: Mapping[str, Callable[..., Any]],
+    names: Sequence[str],
+) -> list[Path]:
+    files: list[Path] = []
     for name, frame in (
         ("sat", sat),
         ("aggregate", agg),
@@ -324,14 +337,15 @@ def format_summary(result: DemoResult, agg: pl.DataFrame) -> str:
     lines = ["", "accuracy          in-distribution   out-of-distribution   gap"]
     for m in ("shortcut", "control"):
         lines.append(
-            f"  {m:<16}{result.accuracy[(m, 'test')]:>10.3f}{result.accuracy[(m, 'ood')]:>20.3f}{result.ood_gap[m]:>9.3f}"
+            f"  {m:<16}{result.accuracy[(m, 'test')]:>10.3f}{result.accuracy[(m, 'ood')]:>20.3f}"
+            f"{result.ood_gap[m]:>9.3f}"
         )
     for m in ("shortcut", "control"):
         lines.append(f"\n{m} model, top segments by mean saliency (in distribution):")
         view = agg.filter((pl.col("model") == m) & (pl.col("split") == "test"))
         for cls in sorted(view["target"].unique().to_list()):
             top = view.filter(pl.col("target") == cls).sort("mean", descending=True).head(3)
-            parts = ", ".join(f"{s} {v:+.3f}" for s, v in zip(top["segment"].cast(pl.String), top["mean"]))
+            parts = ", ".join(f"{s} {v:+.3f}" for s, v in zip(top["segment"].cast(pl.String), top["mean"], strict=True))
             lines.append(f"  {CLASS_NAMES[cls]:<6} {parts}")
     flags = result.tables["flags"]
     lines.append("\nflags (non-core segments with a large share or density):")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 __all__ = ["SmallCNN"]
+
+# flax.linen.avg_pool has no annotations (a call to it is untyped); it returns the pooled array.
+_avg_pool: Callable[..., jax.Array] = nn.avg_pool
 
 
 class SmallCNN(nn.Module):
@@ -39,10 +42,11 @@ class SmallCNN(nn.Module):
 
     @nn.compact
     def __call__(self, images: jax.Array) -> jax.Array:
+        """(N, num_classes) logits of (N, H, W, 3) images in [0, 1]."""
         x = images - 0.5
         for width in self.widths:
             x = nn.swish(nn.Conv(width, (3, 3))(x))
-            x = nn.avg_pool(x, (2, 2), strides=(2, 2))
+            x = _avg_pool(x, (2, 2), strides=(2, 2))
         x = nn.swish(nn.Conv(self.widths[-1], (3, 3))(x))
         x = jnp.mean(x, axis=(1, 2))
         return nn.Dense(self.num_classes)(x)

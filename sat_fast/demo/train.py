@@ -5,13 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, TypeAlias
 
 import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy.typing as npt
 import optax
 from tqdm.auto import tqdm
 
@@ -69,18 +72,23 @@ def _model(train_config: TrainConfig) -> SmallCNN:
     return SmallCNN(num_classes=len(CLASS_NAMES), widths=train_config.widths)
 
 
-def predict(params, images: np.ndarray, train_config: TrainConfig, *, batch_size: int = 256) -> np.ndarray:
+def predict(
+    params: Any, images: np.ndarray, train_config: TrainConfig, *, batch_size: int = 256
+) -> npt.NDArray[np.float32]:
     """(N, C) float32 logits of the model with ``params`` on ``images`` (N, H, W, 3)."""
     apply = _apply_fn(train_config)
-    out = [np.asarray(apply(params, jnp.asarray(images[i : i + batch_size])))
-           for i in range(0, len(images), batch_size)]
+    out = [
+        np.asarray(apply(params, jnp.asarray(images[i : i + batch_size]))) for i in range(0, len(images), batch_size)
+    ]
     return np.concatenate(out) if out else np.zeros((0, len(CLASS_NAMES)), np.float32)
 
 
-_APPLY_CACHE: dict[tuple[int, ...], object] = {}
+# the jitted SmallCNN.apply per widths: (params, images) -> logits
+_ApplyFn: TypeAlias = Callable[[Any, jax.Array], jax.Array]
+_APPLY_CACHE: dict[tuple[int, ...], _ApplyFn] = {}
 
 
-def _apply_fn(train_config: TrainConfig):
+def _apply_fn(train_config: TrainConfig) -> _ApplyFn:
     key = tuple(train_config.widths)
     if key not in _APPLY_CACHE:
         _APPLY_CACHE[key] = jax.jit(_model(train_config).apply)
@@ -93,9 +101,9 @@ def train_model(
     train_config: TrainConfig,
     *,
     role: str,
-    cache_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
-):
+) -> Any:
     """Train a :class:`SmallCNN` on ``data``, or load it from the cache.
 
     Parameters
@@ -135,12 +143,14 @@ def train_model(
     params = template
     opt_state = tx.init(params)
 
-    def loss_fn(p, x, y):
+    def loss_fn(p: Any, x: jax.Array, y: jax.Array) -> jax.Array:
         logits = model.apply(p, x)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        # optax has no type information: bind its Any to a jax.Array instead of returning Any
+        loss: jax.Array = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        return loss
 
     @jax.jit
-    def step(p, s, x, y):
+    def step(p: Any, s: Any, x: jax.Array, y: jax.Array) -> tuple[Any, Any, jax.Array]:
         loss, grads = jax.value_and_grad(loss_fn)(p, x, y)
         updates, s = tx.update(grads, s, p)
         return optax.apply_updates(p, updates), s, loss
