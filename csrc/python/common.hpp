@@ -8,8 +8,8 @@
 #include <cstdint>
 #include <exception>
 #include <optional>
-#include <utility>
 #include <string>
+#include <utility>
 
 #include "sat/error.hpp"
 #include "sat/types.hpp"

@@ -10,8 +10,8 @@ namespace sat_py {
 
 namespace {
 
-py::dict reduce_masks(const py::array& saliency, const py::array& words, const py::array& bounds,
-                      int64_t num_segments, bool unassigned, bool skip_nonfinite, std::optional<int> threads) {
+py::dict reduce_masks(const py::array& saliency, const py::array& words, const py::array& bounds, int64_t num_segments,
+                      bool unassigned, bool skip_nonfinite, std::optional<int> threads) {
   sat::MasksInput in;
   if (saliency.ndim() != 3) raise_input("saliency must have shape (B, H, W), got " + shape_of(saliency));
   require_c_contiguous(saliency, "saliency");

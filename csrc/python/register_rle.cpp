@@ -44,8 +44,7 @@ py::dict reduce_rle(const py::list& saliency_maps, const py::array_t<int64_t, py
   }
   if (counts.ndim() != 1) raise_input("counts must be 1-D, got " + shape_of(counts));
   if (image_segments.ndim() != 1 || image_segments.shape(0) != images + 1)
-    raise_input("image_segments must have one entry per saliency map plus one, got " +
-                          shape_of(image_segments));
+    raise_input("image_segments must have one entry per saliency map plus one, got " + shape_of(image_segments));
   check_offsets(instance_offsets, "instance_offsets", counts.shape(0));
   check_offsets(segment_instances, "segment_instances", instance_offsets.shape(0) - 1);
   check_offsets(image_segments, "image_segments", segment_instances.shape(0) - 1);

@@ -83,8 +83,8 @@ std::string message(const Error& e) {
         << ") is outside [0, " << e.num_segments << ") and is not ignore_index";
       break;
     case ErrorKind::nonfinite:
-      s << "saliency has a non-finite value (" << e.value << ") at image " << e.image << ", pixel (" << e.row
-        << ", " << e.col << "); pass nonfinite='skip' to leave such pixels out";
+      s << "saliency has a non-finite value (" << e.value << ") at image " << e.image << ", pixel (" << e.row << ", "
+        << e.col << "); pass nonfinite='skip' to leave such pixels out";
       break;
     case ErrorKind::rle:
       s << "RLE counts of instance " << e.instance << " (image " << e.image << ") sum to " << e.integer

@@ -19,8 +19,8 @@ Error reduce_labels(const LabelsInput& in, const StatsOutput& out) {
   return chunked::drive(in.images, pixels, chunked::Geometry{in.width, in.num_segments}, in.threads, out,
                         [&](ChunkScratch& s, int64_t b, int64_t p0, int64_t n) {
                           const size_t offset = static_cast<size_t>(b * pixels + p0);
-                          const LabelChunkArgs args{x + offset * xs,   lab + offset * ls, n,
-                                                    in.num_segments,   in.has_ignore,     in.ignore_index,
+                          const LabelChunkArgs args{x + offset * xs,  lab + offset * ls, n,
+                                                    in.num_segments,  in.has_ignore,     in.ignore_index,
                                                     in.skip_nonfinite};
                           return fn(args, s);
                         });

@@ -62,7 +62,8 @@ struct Avx2Ops {
   // the other lanes see +0 for the sums (which leaves them unchanged) and
   // +-inf for min/max.
   static inline void load_tail(const float* x, int64_t rem, __m256d& a, __m256d& b) {
-    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(rem)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const __m256i m =
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(rem)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     const __m256 f = _mm256_maskload_ps(x, m);
     a = _mm256_cvtps_pd(_mm256_castps256_ps128(f));
     b = _mm256_cvtps_pd(_mm256_extractf128_ps(f, 1));
@@ -120,15 +121,18 @@ struct Avx2Ops {
     }
     const int64_t rem = n - i;
     if (rem > 0) {
-      const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(rem)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+      const __m256i m =
+          _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(rem)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
       const __m256 f = _mm256_maskload_ps(x + i, m);
       const __m256 in = _mm256_castsi256_ps(m);
       mn = _mm256_min_ps(mn, _mm256_blendv_ps(_mm256_set1_ps(static_cast<float>(kInf)), f, in));
       mx = _mm256_max_ps(mx, _mm256_blendv_ps(_mm256_set1_ps(static_cast<float>(-kInf)), f, in));
       sums(f);
     }
-    const __m256d mn0 = _mm256_cvtps_pd(_mm256_castps256_ps128(mn)), mn1 = _mm256_cvtps_pd(_mm256_extractf128_ps(mn, 1));
-    const __m256d mx0 = _mm256_cvtps_pd(_mm256_castps256_ps128(mx)), mx1 = _mm256_cvtps_pd(_mm256_extractf128_ps(mx, 1));
+    const __m256d mn0 = _mm256_cvtps_pd(_mm256_castps256_ps128(mn)),
+                  mn1 = _mm256_cvtps_pd(_mm256_extractf128_ps(mn, 1));
+    const __m256d mx0 = _mm256_cvtps_pd(_mm256_castps256_ps128(mx)),
+                  mx1 = _mm256_cvtps_pd(_mm256_extractf128_ps(mx, 1));
     return Accumulator{hadd(l.p0, l.p1), hadd(l.q0, l.q1), hadd(l.s0, l.s1), hmin(mn0, mn1), hmax(mx0, mx1), n};
   }
 
@@ -148,7 +152,8 @@ struct Avx2Ops {
     const __m256i pattern = _mm256_set1_epi64x(static_cast<long long>(skip));
     for (; w + 4 <= end; w += 4) {
       const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + w));
-      const unsigned same = static_cast<unsigned>(_mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpeq_epi64(v, pattern))));
+      const unsigned same =
+          static_cast<unsigned>(_mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpeq_epi64(v, pattern))));
       if (same != 0xFu) return w + __builtin_ctz(~same);
     }
     while (w < end && p[w] == skip) ++w;

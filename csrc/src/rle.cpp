@@ -368,8 +368,8 @@ inline void strip8(const float* x, int64_t w, int64_t h, int64_t r0, int64_t r1,
                    float* mx, float* xt) {
   kernels().rle_strip8_f32(x, w, h, r0, r1, c0, sums, mn, mx, xt);
 }
-inline void strip8(const double* x, int64_t w, int64_t h, int64_t r0, int64_t r1, int64_t c0, double* sums,
-                   double* mn, double* mx, double* xt) {
+inline void strip8(const double* x, int64_t w, int64_t h, int64_t r0, int64_t r1, int64_t c0, double* sums, double* mn,
+                   double* mx, double* xt) {
   kernels().rle_strip8_f64(x, w, h, r0, r1, c0, sums, mn, mx, xt);
 }
 

@@ -87,10 +87,10 @@ using PackPlaneFn = void (*)(const uint8_t* masks, int64_t pixels, uint64_t* wor
 // (column stride h). No NaN handling: callers redo a block with non-finite
 // pixels on the checked path. Each column is accumulated row after row, as in
 // the portable strips, so the results are bitwise identical.
-using RleStrip8F32Fn = void (*)(const float* x, int64_t w, int64_t h, int64_t r0, int64_t r1, int64_t c0,
-                                double* sums, float* mn, float* mx, float* xt);
-using RleStrip8F64Fn = void (*)(const double* x, int64_t w, int64_t h, int64_t r0, int64_t r1, int64_t c0,
-                                double* sums, double* mn, double* mx, double* xt);
+using RleStrip8F32Fn = void (*)(const float* x, int64_t w, int64_t h, int64_t r0, int64_t r1, int64_t c0, double* sums,
+                                float* mn, float* mx, float* xt);
+using RleStrip8F64Fn = void (*)(const double* x, int64_t w, int64_t h, int64_t r0, int64_t r1, int64_t c0, double* sums,
+                                double* mn, double* mx, double* xt);
 
 struct KernelTable {
   const char* name;           // "generic" or "avx2"
