@@ -361,20 +361,14 @@ inline void fill_strip4_sse2(Summary<T>& s, const T* x, int64_t k, int64_t r0, i
 }
 #endif
 
-// The 8-column strip of the kernel table (rle_avx2.cpp), when the chosen
-// variant has one, with the summary's layout translated to and from its raw
-// arrays.
-inline void strip8(const float* x, int64_t w, int64_t h, int64_t r0, int64_t r1, int64_t c0, double* sums, float* mn,
-                   float* mx, float* xt) {
-  kernels().rle_strip8_f32(x, w, h, r0, r1, c0, sums, mn, mx, xt);
-}
-inline void strip8(const double* x, int64_t w, int64_t h, int64_t r0, int64_t r1, int64_t c0, double* sums, double* mn,
-                   double* mx, double* xt) {
-  kernels().rle_strip8_f64(x, w, h, r0, r1, c0, sums, mn, mx, xt);
-}
+// The 8-column strip of the kernel table (rle_avx2.cpp) for T, null when the
+// chosen variant has none; fill_strip8 translates the summary's layout to and
+// from its raw arrays.
+inline RleStrip8F32Fn strip8_of(const KernelTable& t, const float*) { return t.rle_strip8_f32; }
+inline RleStrip8F64Fn strip8_of(const KernelTable& t, const double*) { return t.rle_strip8_f64; }
 
-template <class T>
-void fill_strip8(Summary<T>& s, const T* x, int64_t k, int64_t r0, int64_t r1, int64_t c0) {
+template <class T, class Strip>
+void fill_strip8(Strip strip8, Summary<T>& s, const T* x, int64_t k, int64_t r0, int64_t r1, int64_t c0) {
   const int64_t np1 = s.nb + 1;
   double sums[24];
   T mn[8], mx[8];
@@ -394,7 +388,7 @@ void fill_strip8(Summary<T>& s, const T* x, int64_t k, int64_t r0, int64_t r1, i
 template <bool Checked, class T>
 void fill_blocks(Summary<T>& s, const T* x) {
   constexpr int S = 4;
-  const bool strips8 = !Checked && kernels().rle_strip8_f32 != nullptr;
+  const auto strip8 = Checked ? nullptr : strip8_of(kernels(), x);
   const int64_t np1 = s.nb + 1;
   for (int64_t c = 0; c < s.w; ++c) {
     s.pre[c * np1] = typename Summary<T>::Sums{0.0, 0.0, 0.0};
@@ -405,8 +399,8 @@ void fill_blocks(Summary<T>& s, const T* x) {
   for (int64_t k = 0; k < s.nb; ++k) {
     const int64_t r0 = k * B, r1 = std::min(s.h, r0 + B);
     int64_t c = 0;
-    if (strips8)
-      for (; c + 8 <= s.w; c += 8) fill_strip8(s, x, k, r0, r1, c);
+    if (strip8 != nullptr)
+      for (; c + 8 <= s.w; c += 8) fill_strip8(strip8, s, x, k, r0, r1, c);
 #if defined(__SSE2__)
     if (!Checked)
       for (; c + S <= s.w; c += S) fill_strip4_sse2(s, x, k, r0, r1, c);
