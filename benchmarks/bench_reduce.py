@@ -4,7 +4,10 @@ Everything is measured in one run on the same data: 224x224 float32 saliency,
 uint8 labels, a batch of 512 images. Voronoi labels are the realistic case
 (spatially coherent segments), uniform noise the worst case. Baselines compute
 only the per-segment sum; sat_fast computes all statistics. The bandwidth line
-reads the same bytes (saliency + labels) with the same number of threads.
+reads the same bytes (saliency + labels) with the same number of threads:
+with the benchmark-only extension sat_fast._bench_probe when it was built
+(pip install . -Ccmake.define.SAT_FAST_BENCH_PROBE=ON), else with numpy's
+xor reduction on the same number of Python threads (reported as such).
 
     python benchmarks/bench_reduce.py            # full run (~2-4 minutes)
     python benchmarks/bench_reduce.py --quick    # smaller batch, fewer repeats
@@ -19,6 +22,7 @@ import platform
 import statistics
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +63,22 @@ def mean_run_length(labels: np.ndarray) -> float:
     flat = labels.reshape(labels.shape[0], -1)
     changes = int((flat[:, 1:] != flat[:, :-1]).sum())
     return flat.size / (changes + flat.shape[0])
+
+
+def read_probe(threads: int):
+    """(name, fn(buffer)) reading every byte of a buffer with `threads` threads."""
+    try:
+        from sat_fast import _bench_probe  # type: ignore[attr-defined]
+
+        return "C++ (sat_fast._bench_probe)", lambda buf: _bench_probe.read_probe(buf, threads=threads)
+    except ImportError:
+        pool = ThreadPoolExecutor(threads)
+
+        def numpy_probe(buf: np.ndarray) -> int:
+            words = buf[: buf.nbytes // 8 * 8].view(np.uint64)  # numpy releases the GIL in the reduction
+            return int(np.bitwise_xor.reduce(list(pool.map(np.bitwise_xor.reduce, np.array_split(words, threads)))))
+
+        return "numpy xor on Python threads (sat_fast._bench_probe not built)", numpy_probe
 
 
 def timed(fn, repeats: int) -> float:
@@ -104,14 +124,15 @@ def main(argv: list[str] | None = None) -> int:
     probe = np.empty(bw_bytes, np.uint8)
     probe[: sal.nbytes] = sal.view(np.uint8).ravel()
     probe[sal.nbytes :] = 1
-    bw_time = timed(lambda: _core.read_probe(probe, threads=t), args.repeats)
+    probe_name, probe_fn = read_probe(t)
+    bw_time = timed(lambda: probe_fn(probe), args.repeats)
     bandwidth = bw_bytes / bw_time
     del probe
 
     rows = []
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, threads={t}, kernel={_core.kernel_variant()}")
     print(f"batch {b} x {h}x{w} float32 saliency + uint8 labels = {bw_bytes / 1e6:.0f} MB per pass")
-    print(f"read bandwidth ({t} threads, same bytes): {bandwidth / 1e9:.2f} GB/s = {b / bw_time:,.0f} images/s")
+    print(f"read bandwidth ({t} threads, same bytes, {probe_name}): {bandwidth / 1e9:.2f} GB/s = {b / bw_time:,.0f} images/s")
 
     def record(case: str, method: str, seconds: float, what: str, nbytes: int = bw_bytes) -> None:
         rows.append(
@@ -190,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         "height": h,
         "width": w,
         "repeats": args.repeats,
+        "read_probe": probe_name,
         "read_bandwidth_gb_s": bandwidth / 1e9,
         "read_bandwidth_images_s": b / bw_time,
         "rows": rows,

@@ -1,4 +1,10 @@
-"""Type stubs for the private compiled module (use the functions in sat_fast)."""
+"""Type stubs for the private compiled module (use the functions in sat_fast).
+
+Every ``ValueError`` this module raises is a :class:`sat_fast._errors.KernelInputError`
+whose ``kind`` is ``"label"``, ``"nonfinite"``, ``"rle"`` or ``"input"``, with
+``image``, ``pixel`` (row, column) and ``value`` where they apply; wrong dtypes
+raise ``TypeError``.
+"""
 
 import numpy as np
 import numpy.typing as npt
@@ -6,6 +12,10 @@ import numpy.typing as npt
 CHUNK_PIXELS: int
 MAX_SEGMENTS: int
 
+def default_threads() -> int: ...
+def kernel_variant() -> str: ...
+
+# register_labels.cpp
 def reduce_labels(
     saliency: npt.NDArray[np.floating],
     labels: npt.NDArray[np.integer],
@@ -14,6 +24,8 @@ def reduce_labels(
     skip_nonfinite: bool = False,
     threads: int | None = None,
 ) -> dict[str, np.ndarray]: ...
+
+# register_masks.cpp
 def reduce_masks(
     saliency: npt.NDArray[np.floating],
     words: npt.NDArray[np.uint64],
@@ -26,11 +38,8 @@ def reduce_masks(
 def pack_masks(
     masks: npt.NDArray[np.bool_] | npt.NDArray[np.uint8], threads: int | None = None
 ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64]]: ...
-def read_probe(data: np.ndarray, threads: int | None = None) -> int: ...
-def default_threads() -> int: ...
-def kernel_variant() -> str: ...
 
-# RLE segments (issue 4)
+# register_rle.cpp
 RLE_BLOCK_ROWS: int
 
 def reduce_rle(

@@ -1,9 +1,9 @@
-// RLE-native reduction; see reduce_rle.hpp for the design.
+// RLE-native reduction; see sat/rle.hpp for the design.
 //
 // Like the other kernels this one trusts the shapes and offsets the bindings
 // checked, but re-checks every run against the image size before using it,
 // because the arrays may change while the GIL is released.
-#include "reduce_rle.hpp"
+#include "sat/rle.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -17,31 +17,15 @@
 #include <xmmintrin.h>
 #endif
 
-#include "reduce_rle_avx2.hpp"
-#include "threads.hpp"
+#include "sat/accumulator.hpp"
+#include "sat/dispatch.hpp"
+#include "sat/threads.hpp"
 
 namespace sat {
 
 namespace {
 
-constexpr double kInf = HUGE_VAL;
 constexpr int64_t B = kRleBlockRows;
-
-// Branch-free min/max with the ternaries' semantics (x < y ? x : y, the
-// second operand on NaN): GCC compiles the plain ternaries to branches, which
-// mispredict on saliency values.
-#if defined(__SSE2__)
-inline double min_of(double x, double y) { return _mm_cvtsd_f64(_mm_min_sd(_mm_set_sd(x), _mm_set_sd(y))); }
-inline double max_of(double x, double y) { return _mm_cvtsd_f64(_mm_max_sd(_mm_set_sd(x), _mm_set_sd(y))); }
-#else
-inline double min_of(double x, double y) { return x < y ? x : y; }
-inline double max_of(double x, double y) { return x > y ? x : y; }
-#endif
-
-struct Acc {
-  double pos = 0.0, neg = 0.0, sq = 0.0, min = kInf, max = -kInf;
-  int64_t count = 0;
-};
 
 // A double-double running sum (Knuth's TwoSum), so that differences of the
 // column-prefix sums stay accurate relative to the columns they span.
@@ -133,22 +117,17 @@ struct Image {
   bool skip;
   double inv_h;
 
-  void scan(Acc& a, int64_t c, int64_t r0, int64_t r1) const {
+  void scan(Accumulator& a, int64_t c, int64_t r0, int64_t r1) const {
     const T* col = s.xt.data() + c * s.h;
     for (int64_t r = r0; r < r1; ++r) {
       const double v = static_cast<double>(col[r]);
       if (skip && !std::isfinite(v)) continue;
-      a.pos += max_of(0.0, v);
-      a.neg += min_of(0.0, v);
-      a.sq += v * v;
-      a.min = min_of(a.min, v);
-      a.max = max_of(a.max, v);
-      a.count += 1;
+      acc_add_pixel(a, v);
     }
   }
 
   // Rows [r0, r1) of column c.
-  void piece(Acc& a, int64_t c, int64_t r0, int64_t r1) const {
+  void piece(Accumulator& a, int64_t c, int64_t r0, int64_t r1) const {
     const int64_t k0 = (r0 + B - 1) / B;           // first whole block
     const int64_t k1 = r1 == s.h ? s.nb : r1 / B;  // end of whole blocks
     if (k0 >= k1) {
@@ -166,13 +145,13 @@ struct Image {
     a.count += n;
     T mn, mx;
     s.block_range(c, k0, k1, mn, mx);
-    a.min = min_of(a.min, static_cast<double>(mn));
-    a.max = max_of(a.max, static_cast<double>(mx));
+    a.min = vmin(a.min, static_cast<double>(mn));
+    a.max = vmax(a.max, static_cast<double>(mx));
     if (rows_end < r1) scan(a, c, rows_end, r1);
   }
 
   // Whole columns [c0, c1).
-  void columns(Acc& a, int64_t c0, int64_t c1) const {
+  void columns(Accumulator& a, int64_t c0, int64_t c1) const {
     if (c0 >= c1) return;
     a.pos += diff(s.qpos[c1], s.qpos[c0]);
     a.neg += diff(s.qneg[c1], s.qneg[c0]);
@@ -185,8 +164,8 @@ struct Image {
     const int64_t c2 = c1 - (int64_t(1) << l);
     const double mn = std::min(s.cols[base + c0].mn, s.cols[base + c2].mn);
     const double mx = std::max(s.cols[base + c0].mx, s.cols[base + c2].mx);
-    a.min = a.min < mn ? a.min : mn;
-    a.max = a.max > mx ? a.max : mx;
+    a.min = vmin(a.min, mn);
+    a.max = vmax(a.max, mx);
   }
 
   // column = p / h, row = p % h, by a reciprocal (an integer division per
@@ -207,7 +186,7 @@ struct Image {
   }
 
   // Pixels [p, q) in column-major order, 0 <= p < q <= h*w.
-  void run(Acc& a, int64_t p, int64_t q) const {
+  void run(Accumulator& a, int64_t p, int64_t q) const {
     const int64_t h = s.h;
     int64_t c0, r0, c1, r1;
     divide(p, c0, r0);
@@ -241,7 +220,7 @@ struct Image {
 template <int S, bool Checked, class T>
 inline void fill_strip(Summary<T>& s, const T* x, int64_t k, int64_t r0, int64_t r1, int64_t c0) {
   const int64_t w = s.w, np1 = s.nb + 1;
-  constexpr T inf = std::numeric_limits<T>::infinity();
+  constexpr T inf = kInfinity<T>;
   double p[S], q[S], sq[S];
   T mn[S], mx[S];
   int64_t nf[S];
@@ -262,12 +241,9 @@ inline void fill_strip(Summary<T>& s, const T* x, int64_t k, int64_t r0, int64_t
         nf[j] += 1;
         continue;
       }
-      const double v = static_cast<double>(t);
-      p[j] += (0.0 > v) ? 0.0 : v;
-      q[j] += (0.0 < v) ? 0.0 : v;
-      sq[j] += v * v;
-      mn[j] = mn[j] < t ? mn[j] : t;
-      mx[j] = mx[j] > t ? mx[j] : t;
+      lane_update(p[j], q[j], sq[j], static_cast<double>(t));
+      mn[j] = vmin(mn[j], t);
+      mx[j] = vmax(mx[j], t);
     }
   }
   for (int j = 0; j < S; ++j) {
@@ -288,17 +264,8 @@ inline void fill_strip(Summary<T>& s, const T* x, int64_t k, int64_t r0, int64_t
 struct Lanes4 {
   __m128d p0, p1, q0, q1, s0, s1, mn0, mn1, mx0, mx1;
   void add(__m128d a, __m128d b) {
-    const __m128d zero = _mm_setzero_pd();
-    p0 = _mm_add_pd(p0, _mm_max_pd(zero, a));
-    p1 = _mm_add_pd(p1, _mm_max_pd(zero, b));
-    q0 = _mm_add_pd(q0, _mm_min_pd(zero, a));
-    q1 = _mm_add_pd(q1, _mm_min_pd(zero, b));
-    s0 = _mm_add_pd(s0, _mm_mul_pd(a, a));
-    s1 = _mm_add_pd(s1, _mm_mul_pd(b, b));
-    mn0 = _mm_min_pd(mn0, a);
-    mn1 = _mm_min_pd(mn1, b);
-    mx0 = _mm_max_pd(mx0, a);
-    mx1 = _mm_max_pd(mx1, b);
+    lane_update(p0, q0, s0, mn0, mx0, a);
+    lane_update(p1, q1, s1, mn1, mx1, b);
   }
   void add(__m128 v) { add(_mm_cvtps_pd(v), _mm_cvtps_pd(_mm_movehl_ps(v, v))); }
 };
@@ -394,10 +361,14 @@ inline void fill_strip4_sse2(Summary<T>& s, const T* x, int64_t k, int64_t r0, i
 }
 #endif
 
-// The 8-column AVX2 strip (reduce_rle_avx2.cpp), with the summary's layout
-// translated to and from its raw arrays.
-template <class T>
-void fill_strip8_avx2(Summary<T>& s, const T* x, int64_t k, int64_t r0, int64_t r1, int64_t c0) {
+// The 8-column strip of the kernel table (rle_avx2.cpp) for T, null when the
+// chosen variant has none; fill_strip8 translates the summary's layout to and
+// from its raw arrays.
+inline RleStrip8F32Fn strip8_of(const KernelTable& t, const float*) { return t.rle_strip8_f32; }
+inline RleStrip8F64Fn strip8_of(const KernelTable& t, const double*) { return t.rle_strip8_f64; }
+
+template <class T, class Strip>
+void fill_strip8(Strip strip8, Summary<T>& s, const T* x, int64_t k, int64_t r0, int64_t r1, int64_t c0) {
   const int64_t np1 = s.nb + 1;
   double sums[24];
   T mn[8], mx[8];
@@ -407,23 +378,17 @@ void fill_strip8_avx2(Summary<T>& s, const T* x, int64_t k, int64_t r0, int64_t 
     sums[8 + j] = p.neg;
     sums[16 + j] = p.sq;
   }
-  rle_avx2::strip8(x, s.w, s.h, r0, r1, c0, sums, mn, mx, s.xt.data());
+  strip8(x, s.w, s.h, r0, r1, c0, sums, mn, mx, s.xt.data());
   for (int j = 0; j < 8; ++j) {
     s.pre[(c0 + j) * np1 + k + 1] = typename Summary<T>::Sums{sums[j], sums[8 + j], sums[16 + j]};
     s.blocks[(c0 + j) * s.nb + k] = MinMax<T>{mn[j], mx[j]};
   }
 }
 
-// The kernel variant the rest of sat_fast chose (honours SAT_FAST_KERNEL).
-bool use_avx2() {
-  static const bool avx2 = std::strcmp(kernel_variant(), "avx2") == 0;
-  return avx2;
-}
-
 template <bool Checked, class T>
 void fill_blocks(Summary<T>& s, const T* x) {
   constexpr int S = 4;
-  const bool avx2 = !Checked && use_avx2();
+  const auto strip8 = Checked ? nullptr : strip8_of(kernels(), x);
   const int64_t np1 = s.nb + 1;
   for (int64_t c = 0; c < s.w; ++c) {
     s.pre[c * np1] = typename Summary<T>::Sums{0.0, 0.0, 0.0};
@@ -434,8 +399,8 @@ void fill_blocks(Summary<T>& s, const T* x) {
   for (int64_t k = 0; k < s.nb; ++k) {
     const int64_t r0 = k * B, r1 = std::min(s.h, r0 + B);
     int64_t c = 0;
-    if (avx2)
-      for (; c + 8 <= s.w; c += 8) fill_strip8_avx2(s, x, k, r0, r1, c);
+    if (strip8 != nullptr)
+      for (; c + 8 <= s.w; c += 8) fill_strip8(strip8, s, x, k, r0, r1, c);
 #if defined(__SSE2__)
     if (!Checked)
       for (; c + S <= s.w; c += S) fill_strip4_sse2(s, x, k, r0, r1, c);
@@ -450,13 +415,6 @@ void fill_blocks(Summary<T>& s, const T* x) {
         for (int64_t r = r0; r < r1; ++r) xt[c * s.h + r] = x[r * s.w + c];
     }
   }
-}
-
-template <class T>
-int64_t first_nonfinite(const T* x, int64_t n) {
-  for (int64_t i = 0; i < n; ++i)
-    if (!std::isfinite(static_cast<double>(x[i]))) return i;
-  return -1;
 }
 
 // Builds the summary of one image. Returns the row-major index of the first
@@ -545,35 +503,17 @@ void coalesce(std::vector<std::pair<int64_t, int64_t>>& runs) {
   runs.resize(j + 1);
 }
 
-void store(const Acc& a, const StatsOutput& out, int64_t row) {
-  out.count[row] = a.count;
-  out.pos[row] = a.pos;
-  out.neg[row] = a.neg;
-  out.sq[row] = a.sq;
-  if (a.count > 0) {
-    out.min[row] = a.min;
-    out.max[row] = a.max;
-  }
-}
-
 template <class T>
-RleError reduce_image(const RleInput& in, const StatsOutput& out, int64_t b, Scratch& sc) {
-  RleError err;
+Error reduce_image(const RleInput& in, const StatsOutput& out, int64_t b, Scratch& sc) {
   const RleImage& img = in.images[b];
   const T* x = static_cast<const T*>(img.saliency);
   const int64_t h = img.height, w = img.width, hw = h * w;
   const int64_t s0 = in.image_segments[b], s1 = in.image_segments[b + 1];
   const int64_t total_segments = in.image_segments[in.num_images];
-  if (hw == 0) return err;
+  if (hw == 0) return Error{};
   Summary<T>& s = sc.summary(x);
   const int64_t bad = summarise(s, x, h, w, in.skip_nonfinite);
-  if (bad >= 0) {
-    err.kind = RleError::NonFinite;
-    err.image = b;
-    err.pixel = bad;
-    err.value = static_cast<double>(x[bad]);
-    return err;
-  }
+  if (bad >= 0) return nonfinite_error(b, bad / w, bad % w, static_cast<double>(x[bad]));
   const Image<T> image{s, in.skip_nonfinite, 1.0 / static_cast<double>(h)};
   sc.all.clear();
   for (int64_t seg = s0; seg < s1; ++seg) {
@@ -581,50 +521,44 @@ RleError reduce_image(const RleInput& in, const StatsOutput& out, int64_t b, Scr
     for (int64_t i = in.segment_instances[seg]; i < in.segment_instances[seg + 1]; ++i) {
       const int64_t c0 = in.instance_offsets[i], c1 = in.instance_offsets[i + 1];
       const int64_t length = append_runs(in.counts + c0, c1 - c0, hw, sc.runs);
-      if (length != hw) {
-        err.kind = RleError::BadLength;
-        err.image = b;
-        err.instance = i;
-        err.length = length;
-        return err;
-      }
+      if (length != hw) return rle_length_error(b, i, length, h, w);
     }
     if (in.segment_instances[seg + 1] - in.segment_instances[seg] > 1) coalesce(sc.runs);
-    Acc a;
+    Accumulator a = acc_identity();
     for (const auto& r : sc.runs) image.run(a, r.first, r.second);
-    store(a, out, seg);
+    acc_store(a, out, seg);
     if (in.unassigned) sc.all.insert(sc.all.end(), sc.runs.begin(), sc.runs.end());
   }
   if (in.unassigned) {
     coalesce(sc.all);
-    Acc a;
+    Accumulator a = acc_identity();
     int64_t p = 0;
     for (const auto& r : sc.all) {
       if (r.first > p) image.run(a, p, r.first);
       p = r.second;
     }
     if (p < hw) image.run(a, p, hw);
-    store(a, out, total_segments + b);
+    acc_store(a, out, total_segments + b);
   }
   out.total_pos[b] = s.qpos[w].hi + s.qpos[w].lo;
   out.total_neg[b] = s.qneg[w].hi + s.qneg[w].lo;
   out.nonfinite[b] = s.has_nonfinite ? s.qnf[w] : 0;
-  return err;
+  return Error{};
 }
 
 }  // namespace
 
-RleError reduce_rle(const RleInput& in, const StatsOutput& out) {
-  std::vector<RleError> errors(static_cast<size_t>(in.num_images));
+Error reduce_rle(const RleInput& in, const StatsOutput& out) {
+  std::vector<Error> errors(static_cast<size_t>(in.num_images));
   parallel_units(
       in.num_images, in.threads, [](int) { return Scratch(); },
       [&](Scratch& sc, int64_t b) {
         errors[static_cast<size_t>(b)] = in.saliency_type == SaliencyType::F32 ? reduce_image<float>(in, out, b, sc)
                                                                                : reduce_image<double>(in, out, b, sc);
       });
-  for (const RleError& e : errors)
-    if (e.kind != RleError::None) return e;
-  return RleError{};
+  for (const Error& e : errors)
+    if (e) return e;
+  return Error{};
 }
 
 int64_t rle_counts_from_string(const char* s, int64_t n, uint32_t* out) {

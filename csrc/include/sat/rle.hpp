@@ -1,5 +1,5 @@
 // Segment statistics straight from COCO run-length encodings, without
-// decoding masks. Plain C++17; nothing here knows about Python.
+// decoding masks.
 //
 // COCO RLE lists alternating run lengths of 0s and 1s over the pixels in
 // column-major order (runs go down the columns), while saliency maps are
@@ -34,7 +34,8 @@
 #pragma once
 #include <cstdint>
 
-#include "kernels.hpp"
+#include "sat/error.hpp"
+#include "sat/types.hpp"
 
 namespace sat {
 
@@ -63,22 +64,12 @@ struct RleInput {
   int threads = 1;
 };
 
-struct RleError {
-  enum Kind : int { None = 0, NonFinite = 1, BadLength = 2 };
-  Kind kind = None;
-  int64_t image = -1;
-  int64_t pixel = -1;     // NonFinite: row-major flat index within the image
-  double value = 0.0;
-  int64_t instance = -1;  // BadLength: the instance whose counts do not sum to H*W
-  int64_t length = 0;     // BadLength: what they sum to
-};
-
 // Per-row outputs: row s < segments is segment s; row segments + b is the
 // unassigned pixels of image b (written only when asked for). `slots` is
 // unused; min/max must be prefilled with NaN and sums/counts with zero;
 // total_pos/total_neg/nonfinite are per image. Returns the error of the
-// lowest image index, or kind None.
-RleError reduce_rle(const RleInput& in, const StatsOutput& out);
+// lowest image index (kind nonfinite or rle), or kind none.
+Error reduce_rle(const RleInput& in, const StatsOutput& out);
 
 // Decodes one COCO compressed RLE string (as in pycocotools' rleFrString)
 // into at most `n` counts written to `out`. Returns the number of counts, or

@@ -1,39 +1,35 @@
-// AVX2 leaf kernels. This file alone is compiled with -mavx2; it is only
+// The AVX2 Ops of the leaf kernels (see leaf_common.hpp). Include only from
+// the *_avx2.cpp files, which alone are compiled with -mavx2 and are only
 // called after a run-time check that the CPU has AVX2, BMI and POPCNT.
+#pragma once
 #include <immintrin.h>
 
 #include <cstdint>
 
-#include "leaf.hpp"
+#include "leaf_common.hpp"
+
+#if !defined(__AVX2__)
+#error "ops_avx2.hpp needs -mavx2"
+#endif
 
 namespace sat {
-namespace avx2 {
-
-#include "leaf_impl.hpp"
+inline namespace SAT_ISA {
 
 struct Avx2Ops {
   struct Lanes {
     __m256d p0, p1, q0, q1, s0, s1, mn0, mn1, mx0, mx1;
   };
 
+  // Operand order matters (see lane_update): NaN propagates exactly as in the
+  // portable code.
   static inline void step_sums(Lanes& l, __m256d a, __m256d b) {
-    const __m256d zero = _mm256_setzero_pd();
-    // Operand order matters: max_pd/min_pd return the second operand when
-    // either is NaN, so NaN propagates exactly as in the portable code.
-    l.p0 = _mm256_add_pd(l.p0, _mm256_max_pd(zero, a));
-    l.p1 = _mm256_add_pd(l.p1, _mm256_max_pd(zero, b));
-    l.q0 = _mm256_add_pd(l.q0, _mm256_min_pd(zero, a));
-    l.q1 = _mm256_add_pd(l.q1, _mm256_min_pd(zero, b));
-    l.s0 = _mm256_add_pd(l.s0, _mm256_mul_pd(a, a));
-    l.s1 = _mm256_add_pd(l.s1, _mm256_mul_pd(b, b));
+    lane_update(l.p0, l.q0, l.s0, a);
+    lane_update(l.p1, l.q1, l.s1, b);
   }
 
   static inline void step(Lanes& l, __m256d a, __m256d b) {
-    step_sums(l, a, b);
-    l.mn0 = _mm256_min_pd(l.mn0, a);
-    l.mn1 = _mm256_min_pd(l.mn1, b);
-    l.mx0 = _mm256_max_pd(l.mx0, a);
-    l.mx1 = _mm256_max_pd(l.mx1, b);
+    lane_update(l.p0, l.q0, l.s0, l.mn0, l.mx0, a);
+    lane_update(l.p1, l.q1, l.s1, l.mn1, l.mx1, b);
   }
 
   static inline void load8(const float* x, __m256d& a, __m256d& b) {
@@ -66,7 +62,8 @@ struct Avx2Ops {
   // the other lanes see +0 for the sums (which leaves them unchanged) and
   // +-inf for min/max.
   static inline void load_tail(const float* x, int64_t rem, __m256d& a, __m256d& b) {
-    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(rem)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const __m256i m =
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(rem)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     const __m256 f = _mm256_maskload_ps(x, m);
     a = _mm256_cvtps_pd(_mm256_castps256_ps128(f));
     b = _mm256_cvtps_pd(_mm256_extractf128_ps(f, 1));
@@ -78,7 +75,7 @@ struct Avx2Ops {
   }
 
   template <class T>
-  static RunStats reduce(const T* x, int64_t n) {
+  static Accumulator reduce(const T* x, int64_t n) {
     Lanes l;
     l.p0 = l.p1 = l.q0 = l.q1 = l.s0 = l.s1 = _mm256_setzero_pd();
     l.mn0 = l.mn1 = _mm256_set1_pd(kInf);
@@ -103,12 +100,12 @@ struct Avx2Ops {
       l.mx0 = _mm256_max_pd(l.mx0, _mm256_blendv_pd(ninf, a, in0));
       l.mx1 = _mm256_max_pd(l.mx1, _mm256_blendv_pd(ninf, b, in1));
     }
-    return RunStats{hadd(l.p0, l.p1), hadd(l.q0, l.q1), hadd(l.s0, l.s1), hmin(l.mn0, l.mn1), hmax(l.mx0, l.mx1)};
+    return Accumulator{hadd(l.p0, l.p1), hadd(l.q0, l.q1), hadd(l.s0, l.s1), hmin(l.mn0, l.mn1), hmax(l.mx0, l.mx1), n};
   }
 
   // float32 input: min and max are taken on the float lanes before widening
   // (exact, and half the instructions); the sums are as in the template.
-  static RunStats reduce(const float* x, int64_t n) {
+  static Accumulator reduce(const float* x, int64_t n) {
     Lanes l;
     l.p0 = l.p1 = l.q0 = l.q1 = l.s0 = l.s1 = _mm256_setzero_pd();
     __m256 mn = _mm256_set1_ps(static_cast<float>(kInf)), mx = _mm256_set1_ps(static_cast<float>(-kInf));
@@ -124,21 +121,24 @@ struct Avx2Ops {
     }
     const int64_t rem = n - i;
     if (rem > 0) {
-      const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(rem)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+      const __m256i m =
+          _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(rem)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
       const __m256 f = _mm256_maskload_ps(x + i, m);
       const __m256 in = _mm256_castsi256_ps(m);
       mn = _mm256_min_ps(mn, _mm256_blendv_ps(_mm256_set1_ps(static_cast<float>(kInf)), f, in));
       mx = _mm256_max_ps(mx, _mm256_blendv_ps(_mm256_set1_ps(static_cast<float>(-kInf)), f, in));
       sums(f);
     }
-    const __m256d mn0 = _mm256_cvtps_pd(_mm256_castps256_ps128(mn)), mn1 = _mm256_cvtps_pd(_mm256_extractf128_ps(mn, 1));
-    const __m256d mx0 = _mm256_cvtps_pd(_mm256_castps256_ps128(mx)), mx1 = _mm256_cvtps_pd(_mm256_extractf128_ps(mx, 1));
-    return RunStats{hadd(l.p0, l.p1), hadd(l.q0, l.q1), hadd(l.s0, l.s1), hmin(mn0, mn1), hmax(mx0, mx1)};
+    const __m256d mn0 = _mm256_cvtps_pd(_mm256_castps256_ps128(mn)),
+                  mn1 = _mm256_cvtps_pd(_mm256_extractf128_ps(mn, 1));
+    const __m256d mx0 = _mm256_cvtps_pd(_mm256_castps256_ps128(mx)),
+                  mx1 = _mm256_cvtps_pd(_mm256_extractf128_ps(mx, 1));
+    return Accumulator{hadd(l.p0, l.p1), hadd(l.q0, l.q1), hadd(l.s0, l.s1), hmin(mn0, mn1), hmax(mx0, mx1), n};
   }
 
   static inline void add_pixel(PixelAccumulator& acc, double v) {
     const __m256d bv = _mm256_set1_pd(v);
-    // (max(0,v), min(0,v), v*v, 1) with the operand order of dmax/dmin.
+    // (max(0,v), min(0,v), v*v, 1) with the operand order of vmax/vmin.
     __m256d t = _mm256_max_pd(_mm256_setr_pd(0.0, -kInf, -kInf, -kInf), bv);
     t = _mm256_min_pd(_mm256_setr_pd(kInf, 0.0, kInf, kInf), t);
     t = _mm256_mul_pd(t, _mm256_blend_pd(_mm256_set1_pd(1.0), bv, 0x4));
@@ -152,7 +152,8 @@ struct Avx2Ops {
     const __m256i pattern = _mm256_set1_epi64x(static_cast<long long>(skip));
     for (; w + 4 <= end; w += 4) {
       const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + w));
-      const unsigned same = static_cast<unsigned>(_mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpeq_epi64(v, pattern))));
+      const unsigned same =
+          static_cast<unsigned>(_mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpeq_epi64(v, pattern))));
       if (same != 0xFu) return w + __builtin_ctz(~same);
     }
     while (w < end && p[w] == skip) ++w;
@@ -200,30 +201,7 @@ struct Avx2Ops {
       out[full] = word;
     }
   }
-
-  static uint64_t xor_sum(const uint8_t* p, int64_t bytes) {
-    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
-    int64_t i = 0;
-    for (; i + 128 <= bytes; i += 128) {
-      a0 = _mm256_xor_si256(a0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i)));
-      a1 = _mm256_xor_si256(a1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 32)));
-      a2 = _mm256_xor_si256(a2, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 64)));
-      a3 = _mm256_xor_si256(a3, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 96)));
-    }
-    const __m256i v = _mm256_xor_si256(_mm256_xor_si256(a0, a1), _mm256_xor_si256(a2, a3));
-    alignas(32) uint64_t lanes[4];
-    _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), v);
-    uint64_t r = lanes[0] ^ lanes[1] ^ lanes[2] ^ lanes[3];
-    for (; i < bytes; ++i) r ^= p[i];
-    return r;
-  }
 };
 
-}  // namespace avx2
-
-const LeafTable& leaf_table_avx2() {
-  static const LeafTable table = avx2::make_leaf_table<avx2::Avx2Ops>("avx2");
-  return table;
-}
-
+}  // namespace SAT_ISA
 }  // namespace sat

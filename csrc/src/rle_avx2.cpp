@@ -1,7 +1,8 @@
-// AVX2 strip kernel of the RLE summary (see reduce_rle.hpp). This file alone
-// is compiled with -mavx2 and only called after the run-time check behind
-// sat::kernel_variant(). Raw pointers in, raw pointers out, every helper
-// internal: no inline function compiled for AVX2 can reach the portable code.
+// AVX2 strip kernel of the RLE summary (see sat/rle.hpp and RleStrip8F32Fn in
+// sat/dispatch.hpp). Compiled with -mavx2 (x86-64 only) and only called
+// through the kernel table, after the run-time check in dispatch.cpp. Raw
+// pointers in, raw pointers out, every helper internal: no inline function
+// compiled for AVX2 can reach the portable code.
 //
 // Each SIMD lane is one column, and each column is accumulated row after row,
 // exactly as in the portable strip: results are bitwise identical.
@@ -9,10 +10,11 @@
 
 #include <cstdint>
 
-#include "reduce_rle_avx2.hpp"
+#include "sat/accumulator.hpp"
+#include "sat/dispatch.hpp"
 
 namespace sat {
-namespace rle_avx2 {
+namespace avx2 {
 
 namespace {
 
@@ -20,13 +22,8 @@ struct Sums8 {
   __m256d p0, p1, q0, q1, s0, s1;
 
   void add(__m256d a, __m256d b) {
-    const __m256d zero = _mm256_setzero_pd();
-    p0 = _mm256_add_pd(p0, _mm256_max_pd(zero, a));
-    p1 = _mm256_add_pd(p1, _mm256_max_pd(zero, b));
-    q0 = _mm256_add_pd(q0, _mm256_min_pd(zero, a));
-    q1 = _mm256_add_pd(q1, _mm256_min_pd(zero, b));
-    s0 = _mm256_add_pd(s0, _mm256_mul_pd(a, a));
-    s1 = _mm256_add_pd(s1, _mm256_mul_pd(b, b));
+    lane_update(p0, q0, s0, a);
+    lane_update(p1, q1, s1, b);
   }
 };
 
@@ -52,13 +49,11 @@ inline void transpose4_store(__m128 v0, __m128 v1, __m128 v2, __m128 v3, float* 
   _mm_storeu_ps(xt + 3 * h + r, v3);
 }
 
-}  // namespace
-
 void strip8(const float* x, int64_t w, int64_t h, int64_t r0, int64_t r1, int64_t c0, double* sums, float* mn,
             float* mx, float* xt) {
   Sums8 s = load_sums(sums);
   // min/max on the float lanes: exact, and half the work of widened lanes.
-  __m256 lo = _mm256_set1_ps(__builtin_huge_valf()), hi = _mm256_set1_ps(-__builtin_huge_valf());
+  __m256 lo = _mm256_set1_ps(kInfinity<float>), hi = _mm256_set1_ps(-kInfinity<float>);
   float* out = xt + c0 * h;
   int64_t r = r0;
   for (; r + 4 <= r1; r += 4) {
@@ -91,8 +86,8 @@ void strip8(const float* x, int64_t w, int64_t h, int64_t r0, int64_t r1, int64_
 void strip8(const double* x, int64_t w, int64_t h, int64_t r0, int64_t r1, int64_t c0, double* sums, double* mn,
             double* mx, double* xt) {
   Sums8 s = load_sums(sums);
-  __m256d lo0 = _mm256_set1_pd(__builtin_huge_val()), lo1 = lo0;
-  __m256d hi0 = _mm256_set1_pd(-__builtin_huge_val()), hi1 = hi0;
+  __m256d lo0 = _mm256_set1_pd(kInf), lo1 = lo0;
+  __m256d hi0 = _mm256_set1_pd(-kInf), hi1 = hi0;
   double* out = xt + c0 * h;
   int64_t r = r0;
   for (; r + 2 <= r1; r += 2) {
@@ -137,5 +132,12 @@ void strip8(const double* x, int64_t w, int64_t h, int64_t r0, int64_t r1, int64
   _mm256_storeu_pd(mx + 4, hi1);
 }
 
-}  // namespace rle_avx2
+}  // namespace
+
+void add_rle(KernelTable& t) {
+  t.rle_strip8_f32 = &strip8;
+  t.rle_strip8_f64 = &strip8;
+}
+
+}  // namespace avx2
 }  // namespace sat

@@ -11,6 +11,9 @@
 
 namespace sat {
 
+// Threads this process may run on (its CPU affinity mask), at least 1.
+int default_threads();
+
 // Calls make_state(thread_index) once per thread, then work(state, unit) for
 // every unit in [0, units). An exception in any thread is rethrown after all
 // threads have joined.

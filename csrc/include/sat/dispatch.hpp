@@ -1,0 +1,123 @@
+// The kernel variants: one table of function pointers per instruction set,
+// covering the label and mask chunk kernels, mask packing and the RLE
+// summary strips. The table is chosen once, on first use (the bindings do
+// that at import): AVX2 when the CPU has it, unless SAT_FAST_KERNEL=generic.
+//
+// Every entry takes raw pointers and plain structs only, and this header
+// holds no inline code, so it can be included by the translation units of
+// every instruction set (see accumulator.hpp).
+#pragma once
+#include <cstdint>
+
+#include "sat/accumulator.hpp"
+#include "sat/error.hpp"
+
+// The AVX2 variant exists only where it can be compiled: on x86-64 (the
+// build system says so explicitly; this is the default for builds by hand).
+#if !defined(SAT_HAVE_AVX2_VARIANT)
+#if defined(__x86_64__) || defined(_M_X64)
+#define SAT_HAVE_AVX2_VARIANT 1
+#else
+#define SAT_HAVE_AVX2_VARIANT 0
+#endif
+#endif
+
+namespace sat {
+
+// Slots (K + 1 plus one trap slot for bad labels) up to which noisy chunks
+// use two PixelAccumulator sets; beyond it they use the touched-list path.
+constexpr int64_t kMaxLaneSlots = 4096;
+
+// Scratch owned by one thread and reused across the chunks it processes.
+// acc/acc2 hold slots+1 accumulators at identity; touched lists name the
+// slots a chunk changed, in first-touch order, so resetting and emitting a
+// chunk costs O(touched) rather than O(K).
+struct ChunkScratch {
+  Accumulator* acc = nullptr;
+  Accumulator* acc2 = nullptr;
+  int64_t* touched = nullptr;
+  int64_t n_touched = 0;
+  int64_t* touched2 = nullptr;
+  int64_t n_touched2 = 0;
+  uint64_t* words = nullptr;          // kChunkPixels / 64 words for the unassigned mask
+  PixelAccumulator* lanes = nullptr;  // 2 * (slots + 1), at identity, or null
+};
+
+// What one chunk adds to its image's totals, or the first error in it.
+struct ChunkResult {
+  double pos = 0.0;
+  double neg = 0.0;
+  int64_t nonfinite = 0;
+  ErrorKind error = ErrorKind::none;  // label or nonfinite
+  int64_t bad_pixel = -1;             // relative to the chunk's first pixel
+  double bad_value = 0.0;             // the label or the saliency value
+};
+
+struct LabelChunkArgs {
+  const void* saliency;  // first pixel of the chunk
+  const void* labels;
+  int64_t pixels;
+  int64_t num_segments;
+  bool has_ignore;
+  int64_t ignore_index;
+  bool skip_nonfinite;
+};
+
+struct MaskChunkArgs {
+  const void* saliency;    // first pixel of the image
+  const uint64_t* planes;  // the image's K planes, each words_per_mask long
+  const int64_t* bounds;   // the image's K [first, last) word ranges
+  int64_t num_segments;
+  int64_t words_per_mask;
+  int64_t image_pixels;
+  int64_t word_begin;
+  int64_t word_end;
+  bool unassigned;
+  bool skip_nonfinite;
+};
+
+using LabelChunkFn = ChunkResult (*)(const LabelChunkArgs&, ChunkScratch&);
+using MaskChunkFn = ChunkResult (*)(const MaskChunkArgs&, ChunkScratch&);
+using PackPlaneFn = void (*)(const uint8_t* masks, int64_t pixels, uint64_t* words);
+
+// One block of rows [r0, r1) of the 8 columns [c0, c0 + 8) of the row-major
+// saliency x (row stride w) for the RLE summary: sums = {pos[8], neg[8],
+// sq[8]} are continued (in/out), mn/mx receive the block's min/max per column
+// (+inf/-inf when r0 == r1), and the pixels are copied to the column-major xt
+// (column stride h). No NaN handling: callers redo a block with non-finite
+// pixels on the checked path. Each column is accumulated row after row, as in
+// the portable strips, so the results are bitwise identical.
+using RleStrip8F32Fn = void (*)(const float* x, int64_t w, int64_t h, int64_t r0, int64_t r1, int64_t c0, double* sums,
+                                float* mn, float* mx, float* xt);
+using RleStrip8F64Fn = void (*)(const double* x, int64_t w, int64_t h, int64_t r0, int64_t r1, int64_t c0, double* sums,
+                                double* mn, double* mx, double* xt);
+
+struct KernelTable {
+  const char* name;           // "generic" or "avx2"
+  LabelChunkFn labels[2][3];  // [SaliencyType][LabelType]
+  MaskChunkFn masks[2];       // [SaliencyType]
+  PackPlaneFn pack_plane;
+  RleStrip8F32Fn rle_strip8_f32;  // null: the portable strips do all columns
+  RleStrip8F64Fn rle_strip8_f64;
+};
+
+// Each variant fills its entries of a table, area by area
+// (labels_<variant>.cpp, masks_<variant>.cpp, rle_<variant>.cpp).
+namespace generic {
+void add_labels(KernelTable& t);
+void add_masks(KernelTable& t);
+}  // namespace generic
+#if SAT_HAVE_AVX2_VARIANT
+namespace avx2 {
+void add_labels(KernelTable& t);
+void add_masks(KernelTable& t);
+void add_rle(KernelTable& t);
+}  // namespace avx2
+#endif
+
+// The table for this CPU, chosen on the first call and fixed after.
+const KernelTable& kernels();
+// kernels().name.
+const char* kernel_variant();
+
+}  // namespace sat

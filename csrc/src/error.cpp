@@ -1,0 +1,101 @@
+#include "sat/error.hpp"
+
+#include <sstream>
+#include <string>
+#include <utility>
+
+namespace sat {
+
+bool Error::before(const Error& other) const {
+  if (other.kind == ErrorKind::none) return kind != ErrorKind::none;
+  if (kind == ErrorKind::none) return false;
+  if (image != other.image) return image < other.image;
+  if (row != other.row) return row < other.row;
+  return col < other.col;
+}
+
+Error label_error(int64_t image, int64_t row, int64_t col, int64_t label, int64_t num_segments) {
+  Error e;
+  e.kind = ErrorKind::label;
+  e.image = image;
+  e.row = row;
+  e.col = col;
+  e.integer = label;
+  e.value = static_cast<double>(label);
+  e.num_segments = num_segments;
+  return e;
+}
+
+Error nonfinite_error(int64_t image, int64_t row, int64_t col, double value) {
+  Error e;
+  e.kind = ErrorKind::nonfinite;
+  e.image = image;
+  e.row = row;
+  e.col = col;
+  e.value = value;
+  return e;
+}
+
+Error rle_length_error(int64_t image, int64_t instance, int64_t length, int64_t height, int64_t width) {
+  Error e;
+  e.kind = ErrorKind::rle;
+  e.image = image;
+  e.integer = length;
+  e.value = static_cast<double>(length);
+  e.instance = instance;
+  e.height = height;
+  e.width = width;
+  return e;
+}
+
+Error rle_string_error(int64_t index, int64_t byte) {
+  return input_error("malformed COCO RLE string " + std::to_string(index) + " at byte " + std::to_string(byte));
+}
+
+Error input_error(std::string text) {
+  Error e;
+  e.kind = ErrorKind::input;
+  e.text = std::move(text);
+  return e;
+}
+
+const char* kind_name(ErrorKind kind) {
+  switch (kind) {
+    case ErrorKind::label:
+      return "label";
+    case ErrorKind::nonfinite:
+      return "nonfinite";
+    case ErrorKind::rle:
+      return "rle";
+    case ErrorKind::input:
+      return "input";
+    case ErrorKind::none:
+      break;
+  }
+  return "";
+}
+
+std::string message(const Error& e) {
+  std::ostringstream s;
+  switch (e.kind) {
+    case ErrorKind::label:
+      s << "label " << e.integer << " at image " << e.image << ", pixel (" << e.row << ", " << e.col
+        << ") is outside [0, " << e.num_segments << ") and is not ignore_index";
+      break;
+    case ErrorKind::nonfinite:
+      s << "saliency has a non-finite value (" << e.value << ") at image " << e.image << ", pixel (" << e.row << ", "
+        << e.col << "); pass nonfinite='skip' to leave such pixels out";
+      break;
+    case ErrorKind::rle:
+      s << "RLE counts of instance " << e.instance << " (image " << e.image << ") sum to " << e.integer
+        << ", expected H*W = " << e.height << "*" << e.width << " = " << e.height * e.width;
+      break;
+    case ErrorKind::input:
+      return e.text;
+    case ErrorKind::none:
+      break;
+  }
+  return s.str();
+}
+
+}  // namespace sat

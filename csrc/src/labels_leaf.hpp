@@ -1,0 +1,184 @@
+// The label-map leaf kernel: reduces one chunk of one image into per-slot
+// accumulators. Compiled once per instruction set (labels_generic.cpp,
+// labels_avx2.cpp) against that set's Ops; see leaf_common.hpp.
+#pragma once
+#include <cstdint>
+
+#include "leaf_common.hpp"
+
+namespace sat {
+inline namespace SAT_ISA {
+
+template <class L>
+inline bool label_slot(L l, const LabelChunkArgs& a, int64_t& slot) {
+  const int64_t v = static_cast<int64_t>(l);
+  if (a.has_ignore && v == a.ignore_index) {
+    slot = a.num_segments;
+    return true;
+  }
+  if (v < 0 || v >= a.num_segments) return false;
+  slot = v;
+  return true;
+}
+
+template <class L>
+inline void bad_label(ChunkResult& r, int64_t i, L l) {
+  r.error = ErrorKind::label;
+  r.bad_pixel = i;
+  r.bad_value = static_cast<double>(l);
+}
+
+// Mean run length of the first pixels decides between the run-aware path and
+// the per-pixel path. It depends only on the chunk's own labels, so the choice
+// (and with it the rounding) is the same for any thread count.
+constexpr int64_t kRunSample = 1024;
+constexpr int64_t kMinMeanRun = 8;
+
+template <class L>
+inline bool prefer_runs(const L* lab, int64_t n) {
+  const int64_t m = n < kRunSample ? n : kRunSample;
+  int64_t changes = 0;
+  for (int64_t i = 1; i < m; ++i) changes += lab[i] != lab[i - 1];
+  return m >= kMinMeanRun * (changes + 1);
+}
+
+template <class Ops, bool Skip, class T, class L>
+inline ChunkResult label_runs(const T* x, const L* lab, const LabelChunkArgs& a, ChunkScratch& s) {
+  ChunkResult r;
+  int64_t i = 0;
+  const int64_t n = a.pixels;
+  while (i < n) {
+    const L l = lab[i];
+    int64_t slot;
+    if (!label_slot(l, a, slot)) {
+      bad_label(r, i, l);
+      return r;
+    }
+    const int64_t j = Ops::run_end(lab, i + 1, n, l);
+    touch(s, slot);
+    r.nonfinite += add_range<Ops, Skip>(s.acc[slot], x, i, j);
+    // A run of only non-finite pixels leaves count at 0: forget the slot.
+    if (Skip && s.acc[slot].count == 0 && s.n_touched > 0 && s.touched[s.n_touched - 1] == slot) --s.n_touched;
+    i = j;
+  }
+  return r;
+}
+
+// Worst-case labels (noise): one update per pixel, alternating between two
+// accumulator sets so consecutive pixels do not wait on each other's stores.
+template <class T, class L>
+inline ChunkResult label_scatter(const T* x, const L* lab, const LabelChunkArgs& a, ChunkScratch& s) {
+  ChunkResult r;
+  const int64_t n = a.pixels;
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t slot;
+    if (!label_slot(lab[i], a, slot)) {
+      bad_label(r, i, lab[i]);
+      break;
+    }
+    if ((i & 1) == 0 || s.acc2 == nullptr) {
+      touch(s, slot);
+      acc_add_pixel(s.acc[slot], static_cast<double>(x[i]));
+    } else {
+      if (s.acc2[slot].count == 0) s.touched2[s.n_touched2++] = slot;
+      acc_add_pixel(s.acc2[slot], static_cast<double>(x[i]));
+    }
+  }
+  for (int64_t t = 0; t < s.n_touched2; ++t) {
+    const int64_t slot = s.touched2[t];
+    touch(s, slot);
+    acc_merge(s.acc[slot], s.acc2[slot]);
+    acc_reset(s.acc2[slot]);
+  }
+  s.n_touched2 = 0;
+  return r;
+}
+
+// Noisy labels with a small vocabulary: branch-free per-pixel updates into
+// two PixelAccumulator sets (even and odd pixels, so neighbours never wait on
+// each other's stores). Bad labels go to a trap slot and are located after.
+template <class Ops, class T, class L>
+inline ChunkResult label_lanes(const T* x, const L* lab, const LabelChunkArgs& a, ChunkScratch& s) {
+  ChunkResult r;
+  const int64_t n = a.pixels;
+  const uint64_t k = static_cast<uint64_t>(a.num_segments);  // slot of ignored pixels
+  const int64_t stride = a.num_segments + 2;
+  PixelAccumulator* even = s.lanes;
+  PixelAccumulator* odd = s.lanes + stride;
+  uint64_t bad = 0;
+  auto slot_of = [&](L l) {
+    const int64_t v = static_cast<int64_t>(l);
+    uint64_t u = static_cast<uint64_t>(v);
+    u = (a.has_ignore && v == a.ignore_index) ? k : u;
+    bad |= static_cast<uint64_t>(u > k);
+    return u > k ? k + 1 : u;
+  };
+  int64_t i = 0;
+  for (; i + 2 <= n; i += 2) {
+    const uint64_t s0 = slot_of(lab[i]);
+    const uint64_t s1 = slot_of(lab[i + 1]);
+    Ops::add_pixel(even[s0], static_cast<double>(x[i]));
+    Ops::add_pixel(odd[s1], static_cast<double>(x[i + 1]));
+  }
+  if (i < n) Ops::add_pixel(even[slot_of(lab[i])], static_cast<double>(x[i]));
+  for (int64_t slot = 0; slot < stride; ++slot) {
+    PixelAccumulator& e = even[slot];
+    PixelAccumulator& o = odd[slot];
+    if (slot <= a.num_segments && e.count + o.count > 0.0) {
+      s.acc[slot] = acc_from_pixels(e, o);
+      s.touched[s.n_touched++] = slot;
+    }
+    acc_reset(e);
+    acc_reset(o);
+  }
+  if (bad) {
+    for (int64_t j = 0; j < n; ++j) {
+      int64_t slot;
+      if (!label_slot(lab[j], a, slot)) {
+        bad_label(r, j, lab[j]);
+        break;
+      }
+    }
+  }
+  return r;
+}
+
+template <class Ops, class T, class L>
+ChunkResult label_chunk(const LabelChunkArgs& a, ChunkScratch& s) {
+  const T* x = static_cast<const T*>(a.saliency);
+  const L* lab = static_cast<const L*>(a.labels);
+  ChunkResult r = prefer_runs(lab, a.pixels) ? label_runs<Ops, false>(x, lab, a, s)
+                  : s.lanes != nullptr       ? label_lanes<Ops>(x, lab, a, s)
+                                             : label_scatter(x, lab, a, s);
+  if (r.error != ErrorKind::none) return r;
+  double sq = 0.0;
+  for (int64_t t = 0; t < s.n_touched; ++t) {
+    const Accumulator& acc = s.acc[s.touched[t]];
+    r.pos += acc.pos;
+    r.neg += acc.neg;
+    sq += acc.sq;
+  }
+  if (__builtin_isfinite(r.pos) && __builtin_isfinite(r.neg) && __builtin_isfinite(sq)) return r;
+  if (!find_nonfinite(x, a.pixels, a.skip_nonfinite, r) || r.error != ErrorKind::none) return r;
+  reset_touched(s);
+  r = label_runs<Ops, true>(x, lab, a, s);
+  if (r.error != ErrorKind::none) return r;
+  for (int64_t t = 0; t < s.n_touched; ++t) {
+    r.pos += s.acc[s.touched[t]].pos;
+    r.neg += s.acc[s.touched[t]].neg;
+  }
+  return r;
+}
+
+template <class Ops>
+void add_label_kernels(KernelTable& t) {
+  t.labels[0][0] = &label_chunk<Ops, float, uint8_t>;
+  t.labels[0][1] = &label_chunk<Ops, float, uint16_t>;
+  t.labels[0][2] = &label_chunk<Ops, float, int32_t>;
+  t.labels[1][0] = &label_chunk<Ops, double, uint8_t>;
+  t.labels[1][1] = &label_chunk<Ops, double, uint16_t>;
+  t.labels[1][2] = &label_chunk<Ops, double, int32_t>;
+}
+
+}  // namespace SAT_ISA
+}  // namespace sat

@@ -1,0 +1,82 @@
+// Pieces shared by the label and mask leaf kernels (labels_leaf.hpp,
+// masks_leaf.hpp), written once against an `Ops` policy that supplies the
+// instruction-set specific parts (ops_generic.hpp, ops_avx2.hpp):
+//   template <class T> static Accumulator reduce(const T* x, int64_t n);
+//   static void add_pixel(PixelAccumulator& a, double v);
+//   static int64_t find_word(const uint64_t* p, int64_t w, int64_t end, uint64_t skip);
+//       (first index in [w, end) whose word differs from `skip`, else end)
+//   template <class L> static int64_t run_end(const L* lab, int64_t i, int64_t n, L l);
+//   static void pack_plane(const uint8_t* m, int64_t pixels, uint64_t* out);
+//
+// Ops::reduce reduces one run of pixels: pixel i of a run is accumulated into
+// lane i % 8 (lanes start at +0 and +-inf); the lanes are then combined as
+// ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)). Every Ops::reduce must follow this
+// order exactly, so that every instruction set produces bitwise identical
+// results.
+//
+// Leaves work on raw pointers only and use no standard containers; like
+// everything inline here they live in the SAT_ISA namespace (see
+// accumulator.hpp), so no code compiled for AVX2 can leak into the portable
+// units through the linker. Include only from the per-variant *.cpp files.
+#pragma once
+#include <cstdint>
+
+#include "sat/accumulator.hpp"
+#include "sat/dispatch.hpp"
+
+namespace sat {
+inline namespace SAT_ISA {
+
+inline void touch(ChunkScratch& s, int64_t slot) {
+  if (s.acc[slot].count == 0) s.touched[s.n_touched++] = slot;
+}
+
+inline void reset_touched(ChunkScratch& s) {
+  for (int64_t t = 0; t < s.n_touched; ++t) acc_reset(s.acc[s.touched[t]]);
+  s.n_touched = 0;
+}
+
+// Reduces x[a, b) into acc, skipping non-finite pixels when asked; returns
+// the number skipped.
+template <class Ops, bool Skip, class T>
+inline int64_t add_range(Accumulator& acc, const T* x, int64_t a, int64_t b) {
+  if constexpr (!Skip) {
+    acc_merge(acc, Ops::reduce(x + a, b - a));
+    return 0;
+  } else {
+    int64_t skipped = 0;
+    int64_t i = a;
+    while (i < b) {
+      if (!__builtin_isfinite(x[i])) {
+        ++skipped;
+        ++i;
+        continue;
+      }
+      int64_t j = i + 1;
+      while (j < b && __builtin_isfinite(x[j])) ++j;
+      acc_merge(acc, Ops::reduce(x + i, j - i));
+      i = j;
+    }
+    return skipped;
+  }
+}
+
+// The chunk's first non-finite pixel as an error, when there is one and such
+// pixels are not skipped; the caller has seen a non-finite sum. Sums of squares
+// of finite float32 values cannot overflow a double, so a non-finite sum means
+// a non-finite pixel, except for huge float64 values: the scan tells those
+// apart. Returns whether non-finite pixels are present.
+template <class T>
+inline bool find_nonfinite(const T* x, int64_t n, bool skip_nonfinite, ChunkResult& r) {
+  const int64_t bad = first_nonfinite(x, n);
+  if (bad < 0) return false;
+  if (!skip_nonfinite) {
+    r.error = ErrorKind::nonfinite;
+    r.bad_pixel = bad;
+    r.bad_value = static_cast<double>(x[bad]);
+  }
+  return true;
+}
+
+}  // namespace SAT_ISA
+}  // namespace sat
