@@ -127,12 +127,18 @@ def main(argv: list[str] | None = None) -> int:
     probe_name, probe_fn = read_probe(t)
     bw_time = timed(lambda: probe_fn(probe), args.repeats)
     bandwidth = bw_bytes / bw_time
-    del probe
+    probe = np.empty(0, np.uint8)  # release the buffer before the kernels run
 
     rows = []
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, threads={t}, kernel={_core.kernel_variant()}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"threads={t}, kernel={_core.kernel_variant()}"
+    )
     print(f"batch {b} x {h}x{w} float32 saliency + uint8 labels = {bw_bytes / 1e6:.0f} MB per pass")
-    print(f"read bandwidth ({t} threads, same bytes, {probe_name}): {bandwidth / 1e9:.2f} GB/s = {b / bw_time:,.0f} images/s")
+    print(
+        f"read bandwidth ({t} threads, same bytes, {probe_name}): "
+        f"{bandwidth / 1e9:.2f} GB/s = {b / bw_time:,.0f} images/s"
+    )
 
     def record(case: str, method: str, seconds: float, what: str, nbytes: int = bw_bytes) -> None:
         rows.append(
@@ -149,28 +155,47 @@ def main(argv: list[str] | None = None) -> int:
     cases = [("voronoi", 8), ("voronoi", 16), ("voronoi", 64), ("noise", 16)]
     for pattern, k in cases:
         case = f"{pattern} K={k}"
-        lab = voronoi_labels(rng, b, h, w, k) if pattern == "voronoi" else rng.integers(0, k, (b, h, w)).astype(np.uint8)
+        lab = (
+            voronoi_labels(rng, b, h, w, k) if pattern == "voronoi" else rng.integers(0, k, (b, h, w)).astype(np.uint8)
+        )
         print(f"\n{case}: mean run length {mean_run_length(lab):.1f} pixels")
-        record(case, "sat_fast (all stats)", timed(lambda: sat_fast.segment_stats(sal, lab, num_segments=k, threads=t), args.repeats), "all")
+        record(
+            case,
+            "sat_fast (all stats)",
+            timed(lambda: sat_fast.segment_stats(sal, lab, num_segments=k, threads=t), args.repeats),
+            "all",
+        )
         offsets = (lab.reshape(b, -1).astype(np.int64) + (np.arange(b, dtype=np.int64) * k)[:, None]).ravel()
         flat = sal.ravel()
-        record(case, "np.bincount (sum)", timed(lambda: np.bincount(offsets, weights=flat, minlength=b * k), args.repeats), "sum")
+        record(
+            case,
+            "np.bincount (sum)",
+            timed(lambda: np.bincount(offsets, weights=flat, minlength=b * k), args.repeats),
+            "sum",
+        )
         if not args.no_jax:
             ids = jnp.asarray(offsets.astype(np.int32))
             data = jnp.asarray(flat)
             seg = jax.jit(lambda d, i: jax.ops.segment_sum(d, i, num_segments=b * k))
-            record(case, "jax.ops.segment_sum (sum)", timed(lambda: seg(data, ids).block_until_ready(), args.repeats), "sum")
+            record(
+                case,
+                "jax.ops.segment_sum (sum)",
+                timed(lambda: seg(data, ids).block_until_ready(), args.repeats),
+                "sum",
+            )
             del ids, data
         if torch is not None:
             index = torch.from_numpy(lab.reshape(b, -1).astype(np.int64))
             src = torch.from_numpy(sal.reshape(b, -1))
+
             def scatter():
                 out = torch.zeros((b, k), dtype=torch.float32)
                 out.scatter_add_(1, index, src)
                 return out
+
             record(case, "torch scatter_add_ (sum)", timed(scatter, args.repeats), "sum")
             del index, src
-        del offsets
+        offsets = np.empty(0, np.int64)  # release
 
     k = 32
     masks = ellipse_masks(rng, b, k, h, w)
@@ -187,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         "all",
         packed_bytes,
     )
-    del masks
+    masks = np.empty((0, 0, 0, 0), bool)  # release
 
     by_case: dict[str, dict[str, float]] = {}
     for r in rows:
@@ -196,17 +221,26 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         ours = by_case[r["case"]].get("sat_fast (all stats)") or by_case[r["case"]].get("sat_fast (all stats, packed)")
         r["sat_fast_speedup"] = r["seconds"] / ours
-        print(f"{r['case']:<14} {r['method']:<42} {r['images_per_s']:>12,.0f} {r['gb_per_s']:>7.2f} {r['sat_fast_speedup']:>7.2f}x")
+        print(
+            f"{r['case']:<14} {r['method']:<42} {r['images_per_s']:>12,.0f} "
+            f"{r['gb_per_s']:>7.2f} {r['sat_fast_speedup']:>7.2f}x"
+        )
     print(f"{'':<14} {'read bandwidth, same bytes':<42} {b / bw_time:>12,.0f} {bandwidth / 1e9:>7.2f}")
     for case, methods in by_case.items():
         if "sat_fast (all stats)" in methods:
-            frac = (bw_time / methods["sat_fast (all stats)"])
+            frac = bw_time / methods["sat_fast (all stats)"]
             print(f"{case}: sat_fast runs at {frac:.0%} of the read-bandwidth limit")
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {
         "benchmark": "bench_reduce",
-        "machine": {"processor": platform.processor(), "cpus": os.cpu_count(), "threads": t, "kernel": _core.kernel_variant(), "python": sys.version.split()[0]},
+        "machine": {
+            "processor": platform.processor(),
+            "cpus": os.cpu_count(),
+            "threads": t,
+            "kernel": _core.kernel_variant(),
+            "python": sys.version.split()[0],
+        },
         "batch": b,
         "height": h,
         "width": w,

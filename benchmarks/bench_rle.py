@@ -63,8 +63,17 @@ def segments_from_strings(rles_per_image, h: int, w: int) -> list[Segments]:
     for i, rles in enumerate(rles_per_image):
         counts, offsets = _core.rle_from_strings([r["counts"] for r in rles])
         k = len(rles)
-        out.append(Segments(tuple(f"i{j}" for j in range(k)), h, w, counts=counts, instance_offsets=offsets,
-                            segment_instances=np.arange(k + 1), image_id=i))
+        out.append(
+            Segments(
+                tuple(f"i{j}" for j in range(k)),
+                h,
+                w,
+                counts=counts,
+                instance_offsets=offsets,
+                segment_instances=np.arange(k + 1),
+                image_id=i,
+            )
+        )
     return out
 
 
@@ -96,7 +105,7 @@ def median_seconds(fns: dict, repeats: int) -> dict[str, float]:
     times: dict[str, list[float]] = {k: [] for k in fns}
     for i in range(repeats):
         names = list(fns)
-        names = names[i % len(names):] + names[: i % len(names)]
+        names = names[i % len(names) :] + names[: i % len(names)]
         for name in names:
             t0 = time.perf_counter()
             fns[name]()
@@ -117,21 +126,35 @@ def experiment_coco(args) -> dict:
         assert np.array_equal(a["max"][i], b["max"][0])
         assert np.allclose(a["sum"][i], b["sum"][0], rtol=1e-9, atol=1e-9)
     n = args.images
-    timings = median_seconds({
-        "decode": lambda: [decode(r) for r in rles],
-        "decode+dense": lambda: [dense_stats(sal[i], rles[i], args.threads) for i in range(n)],
-        "rle": lambda: segments_stats(sal, segs, threads=args.threads),
-        "parse+rle": lambda: segments_stats(sal, segments_from_strings(rles, h, w), threads=args.threads),
-    }, args.repeats)
+    timings = median_seconds(
+        {
+            "decode": lambda: [decode(r) for r in rles],
+            "decode+dense": lambda: [dense_stats(sal[i], rles[i], args.threads) for i in range(n)],
+            "rle": lambda: segments_stats(sal, segs, threads=args.threads),
+            "parse+rle": lambda: segments_stats(sal, segments_from_strings(rles, h, w), threads=args.threads),
+        },
+        args.repeats,
+    )
     base = timings["decode+dense"]
     rows = {k: {"seconds": t, "images_per_s": n / t, "speedup_vs_decode_dense": base / t} for k, t in timings.items()}
-    print(f"\n{n} images {w}x{h}, {args.instances} instance masks each (~{runs:.0f} runs per image), "
-          f"threads={args.threads}, median of {args.repeats}")
+    print(
+        f"\n{n} images {w}x{h}, {args.instances} instance masks each (~{runs:.0f} runs per image), "
+        f"threads={args.threads}, median of {args.repeats}"
+    )
     print(f"{'path':<14}{'images/s':>12}{'ms/image':>11}{'vs decode+dense':>18}")
     for k, r in rows.items():
-        print(f"{k:<14}{r['images_per_s']:>12.0f}{1e3 / r['images_per_s']:>11.3f}{r['speedup_vs_decode_dense']:>17.1f}x")
-    return {"images": n, "height": h, "width": w, "instances": args.instances, "mean_runs_per_image": runs,
-            "threads": args.threads, "paths": rows}
+        print(
+            f"{k:<14}{r['images_per_s']:>12.0f}{1e3 / r['images_per_s']:>11.3f}{r['speedup_vs_decode_dense']:>17.1f}x"
+        )
+    return {
+        "images": n,
+        "height": h,
+        "width": w,
+        "instances": args.instances,
+        "mean_runs_per_image": runs,
+        "threads": args.threads,
+        "paths": rows,
+    }
 
 
 def experiment_area(args) -> dict:
@@ -142,8 +165,10 @@ def experiment_area(args) -> dict:
     rng = np.random.default_rng(1)
     x = rng.standard_normal((h, w)).astype(np.float32)
     rows = []
-    print(f"\nequal run count ({cols} runs per mask), growing area; {masks_per_image} masks on one {w}x{h} image "
-          f"({dense_masks} for decode+dense)")
+    print(
+        f"\nequal run count ({cols} runs per mask), growing area; {masks_per_image} masks on one {w}x{h} image "
+        f"({dense_masks} for decode+dense)"
+    )
     print(f"{'run length':>11}{'area px':>10}{'rle us/mask':>13}{'dense us/mask':>15}")
     for length in (4, 16, 64, 160, 320, h - 1):
         counts, masks = [], np.zeros((dense_masks, h, w), bool)
@@ -155,24 +180,43 @@ def experiment_area(args) -> dict:
             runs = [c0 * h + r0] + [length, gap] * (cols - 1) + [length, h * w - (c0 + cols - 1) * h - r0 - length]
             counts.append(np.array(runs, np.uint32))
             if k < dense_masks:
-                masks[k, r0:r0 + length, c0:c0 + cols] = True
+                masks[k, r0 : r0 + length, c0 : c0 + cols] = True
                 assert np.array_equal(_rle(masks[k]), counts[-1])
         offsets = np.concatenate([[0], np.cumsum([len(c) for c in counts])])
-        seg = Segments(tuple(f"m{k}" for k in range(masks_per_image)), h, w, counts=np.concatenate(counts),
-                       instance_offsets=offsets, segment_instances=np.arange(masks_per_image + 1))
+        seg = Segments(
+            tuple(f"m{k}" for k in range(masks_per_image)),
+            h,
+            w,
+            counts=np.concatenate(counts),
+            instance_offsets=offsets,
+            segment_instances=np.arange(masks_per_image + 1),
+        )
         rles = coco_mask.encode(np.asfortranarray(masks[:dense_masks].transpose(1, 2, 0).astype(np.uint8)))
-        t = median_seconds({
-            "rle": lambda: segments_stats([x], [seg], threads=args.threads),
-            "empty": lambda: segments_stats([x], [_no_segments(h, w)], threads=args.threads),
-            "dense": lambda: dense_stats(x, rles, args.threads),
-        }, args.repeats)
+        t = median_seconds(
+            {
+                "rle": lambda: segments_stats([x], [seg], threads=args.threads),
+                "empty": lambda: segments_stats([x], [_no_segments(h, w)], threads=args.threads),
+                "dense": lambda: dense_stats(x, rles, args.threads),
+            },
+            args.repeats,
+        )
         t_rle, t_empty, t_dense = t["rle"], t["empty"], t["dense"]
         per_rle = (t_rle - t_empty) / masks_per_image * 1e6
         per_dense = t_dense / dense_masks * 1e6
-        rows.append({"run_length": length, "runs": cols, "area": cols * length, "rle_us_per_mask": per_rle,
-                     "rle_image_summary_us": t_empty * 1e6, "dense_us_per_mask": per_dense})
+        rows.append(
+            {
+                "run_length": length,
+                "runs": cols,
+                "area": cols * length,
+                "rle_us_per_mask": per_rle,
+                "rle_image_summary_us": t_empty * 1e6,
+                "dense_us_per_mask": per_dense,
+            }
+        )
         print(f"{length:>11}{cols * length:>10}{per_rle:>13.2f}{per_dense:>15.2f}")
-    print(f"(rle per mask excludes the per-image summary, {rows[0]['rle_image_summary_us']:.0f} us, shared by all masks)")
+    print(
+        f"(rle per mask excludes the per-image summary, {rows[0]['rle_image_summary_us']:.0f} us, shared by all masks)"
+    )
     return {"rows": rows, "masks_per_image": masks_per_image}
 
 
@@ -197,8 +241,12 @@ def main() -> None:
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_rle.json"))
     args = p.parse_args()
     result = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
-                    "kernel_variant": _core.kernel_variant()},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpus": os.cpu_count(),
+            "kernel_variant": _core.kernel_variant(),
+        },
         "coco_like": experiment_coco(args),
         "equal_runs_growing_area": experiment_area(args),
     }

@@ -221,6 +221,10 @@ def test_segments_of_an_rle_segment_decode_to_the_union():
     np.testing.assert_array_equal(got[1], masks[2])
 
 
+@pytest.mark.skipif(
+    _core.kernel_variant() == "generic",
+    reason="the dispatched kernel is the portable one here (no AVX2, or SAT_FAST_KERNEL=generic): nothing to compare",
+)
 def test_kernel_variants_agree_bitwise(tmp_path):
     """The AVX2 and portable summaries accumulate each column in the same order."""
     import os
