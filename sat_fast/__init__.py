@@ -84,7 +84,17 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'sat_fast' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    try:
+        loaded = importlib.import_module(module)
+    except ImportError as exc:
+        if "_core" not in str(exc):
+            raise
+        where = __path__[0]
+        raise ImportError(
+            f"sat_fast's compiled core (_core) is missing in {where}: install the package "
+            "(pip install . or pip install -e .) and run Python outside the source folder"
+        ) from exc
+    value = getattr(loaded, name)
     globals()[name] = value  # later lookups skip __getattr__
     return value
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pkgutil
 import subprocess
 import sys
+import tempfile
 import types
 
 import pytest
@@ -19,7 +20,11 @@ MODULES = sorted(
 
 
 def _python(code: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    # Outside the repository: `python -c` puts the working directory first on sys.path, and the source
+    # tree has no compiled _core.
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tempfile.gettempdir()
+    )
 
 
 def test_import_sat_fast_stays_light():
@@ -67,3 +72,25 @@ def test_public_api_resolves():
     assert sat_fast.__version__ == sat_fast._version.__version__
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         sat_fast.nope  # noqa: B018
+
+
+@pytest.mark.skipif(
+    "site-packages" not in sat_fast.__file__,
+    reason="an editable install's import hook finds the real package before any copy (CI installs normally)",
+)
+def test_source_tree_without_core_says_to_install(tmp_path):
+    """Python started in a source checkout finds no _core: one clear line, not a circular-import message."""
+    import shutil
+    from pathlib import Path
+
+    src = Path(sat_fast.__file__).parent
+    shutil.copytree(src, tmp_path / "sat_fast", ignore=shutil.ignore_patterns("_core*.so", "_core*.pyd", "__pycache__"))
+    done = subprocess.run(
+        [sys.executable, "-c", "import sat_fast; sat_fast.segment_stats"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert done.returncode != 0
+    assert "compiled core" in done.stderr and "pip install" in done.stderr, done.stderr[-1500:]
