@@ -508,3 +508,36 @@ def test_segments_validation():
         Segments(("a", "a"), 2, 2, label_map=np.zeros((2, 2), np.uint8))
     with pytest.raises(ValueError, match="packed masks must be uint64 of shape"):
         Segments(("a",), 2, 2, words=np.zeros((2, 1), np.uint64))
+
+
+# ---------------------------------------------------------------- hardening (issue 11)
+
+
+@pytest.mark.parametrize(
+    ("counts", "shown"),
+    [([2**32 + 1, 3], "4294967297"), ([-1, 5], "-1"), ([1.9, 2.1], "1.9"), ([True, False, True, True], "True")],
+)
+def test_rle_counts_out_of_range_or_not_integers_are_rejected(counts, shown):
+    where = r"image 'x' in f\.json: RLE count"
+    with pytest.raises(ValueError, match=rf"{where} {shown} .*must be an integer in \[0, 2\*\*32\)"):
+        Segments(("a",), 2, 2, counts=np.array(counts), instance_offsets=[0, len(counts)], segment_instances=[0, 1],
+                 image_id="x", source="f.json")  # fmt: skip
+    with pytest.raises(ValueError, match=rf"{where} {shown} "):
+        Segments.from_rle(["a"], [[np.array(counts)]], 2, 2, image_id="x", source="f.json")
+    with pytest.raises(ValueError, match=rf"RLE count {shown} "):
+        sat_fast.segments.rle_decode(np.array(counts), 2, 2)
+    # integral floats and every integer dtype are still counts
+    seg = Segments.from_rle(["a"], [[np.array([1.0, 3.0])]], 2, 2)
+    assert seg.counts.dtype == np.uint32 and seg.counts.tolist() == [1, 3]
+
+
+@pytest.mark.parametrize("bad", [2**32 + 1, -1])
+def test_npz_counts_out_of_range_are_rejected(tmp_path, coco, bad):
+    save_segments(all_kinds(tmp_path, coco[0]), tmp_path / "b.npz")
+    with np.load(tmp_path / "b.npz", allow_pickle=False) as z:
+        arrays = dict(z)
+    counts = arrays["counts"].astype(np.int64)
+    counts[1] = bad
+    np.savez(tmp_path / "bad.npz", **dict(arrays, counts=counts))
+    with pytest.raises(ValueError, match=rf"image 1 in .*bad\.npz: RLE count {bad} "):
+        load_segments(tmp_path / "bad.npz")

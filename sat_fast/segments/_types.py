@@ -12,7 +12,7 @@ import numpy as np
 from sat_fast import _validate as v
 from sat_fast._deprecation import warn_deprecated
 from sat_fast._typing import SegmentsKind
-from sat_fast.segments._rle import rle_decode
+from sat_fast.segments._rle import counts_array, rle_decode
 
 Kind = SegmentsKind
 ImageId = int | str | None
@@ -110,9 +110,7 @@ class Segments:
                 )
             object.__setattr__(self, "words", np.ascontiguousarray(words))
         else:
-            counts = np.ascontiguousarray(self.counts, dtype=np.uint32)
-            if counts.ndim != 1:
-                raise ValueError(f"{self.location}: RLE counts must be 1-D, got {v.shape_str(counts.shape)}")
+            counts = counts_array(self.counts, self.location)
             if self.instance_offsets is None or self.segment_instances is None:
                 raise ValueError(f"{self.location}: RLE counts need instance_offsets and segment_instances")
             inst = offsets_array(self.instance_offsets, "instance_offsets")
@@ -284,7 +282,8 @@ def rle_segments(
     image_id: ImageId,
     source: str | None,
 ) -> Segments:
-    flat = [np.asarray(c, np.uint32) for group in instances for c in group]
+    where = where_text(image_id, source)
+    flat = [counts_array(c, where) for group in instances for c in group]
     lengths = np.array([c.shape[0] for c in flat], np.int64)
     counts = np.concatenate(flat) if flat else np.zeros(0, np.uint32)
     inst = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
