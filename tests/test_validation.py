@@ -172,3 +172,15 @@ def test_packed_masks_with_stray_padding_bits_stay_in_bounds():
     assert sat_fast.segment_stats(np.ones((1, 3, 3), np.float32), masks=wild)["count"].tolist() == [[9]]
     with pytest.raises(ValueError, match="words per mask"):
         sat_fast.PackedMasks(np.zeros((1, 1, 5), np.uint64), 3, 3)
+
+
+def test_long_double_saliency_widens_to_float64():
+    sal = np.zeros((1, 2, 3), np.longdouble)
+    sal[0, 0, 0] = 1e300
+    got = sat_fast.segment_stats(sal, np.zeros((1, 2, 3), np.uint8), num_segments=1)
+    assert got["max"][0, 0] == 1e300 and got["sum"][0, 0] == 1e300
+    if np.finfo(np.longdouble).max > np.finfo(np.float64).max:  # x86: 80-bit long double
+        sal[0, 1, 2] = np.longdouble(1e300) * np.longdouble(1e100)
+        with pytest.raises(ValueError, match=r"saliency value .* at image 0, pixel \(1, 2\) is beyond float64"):
+            sat_fast.segment_stats(sal, np.zeros((1, 2, 3), np.uint8), num_segments=1)
+
