@@ -541,3 +541,38 @@ def test_npz_counts_out_of_range_are_rejected(tmp_path, coco, bad):
     np.savez(tmp_path / "bad.npz", **dict(arrays, counts=counts))
     with pytest.raises(ValueError, match=rf"image 1 in .*bad\.npz: RLE count {bad} "):
         load_segments(tmp_path / "bad.npz")
+
+
+def test_duplicate_coco_image_ids_are_an_error(coco, tmp_path):
+    _, data, masks = coco
+    d = json.loads(json.dumps(data))
+    d["images"].append({"id": 1, "height": 5, "width": 5, "file_name": "c.jpg"})
+    file = tmp_path / "dup.json"
+    file.write_text(json.dumps(d))
+    with pytest.raises(
+        ValueError, match=r"dup\.json: image id 1 appears more than once in 'images' \(entries 0 and 2\)"
+    ):
+        from_coco(file)
+    report = LoadReport()
+    segs = from_coco(file, report=report)
+    assert [p.item for p in report] == ["image 1"]
+    assert [s.image_id for s in segs] == [1, 2] and segs[0].shape == (30, 40)  # the first entry, as annotated
+    np.testing.assert_array_equal(segs[0].masks()[0], masks["person"])
+
+
+def test_names_table_values_named_twice_are_an_error(tmp_path):
+    lab = np.array([[0, 1]], np.uint8)
+    (tmp_path / "n.csv").write_text("value,name\n0,sky\n1,dog\n1,cat\n")
+    with pytest.raises(ValueError, match=r"names table .*n\.csv: label value 1 is named both 'dog' and 'cat'"):
+        from_label_map(lab, tmp_path / "n.csv")
+    (tmp_path / "n.json").write_text('{"0": "sky", "1": "dog", "1": "cat"}')
+    with pytest.raises(ValueError, match=r"names table .*n\.json: label value 1 is named both 'dog' and 'cat'"):
+        from_label_map(lab, tmp_path / "n.json")
+    (tmp_path / "m.json").write_text('{"0": "sky", "1": "dog", "01": "cat"}')
+    with pytest.raises(ValueError, match=r"m\.json: label value 1 is named both 'dog' and 'cat'"):
+        from_label_map(lab, tmp_path / "m.json")
+    with pytest.raises(ValueError, match=r"names table: label value 1 is named both 'dog' and 'cat'"):
+        from_label_map(lab, {0: "sky", 1: "dog", "1": "cat"})
+    # the same value with the same name twice is harmless
+    (tmp_path / "same.csv").write_text("0,sky\n1,dog\n1,dog\n")
+    assert from_label_map(lab, tmp_path / "same.csv")[0].names == ("sky", "dog")

@@ -178,11 +178,23 @@ def from_coco(
         categories[c.get("id")] = str(c.get("name"))
     category_order = {cid: i for i, cid in enumerate(categories)}
     images: dict[Any, tuple[int, int]] = {}
-    for im in data["images"]:
+    entry_of: dict[Any, int] = {}
+    for n, im in enumerate(data["images"]):
         try:
-            images[im["id"]] = (int(im["height"]), int(im["width"]))
+            iid, size = im["id"], (int(im["height"]), int(im["width"]))
         except (KeyError, TypeError, ValueError):
             raise ValueError(f"{label}: image entry {im!r} needs integer 'id', 'height' and 'width'") from None
+        if iid in entry_of:
+            # Annotations name images by id: a second entry makes every one of them ambiguous.
+            record_problem(
+                report,
+                source,
+                f"image {iid}",
+                f"{label}: image id {iid!r} appears more than once in 'images' (entries {entry_of[iid]} and {n})",
+            )
+            continue
+        entry_of[iid] = n
+        images[iid] = size
     by_image: dict[Any, list[Mapping[str, Any]]] = {i: [] for i in images}
     for ann in data["annotations"]:
         aid, iid, cid = ann.get("id"), ann.get("image_id"), ann.get("category_id")
