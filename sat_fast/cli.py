@@ -242,12 +242,18 @@ def _image_index(root: Path, labels_csv: Path | None, class_names: Sequence[str]
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise UserError(f"no images ({', '.join(_IMAGE_SUFFIXES)}) under {root}")
+    by_id: dict[str, Path] = {}
+    for path in files:
+        image_id = str(path.relative_to(root).with_suffix(""))
+        if image_id in by_id:
+            raise UserError(
+                f"images {by_id[image_id].relative_to(root)} and {path.relative_to(root)} under {root} have the "
+                f"same image id {image_id!r}; keep one of them"
+            )
+        by_id[image_id] = path
     out = []
     if labels_csv is not None:
-        if not labels_csv.is_file():
-            raise UserError(f"labels file {labels_csv} does not exist")
-        with labels_csv.open(newline="") as fh:
-            rows = {row["image_id"]: row["label"] for row in csv.DictReader(fh)} if fh else {}
+        rows = _read_labels(labels_csv)
         for path in files:
             image_id = str(path.relative_to(root).with_suffix(""))
             if image_id not in rows:
@@ -267,6 +273,38 @@ def _image_index(root: Path, labels_csv: Path | None, class_names: Sequence[str]
             raise UserError(f"sub-folder {folder!r} is not one of the model's classes: {', '.join(class_names)}")
         out.append((str(rel.with_suffix("")), path, class_names.index(folder)))
     return out
+
+
+def _read_labels(path: Path) -> dict[str, str]:
+    """image_id -> label from the --labels CSV (columns image_id,label; a UTF-8 byte-order mark is fine)."""
+    if not path.is_file():
+        raise UserError(f"labels file {path} does not exist")
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            header = [h.strip() for h in next(reader, [])]
+            missing = [c for c in ("image_id", "label") if c not in header]
+            if missing:
+                raise UserError(f"labels file {path}: no column {' or '.join(map(repr, missing))} in the header row")
+            id_col, label_col = header.index("image_id"), header.index("label")
+            rows: dict[str, str] = {}
+            first_row: dict[str, int] = {}
+            for n, row in enumerate(reader, start=1):
+                if not any(cell.strip() for cell in row):
+                    continue
+                if len(row) <= max(id_col, label_col):
+                    raise UserError(f"labels file {path}: row {n} has {len(row)} values, expected image_id,label")
+                image_id, label = row[id_col].strip(), row[label_col].strip()
+                if image_id in first_row:
+                    raise UserError(
+                        f"labels file {path}: image {image_id!r} has more than one row (rows {first_row[image_id]} "
+                        f"and {n})"
+                    )
+                first_row[image_id] = n
+                rows[image_id] = label
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise UserError(f"labels file {path} is not a UTF-8 CSV file: {exc}") from None
+    return rows
 
 
 def _load_segments(args: argparse.Namespace, image_ids: list[str]) -> dict[str, Any]:

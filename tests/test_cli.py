@@ -185,3 +185,33 @@ def test_flat_folder_with_a_labels_csv(example_data, tmp_path, capsys):
     capsys.readouterr()
     (tmp_path / "labels.csv").write_text("image_id,label\nimg0,dog\n")
     assert "label 'dog' of image 'img0' is not one of the model's classes" in _error(capsys, argv)
+
+
+def _flat_images(example_data, tmp_path, n=2):
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    for i, p in enumerate(sorted((example_data / "images" / "cat").glob("*.png"))[:n]):
+        (images / f"i{i}.png").write_bytes(p.read_bytes())
+        (masks / f"i{i}.png").write_bytes((example_data / "masks" / "cat" / p.name).read_bytes())
+    return images, masks
+
+
+def _flat_argv(example_data, tmp_path, images, masks, labels):
+    return ["run", "--model", FACTORY, "--images", str(images), "--labels", str(labels), "--masks", str(masks),
+            "--names", str(example_data / "names.csv"), "--steps", "2", "--out", str(tmp_path / "o")]  # fmt: skip
+
+
+def test_two_images_with_one_id_are_an_error(example_data, tmp_path, capsys):
+    images, masks = _flat_images(example_data, tmp_path)
+    Image.open(images / "i1.png").convert("RGB").save(images / "i1.jpg")
+    (tmp_path / "labels.csv").write_text("image_id,label\ni0,cat\ni1,cat\n")
+    err = _error(capsys, _flat_argv(example_data, tmp_path, images, masks, tmp_path / "labels.csv"))
+    assert "images i1.jpg and i1.png" in err and "same image id 'i1'" in err
+
+
+def test_labels_csv_duplicate_rows_are_an_error(example_data, tmp_path, capsys):
+    images, masks = _flat_images(example_data, tmp_path)
+    (tmp_path / "labels.csv").write_text("image_id,label\ni0,cat\ni1,cat\ni0,fish\n")
+    err = _error(capsys, _flat_argv(example_data, tmp_path, images, masks, tmp_path / "labels.csv"))
+    assert "labels.csv: image 'i0' has more than one row (rows 1 and 3)" in err
