@@ -67,7 +67,22 @@ class ModelBundle:
 # --------------------------------------------------------------------- parser
 
 
+def _max_pixels(text: str) -> int | None:
+    """--max-pixels: a positive int, or 'none' for no limit."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'none', got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'none', got {text!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
+    from sat_fast.segments import DEFAULT_MAX_PIXELS
+
     p = argparse.ArgumentParser(
         prog="sat-fast",
         description="Segment Attribution Tables: which named image segments an image classifier relies on.",
@@ -120,6 +135,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--names", type=Path, help="names table for PNG label maps (CSV value,name or JSON)")
     r.add_argument("--ignore-index", type=int, help="label value of unlabelled pixels in PNG label maps")
+    r.add_argument(
+        "--max-pixels",
+        type=_max_pixels,
+        default=DEFAULT_MAX_PIXELS,
+        help="largest image (height x width, as its mask file declares it) the mask loaders accept, checked "
+        "before anything that size is allocated (default: %(default)s = 2**28; 'none' for no limit)",
+    )
     r.add_argument("--method", default="integrated_gradients", help="saliency method (default: %(default)s)")
     r.add_argument("--steps", type=int, default=32, help="integration steps (default: %(default)s)")
     r.add_argument("--batch-size", type=int, default=32, help="images per batch (default: %(default)s)")
@@ -322,14 +344,20 @@ def _load_segments(args: argparse.Namespace, image_ids: list[str]) -> dict[str, 
         if not args.names.is_file():
             raise UserError(f"names file {args.names} does not exist")
         found = {i: masks / f"{i}.png" for i in image_ids if (masks / f"{i}.png").is_file()}
-        loaded = sg.from_png(list(found.values()), args.names, image_ids=list(found), ignore_index=args.ignore_index)
+        loaded = sg.from_png(
+            list(found.values()),
+            args.names,
+            image_ids=list(found),
+            ignore_index=args.ignore_index,
+            max_pixels=args.max_pixels,
+        )
         return {str(s.image_id): s for s in loaded}
     if masks.suffix == ".npz":
-        return {str(s.image_id): s for s in sg.load_segments(masks)}
+        return {str(s.image_id): s for s in sg.load_segments(masks, max_pixels=args.max_pixels)}
     if masks.suffix == ".json":
         data = json.loads(masks.read_text())
         by_file = {str(Path(img["file_name"]).with_suffix("")): img["id"] for img in data.get("images", [])}
-        loaded = sg.from_coco(data)
+        loaded = sg.from_coco(data, max_pixels=args.max_pixels)
         by_coco = {s.image_id: s for s in loaded}
         return {i: by_coco[by_file[i]] for i in image_ids if i in by_file and by_file[i] in by_coco}
     raise UserError(f"--masks must be a folder of PNGs, a COCO .json or an .npz bundle, got {masks}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -215,3 +216,16 @@ def test_labels_csv_duplicate_rows_are_an_error(example_data, tmp_path, capsys):
     (tmp_path / "labels.csv").write_text("image_id,label\ni0,cat\ni1,cat\ni0,fish\n")
     err = _error(capsys, _flat_argv(example_data, tmp_path, images, masks, tmp_path / "labels.csv"))
     assert "labels.csv: image 'i0' has more than one row (rows 1 and 3)" in err
+
+
+def test_max_pixels_and_png_bombs_in_masks(example_data, tmp_path, capsys, header_only_png):
+    images, masks = _flat_images(example_data, tmp_path)
+    (tmp_path / "labels.csv").write_text("image_id,label\ni0,cat\ni1,cat\n")
+    argv = _flat_argv(example_data, tmp_path, images, masks, tmp_path / "labels.csv")
+    err = _error(capsys, [*argv, "--max-pixels", "100"])
+    assert "i0.png declares 48x48 = 2,304 pixels, more than max_pixels=100" in err
+    assert cli.main([*argv, "--max-pixels", "none"]) == 0
+    capsys.readouterr()
+    # a 74-byte PNG declaring 60000 x 60000 pixels
+    header_only_png(masks / "i1.png", 60000, 60000, zlib.compress(b""))
+    assert "i1.png" in _error(capsys, argv)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 import warnings
+import zipfile
+import zlib
 
 import numpy as np
 import polars as pl
@@ -576,3 +579,129 @@ def test_names_table_values_named_twice_are_an_error(tmp_path):
     # the same value with the same name twice is harmless
     (tmp_path / "same.csv").write_text("0,sky\n1,dog\n1,dog\n")
     assert from_label_map(lab, tmp_path / "same.csv")[0].names == ("sky", "dog")
+
+
+def test_png_declaring_a_huge_image_is_a_value_error_the_report_collects(tmp_path, header_only_png):
+    bomb = header_only_png(tmp_path / "bomb.png", 60000, 60000, zlib.compress(b""))
+    assert bomb.stat().st_size < 100
+    with pytest.raises(ValueError, match=r"label PNG .*bomb\.png"):
+        from_png([bomb], ["bg"])
+    with pytest.raises(ValueError, match=r"label PNG .*bomb\.png"):
+        from_png([bomb], ["bg"], max_pixels=None)  # Pillow's own limit, as a ValueError
+    good = write_png(tmp_path / "good.png", np.zeros((3, 3), np.uint8))
+    report = LoadReport()
+    assert [s.image_id for s in from_png([bomb, good], ["bg"], report=report)] == ["good"]
+    assert [p.item for p in report] == ["bomb"]
+
+
+def test_png_max_pixels_is_checked_before_decoding(tmp_path, header_only_png):
+    # declares 1000x1000 but its pixel data is garbage: only decoding would notice
+    png = header_only_png(tmp_path / "big.png", 1000, 1000, b"garbage")
+    message = r"label PNG .*big\.png declares 1000x1000 = 1,000,000 pixels, more than max_pixels=999,999"
+    with pytest.raises(ValueError, match=message):
+        from_png([png], ["bg"], max_pixels=999_999)
+    with pytest.raises(ValueError, match=r"cannot read label PNG .*big\.png"):
+        from_png([png], ["bg"], max_pixels=1_000_000)
+    with pytest.raises(ValueError, match="max_pixels must be at least 1"):
+        from_png([png], ["bg"], max_pixels=0)
+
+
+@pytest.mark.parametrize(("dtype", "mode_bytes"), [(np.uint8, 1), (np.uint16, 2)])
+def test_from_png_working_memory_is_a_small_multiple_of_the_image(tmp_path, dtype, mode_bytes):
+    lab = (np.arange(2000 * 1000).reshape(2000, 1000) // 50000 % 7).astype(dtype)
+    Image.fromarray(lab).save(tmp_path / "a.png")
+    names = [str(i) for i in range(7)]
+    from_png([tmp_path / "a.png"], names)  # warm up imports
+    tracemalloc.start()
+    try:
+        seg = from_png([tmp_path / "a.png"], names)[0]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(seg.label_map, lab)
+    assert peak < 3 * lab.size * mode_bytes + (1 << 20), peak / lab.size
+
+
+def _zeros_bundle(path, height, width):
+    """A bundle declaring one height x width label map of zeros, deflated: a few hundred KB on disk."""
+    arrays = {
+        "format": np.array("sat_fast.segments/1"),
+        "vocabulary": np.array(["bg"]),
+        "kinds": np.zeros(1, np.int8),
+        "heights": np.array([height], np.int64),
+        "widths": np.array([width], np.int64),
+        "name_offsets": np.array([0, 1], np.int64),
+        "name_ids": np.zeros(1, np.int64),
+        "image_ids": np.array(["big"]),
+    }
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for key, a in arrays.items():
+            with zf.open(key + ".npy", "w") as f:
+                np.lib.format.write_array(f, a)
+        with zf.open("labels.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array_header_1_0(
+                f, {"descr": "|u1", "fortran_order": False, "shape": (height * width,)}
+            )
+            block = bytes(1 << 24)
+            left = height * width
+            while left:
+                f.write(block[: min(left, len(block))])
+                left -= min(left, len(block))
+    return path
+
+
+def test_npz_max_pixels_is_checked_before_reading(tmp_path):
+    path = _zeros_bundle(tmp_path / "big.npz", 16385, 16384)  # 2**28 + 16384 pixels
+    assert path.stat().st_size < 2_000_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"big\.npz: image 'big' \(entry 0\) declares 16385x16384 = 268,451,840 "):
+            load_segments(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10_000_000
+    small = _zeros_bundle(tmp_path / "small.npz", 30, 40)
+    with pytest.raises(ValueError, match=r"small\.npz: image 'big' \(entry 0\) declares 30x40 = 1,200 pixels"):
+        load_segments(small, max_pixels=1000)
+    assert load_segments(small, max_pixels=None)[0].shape == (30, 40)
+    huge = _zeros_bundle(tmp_path / "huge.npz", 0, 0)
+    with np.load(huge) as z:
+        arrays = dict(z)
+    np.savez(huge, **dict(arrays, heights=np.array([2**32]), widths=np.array([2**32])))
+    with pytest.raises(ValueError, match=r"huge\.npz: labels has shape \(0,\), expected \(18446744073709551616,\)"):
+        load_segments(huge, max_pixels=None)  # no int64 wrap-around to 0 pixels
+
+
+def test_coco_image_sizes_max_pixels_and_the_rle_limit(coco, tmp_path):
+    _, data, _ = coco
+    d = json.loads(json.dumps(data))
+    d["images"].append({"id": 5, "height": 100000, "width": 100000})
+    d["annotations"].append(
+        {"id": 50, "image_id": 5, "category_id": 1, "segmentation": [[0, 0, 100000, 0, 100000, 100000, 0, 100000]]}
+    )
+    file = tmp_path / "huge.json"
+    file.write_text(json.dumps(d))
+    with pytest.raises(ValueError, match=r"huge\.json: image 5 is 100000x100000 = .* too large for COCO RLE"):
+        from_coco(file, max_pixels=None)
+    report = LoadReport()
+    segs = from_coco(file, report=report)
+    assert [s.image_id for s in segs] == [1, 2] and [p.item for p in report] == ["image 5"]
+    with pytest.raises(
+        ValueError, match=r"huge\.json: image 1 declares 30x40 = 1,200 pixels, more than max_pixels=1,000"
+    ):
+        from_coco(file, max_pixels=1000)
+    report = LoadReport()
+    assert [s.image_id for s in from_coco(file, max_pixels=1000, report=report)] == [2]
+    assert [p.item for p in report] == ["image 1", "image 5"]
+
+
+def test_npz_round_trip_with_rle_before_other_kinds(tmp_path, coco):
+    segs = all_kinds(tmp_path, coco[0])
+    segs = segs[3:] + segs[:3]
+    save_segments(segs, tmp_path / "b.npz")
+    back = load_segments(tmp_path / "b.npz")
+    assert [s.kind for s in back] == ["rle", "labels", "labels", "masks"]
+    for a, b in zip(segs, back, strict=True):
+        assert a.names == b.names and a.image_id == b.image_id and a.shape == b.shape
+        np.testing.assert_array_equal(a.masks(), b.masks())

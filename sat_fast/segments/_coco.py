@@ -13,13 +13,27 @@ from sat_fast import _core
 from sat_fast._deprecation import renamed_keywords
 from sat_fast.segments._report import LoadReport, record_problem
 from sat_fast.segments._types import (
+    DEFAULT_MAX_PIXELS,
     Segments,
+    check_pixels,
+    max_pixels_value,
     rle_segments,
 )
 
 # --------------------------------------------------------------------------
 # COCO annotations
 # --------------------------------------------------------------------------
+
+
+def _check_image_size(height: int, width: int, max_pixels: int | None, where: str) -> None:
+    """Declared sizes that COCO RLE or ``max_pixels`` cannot take raise, before any mask is built."""
+    if height * width >= 1 << 32:
+        # pycocotools' uint32 counts would overflow (and 'counts sum to ...' would blame the annotation).
+        raise ValueError(
+            f"{where} is {height}x{width} = {height * width:,} pixels, too large for COCO RLE (fewer than 2**32 "
+            "pixels per image)"
+        )
+    check_pixels(height, width, max_pixels, where)
 
 
 def _coco_counts(segm: Any, h: int, w: int, where: str) -> np.ndarray:
@@ -96,6 +110,7 @@ def from_coco(
     select_ids: Iterable[int] | None = ...,
     report: LoadReport | None = ...,
     lazy: Literal[False] = ...,
+    max_pixels: int | None = ...,
     **deprecated: Any,
 ) -> list[Segments]: ...
 @overload
@@ -106,6 +121,7 @@ def from_coco(
     select_ids: Iterable[int] | None = ...,
     report: LoadReport | None = ...,
     lazy: Literal[True],
+    max_pixels: int | None = ...,
     **deprecated: Any,
 ) -> Iterator[Segments]: ...
 def from_coco(
@@ -115,6 +131,7 @@ def from_coco(
     select_ids: Iterable[int] | None = None,
     report: LoadReport | None = None,
     lazy: bool = False,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
     **deprecated: Any,
 ) -> list[Segments] | Iterator[Segments]:
     """Segments from COCO-style annotation JSON, as RLE (reduced without decoding).
@@ -143,6 +160,11 @@ def from_coco(
         no segments.
     lazy
         Return an iterator that builds one image's segments at a time.
+    max_pixels
+        Largest image accepted, in pixels (the ``height`` x ``width`` its
+        entry in ``images`` declares); default ``DEFAULT_MAX_PIXELS`` = 2**28,
+        None for no limit. COCO RLE itself cannot describe images of 2**32
+        pixels or more, whatever this limit.
 
     Raises
     ------
@@ -150,7 +172,8 @@ def from_coco(
         Naming the file and the annotation or image id: RLE whose counts do
         not sum to H*W or whose size differs from the image, polygons outside
         the image, empty masks, unknown category ids, annotations of images
-        not in ``images``, images with no annotations.
+        not in ``images``, images with no annotations, images larger than
+        ``max_pixels`` or too large for COCO RLE.
 
     Examples
     --------
@@ -166,6 +189,7 @@ def from_coco(
         select_ids = renamed_keywords(
             "from_coco", deprecated, {"image_ids": "select_ids"}, {"select_ids": select_ids}
         ).get("select_ids", select_ids)
+    limit = max_pixels_value(max_pixels)
     data, source = _load_json(annotations)
     label = source or "COCO annotations"
     for key in ("images", "annotations", "categories"):
@@ -179,11 +203,18 @@ def from_coco(
     category_order = {cid: i for i, cid in enumerate(categories)}
     images: dict[Any, tuple[int, int]] = {}
     entry_of: dict[Any, int] = {}
+    oversized: set[Any] = set()  # recorded once as images; their annotations are left out without a word
     for n, im in enumerate(data["images"]):
         try:
             iid, size = im["id"], (int(im["height"]), int(im["width"]))
         except (KeyError, TypeError, ValueError):
             raise ValueError(f"{label}: image entry {im!r} needs integer 'id', 'height' and 'width'") from None
+        try:
+            _check_image_size(*size, limit, f"{label}: image {iid!r}")
+        except ValueError as exc:
+            record_problem(report, source, f"image {iid}", str(exc))
+            oversized.add(iid)
+            continue
         if iid in entry_of:
             # Annotations name images by id: a second entry makes every one of them ambiguous.
             record_problem(
@@ -198,6 +229,8 @@ def from_coco(
     by_image: dict[Any, list[Mapping[str, Any]]] = {i: [] for i in images}
     for ann in data["annotations"]:
         aid, iid, cid = ann.get("id"), ann.get("image_id"), ann.get("category_id")
+        if iid in oversized:
+            continue
         if iid not in images:
             record_problem(
                 report,
@@ -218,7 +251,7 @@ def from_coco(
     if select_ids is None:
         order = list(images)
     else:
-        order = list(select_ids)
+        order = [iid for iid in select_ids if iid not in oversized]
         for iid in order:
             if iid not in images:
                 raise ValueError(f"{label}: image id {iid!r} is not in 'images'")

@@ -18,9 +18,36 @@ Kind = SegmentsKind
 ImageId = int | str | None
 
 
+#: Default ``max_pixels=`` of the loaders: 2**28 = 268,435,456 pixels per image (a 16384 x 16384 image).
+DEFAULT_MAX_PIXELS = 1 << 28
+
 # --------------------------------------------------------------------------
 # The Segments type
 # --------------------------------------------------------------------------
+
+
+def max_pixels_value(max_pixels: Any) -> int | None:
+    """The loaders' ``max_pixels=``: a positive int, or None for no limit."""
+    if max_pixels is None:
+        return None
+    if isinstance(max_pixels, bool):
+        raise TypeError("max_pixels must be an int or None, got bool")
+    try:
+        n = operator.index(max_pixels)
+    except TypeError:
+        raise TypeError(f"max_pixels must be an int or None, got {type(max_pixels).__name__}") from None
+    if n < 1:
+        raise ValueError(f"max_pixels must be at least 1 (or None for no limit), got {n}")
+    return n
+
+
+def check_pixels(height: int, width: int, max_pixels: int | None, where: str) -> None:
+    """Refuse an image whose declared size exceeds ``max_pixels``, before anything of that size is allocated."""
+    if max_pixels is not None and height * width > max_pixels:
+        raise ValueError(
+            f"{where} declares {height}x{width} = {height * width:,} pixels, more than max_pixels={max_pixels:,} "
+            "(pass a larger max_pixels=, or None, if the image is real)"
+        )
 
 
 def where_text(image_id: ImageId, source: str | None) -> str:
