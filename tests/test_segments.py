@@ -705,3 +705,111 @@ def test_npz_round_trip_with_rle_before_other_kinds(tmp_path, coco):
     for a, b in zip(segs, back, strict=True):
         assert a.names == b.names and a.image_id == b.image_id and a.shape == b.shape
         np.testing.assert_array_equal(a.masks(), b.masks())
+
+
+def test_malformed_coco_is_a_value_error_naming_file_and_item(coco, tmp_path):
+    _, data, _ = coco
+    cases = {
+        "size4": ({"segmentation": {"size": 4, "counts": [1200]}}, r"annotation 11 \(image 1\): RLE size 4 does not"),
+        "polydict": ({"segmentation": [{"x": 1}]}, r"annotation 11 \(image 1\): polygon 0 must be a flat list"),
+        "polystr": ({"segmentation": [["1", "2", "3", "4", "5", "6"]]}, r"annotation 11 .*polygon 0 must be"),
+        "ragged": ({"segmentation": {"size": [30, 40], "counts": [[1], [2, 3]]}}, r"annotation 11 .*list of integers"),
+        "catid": ({"category_id": [1]}, r"annotation 11 \(image 1\) has unknown category id \[1\]"),
+        "imgid": ({"image_id": {"a": 1}}, r"annotation 11 refers to image id \{'a': 1\}"),
+    }
+    for key, (change, message) in cases.items():
+        file = tmp_path / f"{key}.json"
+        file.write_text(json.dumps(bad_coco(data, **change)))
+        with pytest.raises(ValueError, match=rf"{key}\.json: {message}"):
+            from_coco(file)
+        report = LoadReport()
+        assert [s.image_id for s in from_coco(file, report=report)] == [1, 2]
+        assert [p.item for p in report] == ["annotation 11"]
+    entries = {
+        "nondict_ann": (("annotations", 5), r"'annotations' entry 4 must be an object, got int", "annotation entry 4"),
+        "nondict_img": (("images", [3]), r"'images' entry 2 must be an object, got list", "image entry 2"),
+        "negative": (
+            ("images", {"id": 3, "height": -5, "width": 5}),
+            r"image 3 needs a non-negative integer 'height', got -5",
+            "image 3",
+        ),
+        "float_size": (
+            ("images", {"id": 3, "height": 5.5, "width": 5}),
+            r"image 3 needs a non-negative integer 'height', got 5\.5",
+            "image 3",
+        ),
+        "str_size": (
+            ("images", {"id": 3, "height": "5", "width": 5}),
+            r"image 3 needs a non-negative integer 'height'",
+            "image 3",
+        ),
+        "nondict_cat": (("categories", "dog"), r"'categories' entry 2 must be an object, got str", "category entry 2"),
+        "noname": (("categories", {"id": 9}), r"category 9 needs a string 'name', got None", "category entry 2"),
+    }
+    for key, ((section, entry), message, item) in entries.items():
+        d = json.loads(json.dumps(data))
+        d[section].append(entry)
+        file = tmp_path / f"{key}.json"
+        file.write_text(json.dumps(d))
+        with pytest.raises(ValueError, match=rf"{key}\.json: {message}"):
+            from_coco(file)
+        report = LoadReport()
+        assert [s.image_id for s in from_coco(file, report=report)] == [1, 2]
+        assert [p.item for p in report] == [item]
+    # a negative size with its annotation: the image is left out, not raised, under report=
+    d = json.loads(json.dumps(data))
+    d["images"][1]["width"] = -12
+    (tmp_path / "neg.json").write_text(json.dumps(d))
+    report = LoadReport()
+    assert [s.image_id for s in from_coco(tmp_path / "neg.json", report=report)] == [1]
+    assert [p.item for p in report] == ["image 2"]
+
+
+def test_malformed_coco_files_are_value_errors(tmp_path):
+    files = {
+        "list.json": ("[1, 2]", r"list\.json: expected a JSON object with 'images'.*got a list"),
+        "deep.json": ("[" * 100000 + "]" * 100000, r"deep\.json are nested too deeply"),
+        "latin1.json": (b'{"images": "\xe9"}', r"latin1\.json are not valid JSON"),
+        "noimages.json": ('{"annotations": [], "categories": []}', r"noimages\.json: missing or malformed 'images'"),
+    }
+    for name, (text, message) in files.items():
+        path = tmp_path / name
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+        with pytest.raises(ValueError, match=message):
+            from_coco(path)
+        report = LoadReport()
+        assert from_coco(path, report=report) == []
+        assert [p.item for p in report] == ["file"] and name in str(report)
+
+
+def test_malformed_npz_is_a_value_error_naming_the_file(tmp_path, coco):
+    save_segments(all_kinds(tmp_path, coco[0]), tmp_path / "b.npz")
+    with np.load(tmp_path / "b.npz", allow_pickle=False) as z:
+        arrays = dict(z)
+    n = len(arrays["kinds"])
+    cases = {
+        "tall": (
+            {"heights": np.full(n, 2**32)},
+            r"image 10 \(entry 0\) declares 4294967296x3 = .* more than max_pixels",
+        ),
+        "kinds2d": (
+            {"kinds": arrays["kinds"][:, None]},
+            r"array 'kinds' is int8 of shape \(4, 1\), expected a 1-D array",
+        ),
+        "float_heights": (
+            {"heights": arrays["heights"] + 0.5},
+            r"array 'heights' is float64 .*expected a 1-D array of integers",
+        ),
+        "float_labels": ({"labels": arrays["labels"].astype(np.float64)}, r"array 'labels' is float64"),
+        "int64_labels": (
+            {"labels": arrays["labels"].astype(np.int64)},
+            r"array 'labels' is int64, expected uint8, uint16 or int32",
+        ),
+        "words32": ({"words": arrays["words"].astype(np.uint32)}, r"array 'words' is uint32, expected uint64"),
+    }
+    for key, (change, message) in cases.items():
+        np.savez(tmp_path / f"{key}.npz", **dict(arrays, **change))
+        with pytest.raises(ValueError, match=rf"{key}\.npz: {message}"):
+            load_segments(tmp_path / f"{key}.npz")
+    with pytest.raises(ValueError, match=r"tall\.npz: labels has shape"):
+        load_segments(tmp_path / "tall.npz", max_pixels=None)

@@ -26,6 +26,22 @@ from sat_fast.segments._vocab import merge_vocabularies
 # --------------------------------------------------------------------------
 
 _FORMAT = "sat_fast.segments/1"
+# member -> (number of dimensions, allowed numpy dtype kinds, what it holds), checked from the headers
+_MEMBERS = {
+    "format": (0, "U", "text"),
+    "vocabulary": (1, "U", "text"),
+    "image_ids": (1, "iuU", "integers or text"),
+    "kinds": (1, "iu", "integers"),
+    "heights": (1, "iu", "integers"),
+    "widths": (1, "iu", "integers"),
+    "name_offsets": (1, "iu", "integers"),
+    "name_ids": (1, "iu", "integers"),
+    "labels": (1, "iu", "integers"),
+    "words": (1, "u", "integers"),
+    "counts": (1, "iuf", "numbers"),
+    "instance_lengths": (1, "iu", "integers"),
+    "segment_sizes": (1, "iu", "integers"),
+}
 _KIND_CODES = {"labels": 0, "masks": 1, "rle": 2}
 
 
@@ -146,6 +162,20 @@ def load_segments(path: str | os.PathLike[str], *, max_pixels: int | None = DEFA
         for key in ("format", "vocabulary", "kinds", "heights", "widths", "name_offsets", "name_ids"):
             if key not in headers:
                 raise ValueError(f"{where}: not a sat_fast segments bundle (missing {key!r})")
+        for key, (shape, dtype) in headers.items():
+            expected = _MEMBERS.get(key)
+            if expected is None:
+                continue
+            ndim, kinds_allowed, what = expected
+            if len(shape) != ndim or dtype.kind not in kinds_allowed:
+                raise ValueError(
+                    f"{where}: array {key!r} is {dtype} of shape {shape}, expected a {ndim}-D array of {what}"
+                )
+        label_dtype = headers["labels"][1] if "labels" in headers else None
+        if label_dtype is not None and label_dtype not in (np.uint8, np.uint16, np.int32):
+            raise ValueError(f"{where}: array 'labels' is {label_dtype}, expected uint8, uint16 or int32")
+        if "words" in headers and headers["words"][1] != np.uint64:
+            raise ValueError(f"{where}: array 'words' is {headers['words'][1]}, expected uint64")
     try:
         npz = np.load(where, allow_pickle=False)
     except (OSError, ValueError) as exc:
@@ -153,7 +183,7 @@ def load_segments(path: str | os.PathLike[str], *, max_pixels: int | None = DEFA
     with npz:
         if str(npz["format"]) != _FORMAT:
             raise ValueError(f"{where}: unsupported bundle format {str(npz['format'])!r}, expected {_FORMAT!r}")
-        b = headers["kinds"][0][0] if headers["kinds"][0] else 0
+        b = headers["kinds"][0][0]
         for key in ("heights", "widths"):
             if headers[key][0] != (b,):
                 raise ValueError(f"{where}: {key} has shape {headers[key][0]}, expected ({b},)")
