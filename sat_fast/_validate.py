@@ -32,7 +32,11 @@ def shape_str(shape: Sequence[int]) -> str:
 
 
 def saliency_array(saliency: Any) -> np.ndarray:
-    """(B, H, W) float32/float64, C-contiguous; float16 and bfloat16 widen to float32."""
+    """(B, H, W) float32/float64, C-contiguous; float16 and bfloat16 widen to float32, long double narrows to float64.
+
+    A finite long double beyond float64's range raises ``ValueError`` naming the pixel rather than
+    turning into an infinity.
+    """
     x = as_numpy(saliency, "saliency")
     if x.ndim != 3:
         raise ValueError(
@@ -42,11 +46,27 @@ def saliency_array(saliency: Any) -> np.ndarray:
     kind = x.dtype.kind
     if x.dtype in (np.float32, np.float64):
         pass
+    elif kind == "f" and x.dtype.itemsize > 8:
+        x = _widen_long_double(x)
     elif kind == "f" or x.dtype.name == "bfloat16":
         x = x.astype(np.float32)
     else:
         raise TypeError(f"saliency must be a floating-point array, got dtype {x.dtype}")
     return np.ascontiguousarray(x)
+
+
+def _widen_long_double(x: np.ndarray) -> np.ndarray:
+    """float64 copy of long double saliency; finite values beyond float64's range raise, naming the pixel."""
+    limit = np.finfo(np.float64).max
+    with np.errstate(invalid="ignore"):
+        beyond = np.isfinite(x) & (np.abs(x) > limit)
+    if beyond.any():
+        image, row, col = (int(i) for i in np.argwhere(beyond)[0])
+        raise ValueError(
+            f"saliency value {x[image, row, col]!r} at image {image}, pixel ({row}, {col}) is beyond float64's "
+            "range; scale the maps first"
+        )
+    return x.astype(np.float64)
 
 
 def positive_int(value: Any, name: str) -> int:

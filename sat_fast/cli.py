@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import glob
 import importlib
 import importlib.util
 import json
@@ -67,7 +68,22 @@ class ModelBundle:
 # --------------------------------------------------------------------- parser
 
 
+def _max_pixels(text: str) -> int | None:
+    """--max-pixels: a positive int, or 'none' for no limit."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'none', got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'none', got {text!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
+    from sat_fast.segments import DEFAULT_MAX_PIXELS
+
     p = argparse.ArgumentParser(
         prog="sat-fast",
         description="Segment Attribution Tables: which named image segments an image classifier relies on.",
@@ -120,6 +136,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--names", type=Path, help="names table for PNG label maps (CSV value,name or JSON)")
     r.add_argument("--ignore-index", type=int, help="label value of unlabelled pixels in PNG label maps")
+    r.add_argument(
+        "--max-pixels",
+        type=_max_pixels,
+        default=DEFAULT_MAX_PIXELS,
+        help="largest image (height x width, as its mask file declares it) the mask loaders accept, checked "
+        "before anything that size is allocated (default: %(default)s = 2**28; 'none' for no limit)",
+    )
     r.add_argument("--method", default="integrated_gradients", help="saliency method (default: %(default)s)")
     r.add_argument("--steps", type=int, default=32, help="integration steps (default: %(default)s)")
     r.add_argument("--batch-size", type=int, default=32, help="images per batch (default: %(default)s)")
@@ -158,13 +181,18 @@ def _apply_config(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
     if not known.config.is_file():
         raise UserError(f"config file {known.config} does not exist")
     try:
-        data = tomllib.loads(known.config.read_text())
-    except tomllib.TOMLDecodeError as exc:
+        data = tomllib.loads(known.config.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"config file {known.config} is not valid TOML: {exc}") from None
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     for name, sub in subparsers.choices.items():
+        table = data.get(name, {})
+        if not isinstance(table, dict):
+            raise UserError(
+                f"config file {known.config}: {name!r} must be a table of options ([{name}]), got {table!r}"
+            )
         values = {k: v for k, v in data.items() if not isinstance(v, dict)}
-        values.update(data.get(name, {}))
+        values.update(table)
         dests = {act.dest: act for act in sub._actions}
         unknown = [k for k in values if k.replace("-", "_") not in dests and k not in ("debug", "config")]
         if unknown and name in data:
@@ -173,8 +201,33 @@ def _apply_config(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
         for key, value in values.items():
             action = dests.get(key.replace("-", "_"))
             if action is not None:
-                defaults[action.dest] = Path(value) if action.type is Path and isinstance(value, str) else value
+                defaults[action.dest] = _config_value(action, value, f"config file {known.config}: {key}")
         sub.set_defaults(**defaults)
+
+
+def _config_value(action: argparse.Action, value: Any, where: str) -> Any:
+    """A TOML value checked (and converted) as the option would check its command-line text."""
+    if isinstance(action, argparse._StoreTrueAction):
+        if not isinstance(value, bool):
+            raise UserError(f"{where} must be true or false, got {value!r}")
+        return value
+    if action.nargs in ("*", "+"):
+        if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+            raise UserError(f'{where} must be a list of strings, e.g. {action.dest} = ["a", "b"], got {value!r}')
+        return [Path(x) for x in value] if action.type is Path else value
+    if action.type is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise UserError(f"{where} must be an integer, got {value!r}")
+        return value
+    if action.type is _max_pixels:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            return value
+        if isinstance(value, str) and value.strip().lower() == "none":
+            return None
+        raise UserError(f'{where} must be a positive integer or "none", got {value!r}')
+    if not isinstance(value, str):
+        raise UserError(f"{where} must be a string, got {value!r}")
+    return Path(value) if action.type is Path else value
 
 
 # --------------------------------------------------------------------- commands
@@ -242,12 +295,18 @@ def _image_index(root: Path, labels_csv: Path | None, class_names: Sequence[str]
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise UserError(f"no images ({', '.join(_IMAGE_SUFFIXES)}) under {root}")
+    by_id: dict[str, Path] = {}
+    for path in files:
+        image_id = str(path.relative_to(root).with_suffix(""))
+        if image_id in by_id:
+            raise UserError(
+                f"images {by_id[image_id].relative_to(root)} and {path.relative_to(root)} under {root} have the "
+                f"same image id {image_id!r}; keep one of them"
+            )
+        by_id[image_id] = path
     out = []
     if labels_csv is not None:
-        if not labels_csv.is_file():
-            raise UserError(f"labels file {labels_csv} does not exist")
-        with labels_csv.open(newline="") as fh:
-            rows = {row["image_id"]: row["label"] for row in csv.DictReader(fh)} if fh else {}
+        rows = _read_labels(labels_csv)
         for path in files:
             image_id = str(path.relative_to(root).with_suffix(""))
             if image_id not in rows:
@@ -269,6 +328,38 @@ def _image_index(root: Path, labels_csv: Path | None, class_names: Sequence[str]
     return out
 
 
+def _read_labels(path: Path) -> dict[str, str]:
+    """image_id -> label from the --labels CSV (columns image_id,label; a UTF-8 byte-order mark is fine)."""
+    if not path.is_file():
+        raise UserError(f"labels file {path} does not exist")
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            header = [h.strip() for h in next(reader, [])]
+            missing = [c for c in ("image_id", "label") if c not in header]
+            if missing:
+                raise UserError(f"labels file {path}: no column {' or '.join(map(repr, missing))} in the header row")
+            id_col, label_col = header.index("image_id"), header.index("label")
+            rows: dict[str, str] = {}
+            first_row: dict[str, int] = {}
+            for n, row in enumerate(reader, start=1):
+                if not any(cell.strip() for cell in row):
+                    continue
+                if len(row) <= max(id_col, label_col):
+                    raise UserError(f"labels file {path}: row {n} has {len(row)} values, expected image_id,label")
+                image_id, label = row[id_col].strip(), row[label_col].strip()
+                if image_id in first_row:
+                    raise UserError(
+                        f"labels file {path}: image {image_id!r} has more than one row (rows {first_row[image_id]} "
+                        f"and {n})"
+                    )
+                first_row[image_id] = n
+                rows[image_id] = label
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise UserError(f"labels file {path} is not a UTF-8 CSV file: {exc}") from None
+    return rows
+
+
 def _load_segments(args: argparse.Namespace, image_ids: list[str]) -> dict[str, Any]:
     """Segments by image id from a PNG folder, a COCO JSON file or an .npz bundle."""
     from sat_fast import segments as sg
@@ -284,17 +375,80 @@ def _load_segments(args: argparse.Namespace, image_ids: list[str]) -> dict[str, 
         if not args.names.is_file():
             raise UserError(f"names file {args.names} does not exist")
         found = {i: masks / f"{i}.png" for i in image_ids if (masks / f"{i}.png").is_file()}
-        loaded = sg.from_png(list(found.values()), args.names, image_ids=list(found), ignore_index=args.ignore_index)
+        loaded = sg.from_png(
+            list(found.values()),
+            args.names,
+            image_ids=list(found),
+            ignore_index=args.ignore_index,
+            max_pixels=args.max_pixels,
+        )
         return {str(s.image_id): s for s in loaded}
     if masks.suffix == ".npz":
-        return {str(s.image_id): s for s in sg.load_segments(masks)}
+        return {str(s.image_id): s for s in sg.load_segments(masks, max_pixels=args.max_pixels)}
     if masks.suffix == ".json":
-        data = json.loads(masks.read_text())
-        by_file = {str(Path(img["file_name"]).with_suffix("")): img["id"] for img in data.get("images", [])}
-        loaded = sg.from_coco(data)
+        data = _read_json(masks)
+        by_file = _coco_file_names(data, masks)
+        try:
+            loaded = sg.from_coco(data, max_pixels=args.max_pixels)
+        except ValueError as exc:  # from_coco was given the parsed dict: put the file name in front
+            raise UserError(f"{masks}: {exc}") from None
         by_coco = {s.image_id: s for s in loaded}
         return {i: by_coco[by_file[i]] for i in image_ids if i in by_file and by_file[i] in by_coco}
     raise UserError(f"--masks must be a folder of PNGs, a COCO .json or an .npz bundle, got {masks}")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        with path.open(encoding="utf-8") as fh:
+            return json.load(fh)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"COCO annotations {path} are not valid JSON: {exc}") from None
+    except RecursionError:
+        raise UserError(f"COCO annotations {path} are nested too deeply to be COCO JSON") from None
+
+
+def _coco_file_names(data: Any, path: Path) -> dict[str, Any]:
+    """Image id (file_name without suffix) -> COCO image id; sat-fast run matches images by file_name."""
+    images = data.get("images") if isinstance(data, dict) else None
+    if not isinstance(images, list):
+        raise UserError(f"COCO annotations {path}: missing or malformed 'images' list")
+    by_file: dict[str, Any] = {}
+    for n, img in enumerate(images):
+        name = img.get("file_name") if isinstance(img, dict) else None
+        iid = img.get("id") if isinstance(img, dict) else None
+        if not isinstance(name, str) or not Path(name).name:
+            raise UserError(
+                f"COCO annotations {path}: image {iid!r} ('images' entry {n}) has no 'file_name', which sat-fast "
+                "run needs to match annotations to image files"
+            )
+        key = str(Path(name).with_suffix(""))
+        if key in by_file:
+            raise UserError(
+                f"COCO annotations {path}: images {by_file[key]!r} and {iid!r} both have file_name {key!r} (any suffix)"
+            )
+        by_file[key] = iid
+    return by_file
+
+
+def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
+    import polars as pl
+
+    try:
+        frame.write_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise UserError(f"cannot write {path}: {_first_line(exc)}") from None
+
+
+def _write_report(report: Callable[..., Path], path: Path, agg: pl.DataFrame, **options: Any) -> Path:
+    try:
+        return report(agg, path, **options)
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -334,7 +488,12 @@ def _run(args: argparse.Namespace) -> int:
     if not index:
         raise UserError("no image has masks")
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the output folder {out}: {exc.strerror or exc}") from None
+    if not out.is_dir():
+        raise UserError(f"--out {out} is not a folder")
 
     def load(path: Path) -> np.ndarray:
         try:
@@ -377,16 +536,16 @@ def _run(args: argparse.Namespace) -> int:
             )
         )
         # Append batch by batch: a crash keeps what was done.
-        tables[-1].write_parquet(out / f"sat-part-{start // args.batch_size:06d}.parquet")
+        _write_parquet(tables[-1], out / f"sat-part-{start // args.batch_size:06d}.parquet")
     sat = pl.concat(tables, how="vertical_relaxed")
-    sat.write_parquet(out / "sat.parquet")
+    _write_parquet(sat, out / "sat.parquet")
     for part in out.glob("sat-part-*.parquet"):
         part.unlink()
     agg = aggregate(sat, by=("target",))
-    agg.write_parquet(out / "aggregate.parquet")
+    _write_parquet(agg, out / "aggregate.parquet")
     flags = flag_shortcuts(agg)
-    flags.write_parquet(out / "flags.parquet")
-    report(agg, out / "report.html", flags=flags, title=f"SATs of {args.model}")
+    _write_parquet(flags, out / "flags.parquet")
+    _write_report(report, out / "report.html", agg, flags=flags, title=f"SATs of {args.model}")
     print(summary(agg, flags=flags, format="text"))
     skipped = f", {len(missing)} skipped without masks" if missing else ""
     print(
@@ -401,14 +560,32 @@ def _read(paths: Sequence[Path]) -> pl.LazyFrame:
 
     files = []
     for p in paths:
-        matches = sorted(Path().glob(str(p))) if any(ch in str(p) for ch in "*?[") else [p]
+        # glob.glob takes absolute patterns too (Path().glob does not)
+        matches = sorted(map(Path, glob.glob(str(p), recursive=True))) if any(ch in str(p) for ch in "*?[") else [p]
         for m in matches:
             if not m.is_file():
                 raise UserError(f"table {m} does not exist")
             files.append(m)
     if not files:
         raise UserError(f"no tables match {', '.join(map(str, paths))}")
+    schemas = []
+    for f in files:
+        try:
+            schemas.append(dict(pl.read_parquet_schema(f)))
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            raise UserError(f"table {f} is not a Parquet file (or is empty): {_first_line(exc)}") from None
+    for f, schema in zip(files[1:], schemas[1:], strict=True):
+        if schema != schemas[0]:
+            raise UserError(f"tables {files[0]} and {f} have different columns: {_schema_change(schemas[0], schema)}")
     return pl.scan_parquet(files)
+
+
+def _schema_change(a: dict[str, Any], b: dict[str, Any]) -> str:
+    only_a, only_b = [c for c in a if c not in b], [c for c in b if c not in a]
+    if only_a or only_b:
+        return f"only in the first: {only_a}, only in the second: {only_b}"
+    differ = [f"{c!r} is {a[c]} vs {b[c]}" for c in a if a[c] != b[c]]
+    return "; ".join(differ)
 
 
 def _emit(frame: pl.DataFrame, out: Path | None) -> int:
@@ -418,7 +595,7 @@ def _emit(frame: pl.DataFrame, out: Path | None) -> int:
         with pl.Config(tbl_rows=50, tbl_cols=20):
             print(frame)
     else:
-        frame.write_parquet(out)
+        _write_parquet(frame, out)
         print(f"wrote {out} ({frame.height} rows)")
     return 0
 
@@ -441,7 +618,7 @@ def _report(args: argparse.Namespace) -> int:
     agg = _read([args.aggregate]).collect()
     flags = _read([args.flags]).collect() if args.flags else None
     comparison = _read([args.comparison]).collect() if args.comparison else None
-    path = report(agg, args.out, flags=flags, comparison=comparison)
+    path = _write_report(report, args.out, agg, flags=flags, comparison=comparison)
     print(summary(agg, flags=flags, comparison=comparison, format="text"))
     print(f"wrote {path}")
     return 0
@@ -467,11 +644,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"sat-fast: error: {exc}", file=sys.stderr)
         return 2
-    except (ValueError, TypeError, FileNotFoundError, OSError) as exc:
+    except (ValueError, TypeError, OSError, RecursionError) as exc:
         # Problems in the user's data surface as these from the library; one line, unless --debug.
         if debug:
             raise
-        print(f"sat-fast: error: {exc}", file=sys.stderr)
+        print(f"sat-fast: error: {_first_line(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        import polars as pl
+
+        # Polars rejects the user's tables (types, columns) with its own exceptions.
+        if debug or not isinstance(exc, pl.exceptions.PolarsError):
+            raise
+        print(f"sat-fast: error: {_first_line(exc)}", file=sys.stderr)
         return 2
 
 

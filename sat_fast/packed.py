@@ -28,6 +28,10 @@ class PackedMasks:
     (computed when omitted), so small masks are not scanned end to end. Pack
     once with :func:`pack_masks` and reduce many saliency maps against it.
 
+    Both arrays are read-only, so ``bounds`` can never go stale: an array the
+    caller could still write to (directly or through the array it views) is
+    copied, never frozen under the caller.
+
     Examples
     --------
     >>> import numpy as np, sat_fast
@@ -56,10 +60,18 @@ class PackedMasks:
                 f"PackedMasks.words has {w.shape[2]} words per mask but {self.height}x{self.width} "
                 f"images need {expected}"
             )
+        w = _read_only(w)
+        object.__setattr__(self, "words", w)
         if self.bounds is None:
-            object.__setattr__(self, "bounds", _word_bounds(w))
-        elif self.bounds.dtype != np.int64 or self.bounds.shape != w.shape[:2] + (2,):
+            object.__setattr__(self, "bounds", _freeze(_word_bounds(w)))
+        elif (
+            not isinstance(self.bounds, np.ndarray)
+            or self.bounds.dtype != np.int64
+            or self.bounds.shape != w.shape[:2] + (2,)
+        ):
             raise ValueError(f"PackedMasks.bounds must be int64 of shape {w.shape[:2] + (2,)}")
+        else:
+            object.__setattr__(self, "bounds", _read_only(self.bounds))
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -91,6 +103,26 @@ class PackedMasks:
         n = self.height * self.width
         bits = np.unpackbits(self.words.view(np.uint8), axis=-1, bitorder="little")
         return bits[..., :n].astype(bool).reshape(b, k, self.height, self.width)
+
+
+def _freeze(a: np.ndarray) -> np.ndarray:
+    """``a`` itself, made read-only (for arrays nobody else holds)."""
+    a.flags.writeable = False
+    return a
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    """A C-contiguous read-only array equal to ``a``.
+
+    ``a`` itself when neither it nor any array it views can be written, otherwise a frozen copy (the
+    caller's array is never frozen under them).
+    """
+    base: Any = a
+    while isinstance(base, np.ndarray):
+        if base.flags.writeable:
+            return _freeze(np.array(a, order="C", copy=True))
+        base = base.base
+    return a if a.flags.c_contiguous else _freeze(np.ascontiguousarray(a))
 
 
 def _word_bounds(words: np.ndarray) -> np.ndarray:
@@ -130,4 +162,5 @@ def pack_masks(masks: Any, *, threads: int | None = None) -> PackedMasks:
     if m.dtype != np.bool_:
         raise TypeError(f"masks must be boolean, got dtype {m.dtype}; use masks.astype(bool)")
     words, bounds = _core.pack_masks(np.ascontiguousarray(m), threads=v.num_threads(threads))
-    return PackedMasks(words, int(m.shape[2]), int(m.shape[3]), bounds)
+    # Fresh arrays that only this call holds: frozen in place, not copied.
+    return PackedMasks(_freeze(words), int(m.shape[2]), int(m.shape[3]), _freeze(bounds))

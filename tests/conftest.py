@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import struct
+import zlib
+
+import pytest
 
 import sat_fast
 
@@ -11,3 +15,20 @@ if importlib.util.find_spec("sat_fast._core") is None:
         f"sat_fast at {sat_fast.__file__} has no compiled _core: install the package "
         "(pip install '.[test]', or pip install -e . for development) and run the tests with the venv's pytest"
     )
+
+
+def _header_only_png(path, height, width, idat=b""):
+    """A PNG that declares (height, width) 8-bit greyscale but holds next to no pixel data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.fixture
+def header_only_png():
+    """Writes a PNG header declaring any size (a decompression bomb, or a PNG whose pixels are garbage)."""
+    return _header_only_png

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -185,3 +188,131 @@ def test_flat_folder_with_a_labels_csv(example_data, tmp_path, capsys):
     capsys.readouterr()
     (tmp_path / "labels.csv").write_text("image_id,label\nimg0,dog\n")
     assert "label 'dog' of image 'img0' is not one of the model's classes" in _error(capsys, argv)
+
+
+def _flat_images(example_data, tmp_path, n=2):
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    for i, p in enumerate(sorted((example_data / "images" / "cat").glob("*.png"))[:n]):
+        (images / f"i{i}.png").write_bytes(p.read_bytes())
+        (masks / f"i{i}.png").write_bytes((example_data / "masks" / "cat" / p.name).read_bytes())
+    return images, masks
+
+
+def _flat_argv(example_data, tmp_path, images, masks, labels):
+    return ["run", "--model", FACTORY, "--images", str(images), "--labels", str(labels), "--masks", str(masks),
+            "--names", str(example_data / "names.csv"), "--steps", "2", "--out", str(tmp_path / "o")]  # fmt: skip
+
+
+def test_two_images_with_one_id_are_an_error(example_data, tmp_path, capsys):
+    images, masks = _flat_images(example_data, tmp_path)
+    Image.open(images / "i1.png").convert("RGB").save(images / "i1.jpg")
+    (tmp_path / "labels.csv").write_text("image_id,label\ni0,cat\ni1,cat\n")
+    err = _error(capsys, _flat_argv(example_data, tmp_path, images, masks, tmp_path / "labels.csv"))
+    assert "images i1.jpg and i1.png" in err and "same image id 'i1'" in err
+
+
+def test_labels_csv_duplicate_rows_are_an_error(example_data, tmp_path, capsys):
+    images, masks = _flat_images(example_data, tmp_path)
+    (tmp_path / "labels.csv").write_text("image_id,label\ni0,cat\ni1,cat\ni0,fish\n")
+    err = _error(capsys, _flat_argv(example_data, tmp_path, images, masks, tmp_path / "labels.csv"))
+    assert "labels.csv: image 'i0' has more than one row (rows 1 and 3)" in err
+
+
+def test_max_pixels_and_png_bombs_in_masks(example_data, tmp_path, capsys, header_only_png):
+    images, masks = _flat_images(example_data, tmp_path)
+    (tmp_path / "labels.csv").write_text("image_id,label\ni0,cat\ni1,cat\n")
+    argv = _flat_argv(example_data, tmp_path, images, masks, tmp_path / "labels.csv")
+    err = _error(capsys, [*argv, "--max-pixels", "100"])
+    assert "i0.png declares 48x48 = 2,304 pixels, more than max_pixels=100" in err
+    assert cli.main([*argv, "--max-pixels", "none"]) == 0
+    capsys.readouterr()
+    # a 74-byte PNG declaring 60000 x 60000 pixels
+    header_only_png(masks / "i1.png", 60000, 60000, zlib.compress(b""))
+    assert "i1.png" in _error(capsys, argv)
+
+
+def test_labels_csv_bom_missing_column_and_short_row(example_data, tmp_path, capsys):
+    images, masks = _flat_images(example_data, tmp_path)
+    labels = tmp_path / "labels.csv"
+    argv = _flat_argv(example_data, tmp_path, images, masks, labels)
+    labels.write_bytes("image_id,label\ni0,cat\ni1,cat\n".encode("utf-8-sig"))  # as Excel saves it
+    assert cli.main(argv) == 0
+    capsys.readouterr()
+    labels.write_text("image,label\ni0,cat\n")
+    assert "labels.csv: no column 'image_id' in the header row" in _error(capsys, argv)
+    labels.write_text("image_id,label\ni0,cat\ni1\n")
+    assert "labels.csv: row 2 has 1 values, expected image_id,label" in _error(capsys, argv)
+    labels.write_bytes(b"image_id,label\ni0,caf\xe9\n")
+    assert "labels.csv is not a UTF-8 CSV file" in _error(capsys, argv)
+
+
+def test_coco_masks_without_file_name_or_too_deep(example_data, tmp_path, capsys):
+    images, _ = _flat_images(example_data, tmp_path)
+    (tmp_path / "labels.csv").write_text("image_id,label\ni0,cat\ni1,cat\n")
+    coco = tmp_path / "coco.json"
+    argv = _flat_argv(example_data, tmp_path, images, coco, tmp_path / "labels.csv")
+    coco.write_text('{"images": [{"id": 7, "height": 48, "width": 48}], "annotations": [], "categories": []}')
+    assert "coco.json: image 7 ('images' entry 0) has no 'file_name'" in _error(capsys, argv)
+    coco.write_text("[" * 100000 + "]" * 100000)
+    assert "coco.json are nested too deeply" in _error(capsys, argv)
+    coco.write_text(json.dumps({"images": [{"id": 7, "height": -48, "width": 48, "file_name": "i0.png"}],
+                                "annotations": [], "categories": []}))  # fmt: skip
+    assert "coco.json: COCO annotations: image 7 needs a non-negative integer 'height'" in _error(capsys, argv)
+
+
+def test_table_inputs_and_outputs_are_one_line_errors(run_output, tmp_path, capsys, monkeypatch):
+    sat = run_output / "sat.parquet"
+    (tmp_path / "junk.parquet").write_text("not parquet")
+    (tmp_path / "empty.parquet").write_bytes(b"")
+    assert "junk.parquet is not a Parquet file" in _error(capsys, ["aggregate", str(tmp_path / "junk.parquet")])
+    assert "empty.parquet is not a Parquet file" in _error(capsys, ["aggregate", str(tmp_path / "empty.parquet")])
+    assert "junk.parquet is not a Parquet file" in _error(capsys, ["report", str(tmp_path / "junk.parquet")])
+    pl.read_parquet(sat).with_columns(pl.col("target").cast(pl.String)).write_parquet(tmp_path / "other.parquet")
+    err = _error(capsys, ["aggregate", str(sat), str(tmp_path / "other.parquet")])
+    assert "have different columns: 'target' is Int64 vs String" in err
+    # absolute glob patterns
+    (tmp_path / "parts").mkdir()
+    (tmp_path / "parts" / "a.parquet").write_bytes(sat.read_bytes())
+    monkeypatch.chdir(run_output)
+    assert cli.main(["aggregate", str(tmp_path / "parts" / "*.parquet")]) == 0
+    assert "no tables match" in _error(capsys, ["aggregate", str(tmp_path / "parts" / "*.nope")])
+    if Path("/dev/full").exists():
+        assert "cannot write /dev/full" in _error(capsys, ["aggregate", str(sat), "--out", "/dev/full"])
+        assert "cannot write /dev/full" in _error(capsys, ["compare", str(sat), str(sat), "--out", "/dev/full"])
+        assert "/dev/full" in _error(capsys, ["report", str(run_output / "aggregate.parquet"), "--out", "/dev/full"])
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('out = ["a"]\n', "config file .*: out must be a string, got \\['a'\\]"),
+        ("run = 5\n", "config file .*: 'run' must be a table of options \\(\\[run\\]\\), got 5"),
+        ("[run]\nsteps = 1.5\n", "config file .*: steps must be an integer, got 1.5"),
+        ("[run]\nsteps = true\n", "config file .*: steps must be an integer, got True"),
+        ('[aggregate]\nby = "target"\n', 'config file .*: by must be a list of strings, e.g. by = \\["a", "b"\\]'),
+        ('[run]\nskip-missing = "yes"\n', "config file .*: skip-missing must be true or false"),
+        ("[run]\nmax-pixels = 0\n", "config file .*: max-pixels must be a positive integer"),
+    ],
+)
+def test_config_values_of_the_wrong_type(tmp_path, capsys, toml, message):
+    config = tmp_path / "c.toml"
+    config.write_text(toml)
+
+    assert re.search(message, _error(capsys, ["--config", str(config), "aggregate", "x.parquet"]))
+
+
+def test_errors_print_no_traceback(tmp_path):
+    (tmp_path / "junk.parquet").write_text("not parquet")
+    (tmp_path / "c.toml").write_text('[aggregate]\nby = "target"\n')
+    for argv in (
+        ["aggregate", str(tmp_path / "junk.parquet")],
+        ["--config", str(tmp_path / "c.toml"), "aggregate", "x"],
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "sat_fast.cli", *argv], capture_output=True, text=True, cwd=tmp_path
+        )
+        assert proc.returncode == 2, proc.stderr
+        assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+        assert proc.stderr.startswith("sat-fast: error: ")

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 import warnings
+import zipfile
+import zlib
 
 import numpy as np
 import polars as pl
@@ -508,3 +511,305 @@ def test_segments_validation():
         Segments(("a", "a"), 2, 2, label_map=np.zeros((2, 2), np.uint8))
     with pytest.raises(ValueError, match="packed masks must be uint64 of shape"):
         Segments(("a",), 2, 2, words=np.zeros((2, 1), np.uint64))
+
+
+# ---------------------------------------------------------------- hardening (issue 11)
+
+
+@pytest.mark.parametrize(
+    ("counts", "shown"),
+    [([2**32 + 1, 3], "4294967297"), ([-1, 5], "-1"), ([1.9, 2.1], "1.9"), ([True, False, True, True], "True")],
+)
+def test_rle_counts_out_of_range_or_not_integers_are_rejected(counts, shown):
+    where = r"image 'x' in f\.json: RLE count"
+    with pytest.raises(ValueError, match=rf"{where} {shown} .*must be an integer in \[0, 2\*\*32\)"):
+        Segments(("a",), 2, 2, counts=np.array(counts), instance_offsets=[0, len(counts)], segment_instances=[0, 1],
+                 image_id="x", source="f.json")  # fmt: skip
+    with pytest.raises(ValueError, match=rf"{where} {shown} "):
+        Segments.from_rle(["a"], [[np.array(counts)]], 2, 2, image_id="x", source="f.json")
+    with pytest.raises(ValueError, match=rf"RLE count {shown} "):
+        sat_fast.segments.rle_decode(np.array(counts), 2, 2)
+    # integral floats and every integer dtype are still counts
+    seg = Segments.from_rle(["a"], [[np.array([1.0, 3.0])]], 2, 2)
+    assert seg.counts.dtype == np.uint32 and seg.counts.tolist() == [1, 3]
+
+
+@pytest.mark.parametrize("bad", [2**32 + 1, -1])
+def test_npz_counts_out_of_range_are_rejected(tmp_path, coco, bad):
+    save_segments(all_kinds(tmp_path, coco[0]), tmp_path / "b.npz")
+    with np.load(tmp_path / "b.npz", allow_pickle=False) as z:
+        arrays = dict(z)
+    counts = arrays["counts"].astype(np.int64)
+    counts[1] = bad
+    np.savez(tmp_path / "bad.npz", **dict(arrays, counts=counts))
+    with pytest.raises(ValueError, match=rf"image 1 in .*bad\.npz: RLE count {bad} "):
+        load_segments(tmp_path / "bad.npz")
+
+
+def test_duplicate_coco_image_ids_are_an_error(coco, tmp_path):
+    _, data, masks = coco
+    d = json.loads(json.dumps(data))
+    d["images"].append({"id": 1, "height": 5, "width": 5, "file_name": "c.jpg"})
+    file = tmp_path / "dup.json"
+    file.write_text(json.dumps(d))
+    with pytest.raises(
+        ValueError, match=r"dup\.json: image id 1 appears more than once in 'images' \(entries 0 and 2\)"
+    ):
+        from_coco(file)
+    report = LoadReport()
+    segs = from_coco(file, report=report)
+    assert [p.item for p in report] == ["image 1"]
+    assert [s.image_id for s in segs] == [1, 2] and segs[0].shape == (30, 40)  # the first entry, as annotated
+    np.testing.assert_array_equal(segs[0].masks()[0], masks["person"])
+
+
+def test_names_table_values_named_twice_are_an_error(tmp_path):
+    lab = np.array([[0, 1]], np.uint8)
+    (tmp_path / "n.csv").write_text("value,name\n0,sky\n1,dog\n1,cat\n")
+    with pytest.raises(ValueError, match=r"names table .*n\.csv: label value 1 is named both 'dog' and 'cat'"):
+        from_label_map(lab, tmp_path / "n.csv")
+    (tmp_path / "n.json").write_text('{"0": "sky", "1": "dog", "1": "cat"}')
+    with pytest.raises(ValueError, match=r"names table .*n\.json: label value 1 is named both 'dog' and 'cat'"):
+        from_label_map(lab, tmp_path / "n.json")
+    (tmp_path / "m.json").write_text('{"0": "sky", "1": "dog", "01": "cat"}')
+    with pytest.raises(ValueError, match=r"m\.json: label value 1 is named both 'dog' and 'cat'"):
+        from_label_map(lab, tmp_path / "m.json")
+    with pytest.raises(ValueError, match=r"names table: label value 1 is named both 'dog' and 'cat'"):
+        from_label_map(lab, {0: "sky", 1: "dog", "1": "cat"})
+    # the same value with the same name twice is harmless
+    (tmp_path / "same.csv").write_text("0,sky\n1,dog\n1,dog\n")
+    assert from_label_map(lab, tmp_path / "same.csv")[0].names == ("sky", "dog")
+
+
+def test_png_declaring_a_huge_image_is_a_value_error_the_report_collects(tmp_path, header_only_png):
+    bomb = header_only_png(tmp_path / "bomb.png", 60000, 60000, zlib.compress(b""))
+    assert bomb.stat().st_size < 100
+    with pytest.raises(ValueError, match=r"label PNG .*bomb\.png"):
+        from_png([bomb], ["bg"])
+    with pytest.raises(ValueError, match=r"label PNG .*bomb\.png"):
+        from_png([bomb], ["bg"], max_pixels=None)  # Pillow's own limit, as a ValueError
+    good = write_png(tmp_path / "good.png", np.zeros((3, 3), np.uint8))
+    report = LoadReport()
+    assert [s.image_id for s in from_png([bomb, good], ["bg"], report=report)] == ["good"]
+    assert [p.item for p in report] == ["bomb"]
+
+
+def test_png_max_pixels_is_checked_before_decoding(tmp_path, header_only_png):
+    # declares 1000x1000 but its pixel data is garbage: only decoding would notice
+    png = header_only_png(tmp_path / "big.png", 1000, 1000, b"garbage")
+    message = r"label PNG .*big\.png declares 1000x1000 = 1,000,000 pixels, more than max_pixels=999,999"
+    with pytest.raises(ValueError, match=message):
+        from_png([png], ["bg"], max_pixels=999_999)
+    with pytest.raises(ValueError, match=r"cannot read label PNG .*big\.png"):
+        from_png([png], ["bg"], max_pixels=1_000_000)
+    with pytest.raises(ValueError, match="max_pixels must be at least 1"):
+        from_png([png], ["bg"], max_pixels=0)
+
+
+@pytest.mark.parametrize(("dtype", "mode_bytes"), [(np.uint8, 1), (np.uint16, 2)])
+def test_from_png_working_memory_is_a_small_multiple_of_the_image(tmp_path, dtype, mode_bytes):
+    lab = (np.arange(2000 * 1000).reshape(2000, 1000) // 50000 % 7).astype(dtype)
+    Image.fromarray(lab).save(tmp_path / "a.png")
+    names = [str(i) for i in range(7)]
+    from_png([tmp_path / "a.png"], names)  # warm up imports
+    tracemalloc.start()
+    try:
+        seg = from_png([tmp_path / "a.png"], names)[0]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(seg.label_map, lab)
+    assert peak < 3 * lab.size * mode_bytes + (1 << 20), peak / lab.size
+
+
+def _zeros_bundle(path, height, width):
+    """A bundle declaring one height x width label map of zeros, deflated: a few hundred KB on disk."""
+    arrays = {
+        "format": np.array("sat_fast.segments/1"),
+        "vocabulary": np.array(["bg"]),
+        "kinds": np.zeros(1, np.int8),
+        "heights": np.array([height], np.int64),
+        "widths": np.array([width], np.int64),
+        "name_offsets": np.array([0, 1], np.int64),
+        "name_ids": np.zeros(1, np.int64),
+        "image_ids": np.array(["big"]),
+    }
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for key, a in arrays.items():
+            with zf.open(key + ".npy", "w") as f:
+                np.lib.format.write_array(f, a)
+        with zf.open("labels.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array_header_1_0(
+                f, {"descr": "|u1", "fortran_order": False, "shape": (height * width,)}
+            )
+            block = bytes(1 << 24)
+            left = height * width
+            while left:
+                f.write(block[: min(left, len(block))])
+                left -= min(left, len(block))
+    return path
+
+
+def test_npz_max_pixels_is_checked_before_reading(tmp_path):
+    path = _zeros_bundle(tmp_path / "big.npz", 16385, 16384)  # 2**28 + 16384 pixels
+    assert path.stat().st_size < 2_000_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"big\.npz: image 'big' \(entry 0\) declares 16385x16384 = 268,451,840 "):
+            load_segments(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10_000_000
+    small = _zeros_bundle(tmp_path / "small.npz", 30, 40)
+    with pytest.raises(ValueError, match=r"small\.npz: image 'big' \(entry 0\) declares 30x40 = 1,200 pixels"):
+        load_segments(small, max_pixels=1000)
+    assert load_segments(small, max_pixels=None)[0].shape == (30, 40)
+    huge = _zeros_bundle(tmp_path / "huge.npz", 0, 0)
+    with np.load(huge) as z:
+        arrays = dict(z)
+    np.savez(huge, **dict(arrays, heights=np.array([2**32]), widths=np.array([2**32])))
+    with pytest.raises(ValueError, match=r"huge\.npz: labels has shape \(0,\), expected \(18446744073709551616,\)"):
+        load_segments(huge, max_pixels=None)  # no int64 wrap-around to 0 pixels
+
+
+def test_coco_image_sizes_max_pixels_and_the_rle_limit(coco, tmp_path):
+    _, data, _ = coco
+    d = json.loads(json.dumps(data))
+    d["images"].append({"id": 5, "height": 100000, "width": 100000})
+    d["annotations"].append(
+        {"id": 50, "image_id": 5, "category_id": 1, "segmentation": [[0, 0, 100000, 0, 100000, 100000, 0, 100000]]}
+    )
+    file = tmp_path / "huge.json"
+    file.write_text(json.dumps(d))
+    with pytest.raises(ValueError, match=r"huge\.json: image 5 is 100000x100000 = .* too large for COCO RLE"):
+        from_coco(file, max_pixels=None)
+    report = LoadReport()
+    segs = from_coco(file, report=report)
+    assert [s.image_id for s in segs] == [1, 2] and [p.item for p in report] == ["image 5"]
+    with pytest.raises(
+        ValueError, match=r"huge\.json: image 1 declares 30x40 = 1,200 pixels, more than max_pixels=1,000"
+    ):
+        from_coco(file, max_pixels=1000)
+    report = LoadReport()
+    assert [s.image_id for s in from_coco(file, max_pixels=1000, report=report)] == [2]
+    assert [p.item for p in report] == ["image 1", "image 5"]
+
+
+def test_npz_round_trip_with_rle_before_other_kinds(tmp_path, coco):
+    segs = all_kinds(tmp_path, coco[0])
+    segs = segs[3:] + segs[:3]
+    save_segments(segs, tmp_path / "b.npz")
+    back = load_segments(tmp_path / "b.npz")
+    assert [s.kind for s in back] == ["rle", "labels", "labels", "masks"]
+    for a, b in zip(segs, back, strict=True):
+        assert a.names == b.names and a.image_id == b.image_id and a.shape == b.shape
+        np.testing.assert_array_equal(a.masks(), b.masks())
+
+
+def test_malformed_coco_is_a_value_error_naming_file_and_item(coco, tmp_path):
+    _, data, _ = coco
+    cases = {
+        "size4": ({"segmentation": {"size": 4, "counts": [1200]}}, r"annotation 11 \(image 1\): RLE size 4 does not"),
+        "polydict": ({"segmentation": [{"x": 1}]}, r"annotation 11 \(image 1\): polygon 0 must be a flat list"),
+        "polystr": ({"segmentation": [["1", "2", "3", "4", "5", "6"]]}, r"annotation 11 .*polygon 0 must be"),
+        "ragged": ({"segmentation": {"size": [30, 40], "counts": [[1], [2, 3]]}}, r"annotation 11 .*list of integers"),
+        "catid": ({"category_id": [1]}, r"annotation 11 \(image 1\) has unknown category id \[1\]"),
+        "imgid": ({"image_id": {"a": 1}}, r"annotation 11 refers to image id \{'a': 1\}"),
+    }
+    for key, (change, message) in cases.items():
+        file = tmp_path / f"{key}.json"
+        file.write_text(json.dumps(bad_coco(data, **change)))
+        with pytest.raises(ValueError, match=rf"{key}\.json: {message}"):
+            from_coco(file)
+        report = LoadReport()
+        assert [s.image_id for s in from_coco(file, report=report)] == [1, 2]
+        assert [p.item for p in report] == ["annotation 11"]
+    entries = {
+        "nondict_ann": (("annotations", 5), r"'annotations' entry 4 must be an object, got int", "annotation entry 4"),
+        "nondict_img": (("images", [3]), r"'images' entry 2 must be an object, got list", "image entry 2"),
+        "negative": (
+            ("images", {"id": 3, "height": -5, "width": 5}),
+            r"image 3 needs a non-negative integer 'height', got -5",
+            "image 3",
+        ),
+        "float_size": (
+            ("images", {"id": 3, "height": 5.5, "width": 5}),
+            r"image 3 needs a non-negative integer 'height', got 5\.5",
+            "image 3",
+        ),
+        "str_size": (
+            ("images", {"id": 3, "height": "5", "width": 5}),
+            r"image 3 needs a non-negative integer 'height'",
+            "image 3",
+        ),
+        "nondict_cat": (("categories", "dog"), r"'categories' entry 2 must be an object, got str", "category entry 2"),
+        "noname": (("categories", {"id": 9}), r"category 9 needs a string 'name', got None", "category entry 2"),
+    }
+    for key, ((section, entry), message, item) in entries.items():
+        d = json.loads(json.dumps(data))
+        d[section].append(entry)
+        file = tmp_path / f"{key}.json"
+        file.write_text(json.dumps(d))
+        with pytest.raises(ValueError, match=rf"{key}\.json: {message}"):
+            from_coco(file)
+        report = LoadReport()
+        assert [s.image_id for s in from_coco(file, report=report)] == [1, 2]
+        assert [p.item for p in report] == [item]
+    # a negative size with its annotation: the image is left out, not raised, under report=
+    d = json.loads(json.dumps(data))
+    d["images"][1]["width"] = -12
+    (tmp_path / "neg.json").write_text(json.dumps(d))
+    report = LoadReport()
+    assert [s.image_id for s in from_coco(tmp_path / "neg.json", report=report)] == [1]
+    assert [p.item for p in report] == ["image 2"]
+
+
+def test_malformed_coco_files_are_value_errors(tmp_path):
+    files = {
+        "list.json": ("[1, 2]", r"list\.json: expected a JSON object with 'images'.*got a list"),
+        "deep.json": ("[" * 100000 + "]" * 100000, r"deep\.json are nested too deeply"),
+        "latin1.json": (b'{"images": "\xe9"}', r"latin1\.json are not valid JSON"),
+        "noimages.json": ('{"annotations": [], "categories": []}', r"noimages\.json: missing or malformed 'images'"),
+    }
+    for name, (text, message) in files.items():
+        path = tmp_path / name
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+        with pytest.raises(ValueError, match=message):
+            from_coco(path)
+        report = LoadReport()
+        assert from_coco(path, report=report) == []
+        assert [p.item for p in report] == ["file"] and name in str(report)
+
+
+def test_malformed_npz_is_a_value_error_naming_the_file(tmp_path, coco):
+    save_segments(all_kinds(tmp_path, coco[0]), tmp_path / "b.npz")
+    with np.load(tmp_path / "b.npz", allow_pickle=False) as z:
+        arrays = dict(z)
+    n = len(arrays["kinds"])
+    cases = {
+        "tall": (
+            {"heights": np.full(n, 2**32)},
+            r"image 10 \(entry 0\) declares 4294967296x3 = .* more than max_pixels",
+        ),
+        "kinds2d": (
+            {"kinds": arrays["kinds"][:, None]},
+            r"array 'kinds' is int8 of shape \(4, 1\), expected a 1-D array",
+        ),
+        "float_heights": (
+            {"heights": arrays["heights"] + 0.5},
+            r"array 'heights' is float64 .*expected a 1-D array of integers",
+        ),
+        "float_labels": ({"labels": arrays["labels"].astype(np.float64)}, r"array 'labels' is float64"),
+        "int64_labels": (
+            {"labels": arrays["labels"].astype(np.int64)},
+            r"array 'labels' is int64, expected uint8, uint16 or int32",
+        ),
+        "words32": ({"words": arrays["words"].astype(np.uint32)}, r"array 'words' is uint32, expected uint64"),
+    }
+    for key, (change, message) in cases.items():
+        np.savez(tmp_path / f"{key}.npz", **dict(arrays, **change))
+        with pytest.raises(ValueError, match=rf"{key}\.npz: {message}"):
+            load_segments(tmp_path / f"{key}.npz")
+    with pytest.raises(ValueError, match=r"tall\.npz: labels has shape"):
+        load_segments(tmp_path / "tall.npz", max_pixels=None)

@@ -172,3 +172,42 @@ def test_packed_masks_with_stray_padding_bits_stay_in_bounds():
     assert sat_fast.segment_stats(np.ones((1, 3, 3), np.float32), masks=wild)["count"].tolist() == [[9]]
     with pytest.raises(ValueError, match="words per mask"):
         sat_fast.PackedMasks(np.zeros((1, 1, 5), np.uint64), 3, 3)
+
+
+def test_long_double_saliency_widens_to_float64():
+    sal = np.zeros((1, 2, 3), np.longdouble)
+    sal[0, 0, 0] = 1e300
+    got = sat_fast.segment_stats(sal, np.zeros((1, 2, 3), np.uint8), num_segments=1)
+    assert got["max"][0, 0] == 1e300 and got["sum"][0, 0] == 1e300
+    if np.finfo(np.longdouble).max > np.finfo(np.float64).max:  # x86: 80-bit long double
+        sal[0, 1, 2] = np.longdouble(1e300) * np.longdouble(1e100)
+        with pytest.raises(ValueError, match=r"saliency value .* at image 0, pixel \(1, 2\) is beyond float64"):
+            sat_fast.segment_stats(sal, np.zeros((1, 2, 3), np.uint8), num_segments=1)
+
+
+def test_packed_masks_are_immutable():
+    masks = np.zeros((1, 2, 4, 4), bool)
+    masks[0, 0, 0, 0] = True
+    packed = sat_fast.pack_masks(masks)
+    for array in (packed.words, packed.bounds):
+        assert not array.flags.writeable
+        with pytest.raises(ValueError, match="read-only"):
+            array[...] = 1
+    # the caller's arrays are copied, not frozen under them, and later edits do not reach the masks
+    words = np.zeros((1, 1, 1), np.uint64)
+    words[0, 0, 0] = 1
+    mine = sat_fast.PackedMasks(words, 4, 4)
+    assert words.flags.writeable and not mine.words.flags.writeable
+    words[0, 0, 0] = 0
+    assert mine.unpack()[0, 0, 0, 0]
+    sal = np.ones((1, 4, 4), np.float32)
+    assert sat_fast.segment_stats(sal, masks=mine)["count"][0, 0] == 1
+    # a read-only view of a writable array is copied too
+    base = np.zeros((1, 1, 1), np.uint64)
+    view = base.view()
+    view.flags.writeable = False
+    frozen = sat_fast.PackedMasks(view, 4, 4)
+    base[0, 0, 0] = 1
+    assert not frozen.unpack().any()
+    with pytest.raises(ValueError, match="read-only"):
+        packed[0].words[...] = 1

@@ -18,7 +18,9 @@ over the merged vocabulary is ever built.
 
 Bad input raises ``ValueError`` naming the file and the image or annotation
 id; dataset loaders given a :class:`LoadReport` record the problem instead,
-leave the bad part out and go on.
+leave the bad part out and go on. The file loaders refuse images whose
+declared size exceeds ``max_pixels=`` (default :data:`DEFAULT_MAX_PIXELS`,
+2**28 pixels; None for no limit) before allocating anything that size.
 """
 
 from sat_fast.segments._bundle import load_segments as load_segments
@@ -33,11 +35,13 @@ from sat_fast.segments._report import LoadReport as LoadReport
 from sat_fast.segments._report import Problem as Problem
 from sat_fast.segments._rle import rle_decode as rle_decode
 from sat_fast.segments._rle import rle_encode as rle_encode
+from sat_fast.segments._types import DEFAULT_MAX_PIXELS as DEFAULT_MAX_PIXELS
 from sat_fast.segments._types import Segments as Segments
 from sat_fast.segments._vocab import merge_vocabularies as merge_vocabularies
 from sat_fast.segments._vocab import rename_map as rename_map
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
     "LoadReport",
     "Problem",
     "Segmenter",

@@ -11,8 +11,11 @@ import numpy as np
 
 from sat_fast._deprecation import warn_deprecated
 from sat_fast.segments._types import (
+    DEFAULT_MAX_PIXELS,
     ImageId,
     Segments,
+    check_pixels,
+    max_pixels_value,
     offsets_array,
     where_text,
 )
@@ -23,6 +26,22 @@ from sat_fast.segments._vocab import merge_vocabularies
 # --------------------------------------------------------------------------
 
 _FORMAT = "sat_fast.segments/1"
+# member -> (number of dimensions, allowed numpy dtype kinds, what it holds), checked from the headers
+_MEMBERS = {
+    "format": (0, "U", "text"),
+    "vocabulary": (1, "U", "text"),
+    "image_ids": (1, "iuU", "integers or text"),
+    "kinds": (1, "iu", "integers"),
+    "heights": (1, "iu", "integers"),
+    "widths": (1, "iu", "integers"),
+    "name_offsets": (1, "iu", "integers"),
+    "name_ids": (1, "iu", "integers"),
+    "labels": (1, "iu", "integers"),
+    "words": (1, "u", "integers"),
+    "counts": (1, "iuf", "numbers"),
+    "instance_lengths": (1, "iu", "integers"),
+    "segment_sizes": (1, "iu", "integers"),
+}
 _KIND_CODES = {"labels": 0, "masks": 1, "rle": 2}
 
 
@@ -110,17 +129,28 @@ def _npz_header(zf: zipfile.ZipFile, key: str, where: str) -> tuple[tuple[int, .
     return tuple(int(s) for s in shape), dtype
 
 
-def load_segments(path: str | os.PathLike[str]) -> list[Segments]:
+def load_segments(path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[Segments]:
     """Read segments written by :func:`save_segments`.
 
     Never unpickles (``allow_pickle=False``); every array's declared size is
     checked against the file and against the others before it is read.
 
+    Parameters
+    ----------
+    path
+        The bundle.
+    max_pixels
+        Largest image accepted, in pixels (height x width as the bundle
+        declares them, checked before any label map or mask is read); default
+        ``DEFAULT_MAX_PIXELS`` = 2**28, None for no limit.
+
     Raises
     ------
     ValueError
-        Not a bundle, inconsistent sizes, truncated or corrupt file.
+        Not a bundle, inconsistent sizes, images larger than ``max_pixels``,
+        truncated or corrupt file.
     """
+    limit = max_pixels_value(max_pixels)
     where = os.fspath(path)
     try:
         zf = zipfile.ZipFile(where)
@@ -132,6 +162,20 @@ def load_segments(path: str | os.PathLike[str]) -> list[Segments]:
         for key in ("format", "vocabulary", "kinds", "heights", "widths", "name_offsets", "name_ids"):
             if key not in headers:
                 raise ValueError(f"{where}: not a sat_fast segments bundle (missing {key!r})")
+        for key, (shape, dtype) in headers.items():
+            expected = _MEMBERS.get(key)
+            if expected is None:
+                continue
+            ndim, kinds_allowed, what = expected
+            if len(shape) != ndim or dtype.kind not in kinds_allowed:
+                raise ValueError(
+                    f"{where}: array {key!r} is {dtype} of shape {shape}, expected a {ndim}-D array of {what}"
+                )
+        label_dtype = headers["labels"][1] if "labels" in headers else None
+        if label_dtype is not None and label_dtype not in (np.uint8, np.uint16, np.int32):
+            raise ValueError(f"{where}: array 'labels' is {label_dtype}, expected uint8, uint16 or int32")
+        if "words" in headers and headers["words"][1] != np.uint64:
+            raise ValueError(f"{where}: array 'words' is {headers['words'][1]}, expected uint64")
     try:
         npz = np.load(where, allow_pickle=False)
     except (OSError, ValueError) as exc:
@@ -139,7 +183,7 @@ def load_segments(path: str | os.PathLike[str]) -> list[Segments]:
     with npz:
         if str(npz["format"]) != _FORMAT:
             raise ValueError(f"{where}: unsupported bundle format {str(npz['format'])!r}, expected {_FORMAT!r}")
-        b = headers["kinds"][0][0] if headers["kinds"][0] else 0
+        b = headers["kinds"][0][0]
         for key in ("heights", "widths"):
             if headers[key][0] != (b,):
                 raise ValueError(f"{where}: {key} has shape {headers[key][0]}, expected ({b},)")
@@ -149,15 +193,26 @@ def load_segments(path: str | os.PathLike[str]) -> list[Segments]:
         heights, widths = npz["heights"], npz["widths"]
         if (heights < 0).any() or (widths < 0).any() or not np.isin(kinds, [0, 1, 2]).all():
             raise ValueError(f"{where}: negative image sizes or unknown segment kinds")
+        ids: list[ImageId] = [None] * b
+        if "image_ids" in headers:
+            if headers["image_ids"][0] != (b,):
+                raise ValueError(f"{where}: image_ids has shape {headers['image_ids'][0]}, expected ({b},)")
+            ids = [x.item() for x in npz["image_ids"]]
+        # Python ints: declared sizes may be absurd (2**32 x 2**32) and must not wrap around in int64.
+        image_sizes = list(zip(heights.tolist(), widths.tolist(), strict=True))
+        for i, (h, w) in enumerate(image_sizes):
+            check_pixels(h, w, limit, f"{where}: {where_text(ids[i], None)} (entry {i})")
         name_offsets = offsets_array(npz["name_offsets"], f"{where}: name_offsets")
-        k = np.diff(name_offsets)
+        k = np.diff(name_offsets).tolist()
         if headers["name_ids"][0] != (int(name_offsets[-1]),):
             raise ValueError(f"{where}: name_ids has shape {headers['name_ids'][0]}, expected ({name_offsets[-1]},)")
-        pixels = heights * widths
+        kind_list = kinds.tolist()
         need = {
-            "labels": int(pixels[kinds == 0].sum()),
-            "words": int((k * ((pixels + 63) // 64))[kinds == 1].sum()),
-            "segment_sizes": int(k[kinds == 2].sum()),
+            "labels": sum(h * w for (h, w), kind in zip(image_sizes, kind_list, strict=True) if kind == 0),
+            "words": sum(
+                n * -(-h * w // 64) for (h, w), n, kind in zip(image_sizes, k, kind_list, strict=True) if kind == 1
+            ),
+            "segment_sizes": sum(n for n, kind in zip(k, kind_list, strict=True) if kind == 2),
         }
         for key, n in need.items():
             shape = headers[key][0] if key in headers else (0,)
@@ -167,11 +222,6 @@ def load_segments(path: str | os.PathLike[str]) -> list[Segments]:
         name_ids = npz["name_ids"]
         if name_ids.size and (name_ids.min() < 0 or name_ids.max() >= len(vocab)):
             raise ValueError(f"{where}: name_ids point outside the vocabulary")
-        ids: list[ImageId] = [None] * b
-        if "image_ids" in headers:
-            if headers["image_ids"][0] != (b,):
-                raise ValueError(f"{where}: image_ids has shape {headers['image_ids'][0]}, expected ({b},)")
-            ids = [x.item() for x in npz["image_ids"]]
         labels = npz["labels"] if need["labels"] else None
         words = npz["words"] if need["words"] else None
         seg_sizes = npz["segment_sizes"] if need["segment_sizes"] else np.zeros(0, np.int64)
@@ -191,7 +241,7 @@ def load_segments(path: str | os.PathLike[str]) -> list[Segments]:
         lp = wp = sp = ip = cp = 0
         for i in range(b):
             names = tuple(vocab[j] for j in name_ids[name_offsets[i] : name_offsets[i + 1]])
-            h, w, kind = int(heights[i]), int(widths[i]), int(kinds[i])
+            (h, w), kind = image_sizes[i], kind_list[i]
             if kind == 0:
                 lab = labels[lp : lp + h * w].reshape(h, w)  # type: ignore[index]
                 lp += h * w

@@ -13,7 +13,10 @@ from sat_fast import _core
 from sat_fast._deprecation import renamed_keywords
 from sat_fast.segments._report import LoadReport, record_problem
 from sat_fast.segments._types import (
+    DEFAULT_MAX_PIXELS,
     Segments,
+    check_pixels,
+    max_pixels_value,
     rle_segments,
 )
 
@@ -22,13 +25,58 @@ from sat_fast.segments._types import (
 # --------------------------------------------------------------------------
 
 
+def _check_image_size(height: int, width: int, max_pixels: int | None, where: str) -> None:
+    """Declared sizes that COCO RLE or ``max_pixels`` cannot take raise, before any mask is built."""
+    if height * width >= 1 << 32:
+        # pycocotools' uint32 counts would overflow (and 'counts sum to ...' would blame the annotation).
+        raise ValueError(
+            f"{where} is {height}x{width} = {height * width:,} pixels, too large for COCO RLE (fewer than 2**32 "
+            "pixels per image)"
+        )
+    check_pixels(height, width, max_pixels, where)
+
+
+def _is_id(x: Any) -> bool:
+    """A COCO id: an int or a string (JSON lists, objects, floats, booleans and null are not)."""
+    return isinstance(x, (int, str)) and not isinstance(x, bool)
+
+
+def _category_entry(c: Any, n: int, label: str, seen: Mapping[Any, str]) -> tuple[Any, str]:
+    if not isinstance(c, Mapping):
+        raise ValueError(f"{label}: 'categories' entry {n} must be an object, got {type(c).__name__}")
+    cid, name = c.get("id"), c.get("name")
+    if not _is_id(cid):
+        raise ValueError(f"{label}: 'categories' entry {n} needs an integer or string 'id', got {cid!r}")
+    if not isinstance(name, str):
+        raise ValueError(f"{label}: category {cid!r} needs a string 'name', got {name!r}")
+    if cid in seen:
+        raise ValueError(f"{label}: category id {cid!r} appears twice")
+    return cid, name
+
+
+def _image_entry(im: Any, n: int, label: str) -> tuple[Any, int, int]:
+    """(id, height, width) of one 'images' entry, or ValueError naming it."""
+    if not isinstance(im, Mapping):
+        raise ValueError(f"{label}: 'images' entry {n} must be an object, got {type(im).__name__}")
+    iid = im.get("id")
+    if not _is_id(iid):
+        raise ValueError(f"{label}: 'images' entry {n} needs an integer or string 'id', got {iid!r}")
+    sizes = []
+    for key in ("height", "width"):
+        x = im.get(key)
+        if not isinstance(x, int) or isinstance(x, bool) or x < 0:
+            raise ValueError(f"{label}: image {iid!r} needs a non-negative integer {key!r}, got {x!r}")
+        sizes.append(x)
+    return iid, sizes[0], sizes[1]
+
+
 def _coco_counts(segm: Any, h: int, w: int, where: str) -> np.ndarray:
     """COCO counts of one annotation's segmentation (RLE compressed or not, or polygons)."""
     from pycocotools import mask as coco_mask
 
     if isinstance(segm, Mapping):
         size = segm.get("size")
-        if size is None or list(size) != [h, w]:
+        if not isinstance(size, Sequence) or isinstance(size, (str, bytes)) or list(size) != [h, w]:
             raise ValueError(f"{where}: RLE size {size} does not match the image size [{h}, {w}]")
         counts = segm.get("counts")
         if isinstance(counts, (str, bytes)):
@@ -38,7 +86,10 @@ def _coco_counts(segm: Any, h: int, w: int, where: str) -> np.ndarray:
                 raise ValueError(f"{where}: {exc}") from None
             counts_arr = c
         elif isinstance(counts, Sequence):
-            counts_arr = np.asarray(counts)
+            try:
+                counts_arr = np.asarray(counts)
+            except (TypeError, ValueError):  # ragged nested lists
+                raise ValueError(f"{where}: uncompressed RLE counts must be a list of integers") from None
             if counts_arr.ndim != 1 or (counts_arr.dtype.kind not in "iu" and counts_arr.size):
                 raise ValueError(f"{where}: uncompressed RLE counts must be a list of integers")
             if counts_arr.size and (counts_arr.min() < 0 or counts_arr.max() > 0xFFFFFFFF):
@@ -51,8 +102,11 @@ def _coco_counts(segm: Any, h: int, w: int, where: str) -> np.ndarray:
     elif isinstance(segm, Sequence) and not isinstance(segm, (str, bytes)):
         polys = []
         for j, poly in enumerate(segm):
-            p = np.asarray(poly, np.float64)
-            if p.ndim != 1 or p.size < 6 or p.size % 2:
+            try:
+                p = np.asarray(poly)
+            except (TypeError, ValueError):  # ragged nested lists
+                p = np.zeros(0)
+            if p.dtype.kind not in "iuf" or p.ndim != 1 or p.size < 6 or p.size % 2:
                 raise ValueError(f"{where}: polygon {j} must be a flat list of at least 3 (x, y) points")
             xs, ys = p[0::2], p[1::2]
             if not np.isfinite(p).all() or xs.min() < 0 or ys.min() < 0 or xs.max() > w or ys.max() > h:
@@ -60,7 +114,7 @@ def _coco_counts(segm: Any, h: int, w: int, where: str) -> np.ndarray:
                     f"{where}: polygon {j} lies outside the image (x in [{xs.min():g}, {xs.max():g}], "
                     f"y in [{ys.min():g}, {ys.max():g}], image {w}x{h})"
                 )
-            polys.append(p.tolist())
+            polys.append(p.astype(np.float64).tolist())
         if not polys:
             raise ValueError(f"{where}: segmentation has no polygons")
         rle = coco_mask.merge(coco_mask.frPyObjects(polys, h, w))
@@ -75,7 +129,7 @@ def _coco_counts(segm: Any, h: int, w: int, where: str) -> np.ndarray:
     return counts_arr
 
 
-def _load_json(annotations: Any) -> tuple[Mapping[str, Any], str | None]:
+def _load_json(annotations: Any) -> tuple[Any, str | None]:
     if isinstance(annotations, Mapping):
         return annotations, None
     source = os.fspath(annotations)
@@ -84,8 +138,10 @@ def _load_json(annotations: Any) -> tuple[Mapping[str, Any], str | None]:
             return json.load(f), source
     except OSError as exc:
         raise ValueError(f"cannot read COCO annotations {source}: {exc}") from None
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"COCO annotations {source} are not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"COCO annotations {source} are nested too deeply to be COCO JSON") from None
 
 
 @overload
@@ -96,6 +152,7 @@ def from_coco(
     select_ids: Iterable[int] | None = ...,
     report: LoadReport | None = ...,
     lazy: Literal[False] = ...,
+    max_pixels: int | None = ...,
     **deprecated: Any,
 ) -> list[Segments]: ...
 @overload
@@ -106,6 +163,7 @@ def from_coco(
     select_ids: Iterable[int] | None = ...,
     report: LoadReport | None = ...,
     lazy: Literal[True],
+    max_pixels: int | None = ...,
     **deprecated: Any,
 ) -> Iterator[Segments]: ...
 def from_coco(
@@ -115,6 +173,7 @@ def from_coco(
     select_ids: Iterable[int] | None = None,
     report: LoadReport | None = None,
     lazy: bool = False,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
     **deprecated: Any,
 ) -> list[Segments] | Iterator[Segments]:
     """Segments from COCO-style annotation JSON, as RLE (reduced without decoding).
@@ -137,20 +196,28 @@ def from_coco(
         ``image_ids=``, a name that elsewhere labels images; that spelling
         still works for one release, with a ``DeprecationWarning``.
     report
-        Collect problems (bad annotations, annotations of unknown images or
-        categories, images with no annotations) here instead of raising; bad
-        annotations are left out, images with no annotations are kept with
-        no segments.
+        Collect problems (bad annotations, malformed or duplicate image and
+        category entries, annotations of unknown images or categories, images
+        with no annotations, a file that cannot be read at all) here instead
+        of raising; bad entries are left out, images with no annotations are
+        kept with no segments.
     lazy
         Return an iterator that builds one image's segments at a time.
+    max_pixels
+        Largest image accepted, in pixels (the ``height`` x ``width`` its
+        entry in ``images`` declares); default ``DEFAULT_MAX_PIXELS`` = 2**28,
+        None for no limit. COCO RLE itself cannot describe images of 2**32
+        pixels or more, whatever this limit.
 
     Raises
     ------
     ValueError
-        Naming the file and the annotation or image id: RLE whose counts do
+        Naming the file and the annotation or image id (or the entry's
+        position): malformed JSON or entries, RLE whose counts do
         not sum to H*W or whose size differs from the image, polygons outside
         the image, empty masks, unknown category ids, annotations of images
-        not in ``images``, images with no annotations.
+        not in ``images``, images with no annotations, images larger than
+        ``max_pixels`` or too large for COCO RLE.
 
     Examples
     --------
@@ -166,27 +233,78 @@ def from_coco(
         select_ids = renamed_keywords(
             "from_coco", deprecated, {"image_ids": "select_ids"}, {"select_ids": select_ids}
         ).get("select_ids", select_ids)
-    data, source = _load_json(annotations)
+    limit = max_pixels_value(max_pixels)
+    problem = None
+    try:
+        data, source = _load_json(annotations)
+    except ValueError as exc:
+        data, source, problem = None, os.fspath(annotations), str(exc)
     label = source or "COCO annotations"
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data.get(key), list):
-            raise ValueError(f"{label}: missing or malformed {key!r} list")
+    if problem is not None:
+        pass
+    elif not isinstance(data, Mapping):
+        kind = type(data).__name__
+        problem = f"{label}: expected a JSON object with 'images', 'annotations' and 'categories', got a {kind}"
+    else:
+        missing = [key for key in ("images", "annotations", "categories") if not isinstance(data.get(key), list)]
+        if missing:
+            problem = f"{label}: missing or malformed {missing[0]!r} list"
+    if problem is not None:
+        # Nothing in the file can be read: recorded as the file's problem, and no images.
+        record_problem(report, source, "file", problem)
+        return iter(()) if lazy else []
     categories: dict[Any, str] = {}
-    for c in data["categories"]:
-        if c.get("id") in categories:
-            raise ValueError(f"{label}: category id {c.get('id')!r} appears twice")
-        categories[c.get("id")] = str(c.get("name"))
+    for n, c in enumerate(data["categories"]):
+        try:
+            cid, name = _category_entry(c, n, label, categories)
+        except ValueError as exc:
+            record_problem(report, source, f"category entry {n}", str(exc))
+            continue
+        categories[cid] = name
     category_order = {cid: i for i, cid in enumerate(categories)}
     images: dict[Any, tuple[int, int]] = {}
-    for im in data["images"]:
+    entry_of: dict[Any, int] = {}
+    left_out: set[Any] = set()  # recorded once as images; their annotations are left out without a word
+    for n, im in enumerate(data["images"]):
         try:
-            images[im["id"]] = (int(im["height"]), int(im["width"]))
-        except (KeyError, TypeError, ValueError):
-            raise ValueError(f"{label}: image entry {im!r} needs integer 'id', 'height' and 'width'") from None
+            iid, height, width = _image_entry(im, n, label)
+        except ValueError as exc:
+            iid = im.get("id") if isinstance(im, Mapping) else None
+            record_problem(report, source, f"image {iid}" if _is_id(iid) else f"image entry {n}", str(exc))
+            if _is_id(iid):
+                left_out.add(iid)
+            continue
+        if iid in entry_of:
+            # Annotations name images by id: a second entry makes every one of them ambiguous.
+            record_problem(
+                report,
+                source,
+                f"image {iid}",
+                f"{label}: image id {iid!r} appears more than once in 'images' (entries {entry_of[iid]} and {n})",
+            )
+            continue
+        entry_of[iid] = n
+        try:
+            _check_image_size(height, width, limit, f"{label}: image {iid!r}")
+        except ValueError as exc:
+            record_problem(report, source, f"image {iid}", str(exc))
+            left_out.add(iid)
+            continue
+        images[iid] = (height, width)
     by_image: dict[Any, list[Mapping[str, Any]]] = {i: [] for i in images}
-    for ann in data["annotations"]:
+    for n, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, Mapping):
+            record_problem(
+                report,
+                source,
+                f"annotation entry {n}",
+                f"{label}: 'annotations' entry {n} must be an object, got {type(ann).__name__}",
+            )
+            continue
         aid, iid, cid = ann.get("id"), ann.get("image_id"), ann.get("category_id")
-        if iid not in images:
+        if _is_id(iid) and iid in left_out:
+            continue
+        if not _is_id(iid) or iid not in images:
             record_problem(
                 report,
                 source,
@@ -194,7 +312,7 @@ def from_coco(
                 f"{label}: annotation {aid!r} refers to image id {iid!r}, which is not in 'images'",
             )
             continue
-        if cid not in categories:
+        if not _is_id(cid) or cid not in categories:
             record_problem(
                 report,
                 source,
@@ -206,9 +324,9 @@ def from_coco(
     if select_ids is None:
         order = list(images)
     else:
-        order = list(select_ids)
+        order = [iid for iid in select_ids if not (_is_id(iid) and iid in left_out)]
         for iid in order:
-            if iid not in images:
+            if not _is_id(iid) or iid not in images:
                 raise ValueError(f"{label}: image id {iid!r} is not in 'images'")
 
     def build(iid: Any) -> Segments:

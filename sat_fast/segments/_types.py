@@ -12,15 +12,42 @@ import numpy as np
 from sat_fast import _validate as v
 from sat_fast._deprecation import warn_deprecated
 from sat_fast._typing import SegmentsKind
-from sat_fast.segments._rle import rle_decode
+from sat_fast.segments._rle import counts_array, rle_decode
 
 Kind = SegmentsKind
 ImageId = int | str | None
 
 
+#: Default ``max_pixels=`` of the loaders: 2**28 = 268,435,456 pixels per image (a 16384 x 16384 image).
+DEFAULT_MAX_PIXELS = 1 << 28
+
 # --------------------------------------------------------------------------
 # The Segments type
 # --------------------------------------------------------------------------
+
+
+def max_pixels_value(max_pixels: Any) -> int | None:
+    """The loaders' ``max_pixels=``: a positive int, or None for no limit."""
+    if max_pixels is None:
+        return None
+    if isinstance(max_pixels, bool):
+        raise TypeError("max_pixels must be an int or None, got bool")
+    try:
+        n = operator.index(max_pixels)
+    except TypeError:
+        raise TypeError(f"max_pixels must be an int or None, got {type(max_pixels).__name__}") from None
+    if n < 1:
+        raise ValueError(f"max_pixels must be at least 1 (or None for no limit), got {n}")
+    return n
+
+
+def check_pixels(height: int, width: int, max_pixels: int | None, where: str) -> None:
+    """Refuse an image whose declared size exceeds ``max_pixels``, before anything of that size is allocated."""
+    if max_pixels is not None and height * width > max_pixels:
+        raise ValueError(
+            f"{where} declares {height}x{width} = {height * width:,} pixels, more than max_pixels={max_pixels:,} "
+            "(pass a larger max_pixels=, or None, if the image is real)"
+        )
 
 
 def where_text(image_id: ImageId, source: str | None) -> str:
@@ -110,9 +137,7 @@ class Segments:
                 )
             object.__setattr__(self, "words", np.ascontiguousarray(words))
         else:
-            counts = np.ascontiguousarray(self.counts, dtype=np.uint32)
-            if counts.ndim != 1:
-                raise ValueError(f"{self.location}: RLE counts must be 1-D, got {v.shape_str(counts.shape)}")
+            counts = counts_array(self.counts, self.location)
             if self.instance_offsets is None or self.segment_instances is None:
                 raise ValueError(f"{self.location}: RLE counts need instance_offsets and segment_instances")
             inst = offsets_array(self.instance_offsets, "instance_offsets")
@@ -284,7 +309,8 @@ def rle_segments(
     image_id: ImageId,
     source: str | None,
 ) -> Segments:
-    flat = [np.asarray(c, np.uint32) for group in instances for c in group]
+    where = where_text(image_id, source)
+    flat = [counts_array(c, where) for group in instances for c in group]
     lengths = np.array([c.shape[0] for c in flat], np.int64)
     counts = np.concatenate(flat) if flat else np.zeros(0, np.uint32)
     inst = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
