@@ -149,9 +149,9 @@ def _reader_names(work: Path) -> dict[str, Any]:
     maps = sat_fast.saliency(functools.partial(model.apply, variables), images, steps=4)
     sat = sat_fast.segment_table(maps, segments, names=names, targets=labels, metadata={"label": labels})
     (work / "sats").mkdir(exist_ok=True)
-    sat.with_columns(pl.Series("split", ["train", "ood"] * (sat.height // 2) + ["train"] * (sat.height % 2))).write_parquet(
-        work / "sats" / "part-0.parquet"
-    )
+    sat.with_columns(
+        pl.Series("split", ["train", "ood"] * (sat.height // 2) + ["train"] * (sat.height % 2))
+    ).write_parquet(work / "sats" / "part-0.parquet")
 
     def my_segmenter(batch: Any) -> list[dict[str, np.ndarray]]:
         return [{"bright": np.asarray(x).mean(-1) > 0.5, "dark": np.asarray(x).mean(-1) <= 0.5} for x in batch]
@@ -190,7 +190,7 @@ def test_python_block_runs(workdir, reader_names, line, code, monkeypatch):
     namespace = dict(reader_names)  # a fresh namespace per block; the stand-ins are not modified by the README
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        exec(compile(code, f"README.md:{line}", "exec"), namespace)  # noqa: S102
+        exec(compile(code, f"README.md:{line}", "exec"), namespace)
 
 
 def test_rules_leave_out_only_what_they_say():
