@@ -28,7 +28,7 @@ __all__ = ["ModelBundle", "UserError", "load_factory", "main"]
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 _EXAMPLES = """\
 examples:
-  sat-fast demo                       # the synthetic shortcut experiment (about 3 minutes)
+  sat-fast demo                       # the synthetic shortcut experiment (about 2 minutes)
   sat-fast demo --quick --out demo    # a smaller, faster run
   sat-fast run --model examples/user_model.py:make_model --images data/images \\
       --masks data/masks --names data/names.csv --out results
@@ -168,6 +168,10 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--flags", type=Path, help="flags Parquet file")
     rp.add_argument("--comparison", type=Path, help="comparison Parquet file")
     rp.add_argument("--out", type=Path, default=Path("report.html"), help="HTML file (default: %(default)s)")
+    # --config and --debug are accepted after the command too (`sat-fast run --config run.toml`).
+    for command in sub.choices.values():
+        command.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return p
 
 

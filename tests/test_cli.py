@@ -89,6 +89,10 @@ def test_config_file_supplies_options(example_data, tmp_path):
     )
     assert cli.main(["--config", str(config), "run"]) == 0
     assert pl.read_parquet(tmp_path / "out" / "sat.parquet")["image_id"].n_unique() == 9
+    # after the command too, as users type it; options on the command line still win
+    (tmp_path / "out").rename(tmp_path / "first")
+    assert cli.main(["run", "--config", str(config), "--steps", "1"]) == 0
+    assert pl.read_parquet(tmp_path / "out" / "sat.parquet")["image_id"].n_unique() == 9
 
 
 def _error(capsys, argv) -> str:
