@@ -147,7 +147,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--steps", type=int, default=32, help="integration steps (default: %(default)s)")
     r.add_argument("--batch-size", type=int, default=32, help="images per batch (default: %(default)s)")
     r.add_argument("--seed", type=int, default=0, help="seed of noisy methods (default: %(default)s)")
-    r.add_argument("--device", default=None, help="JAX platform, e.g. cpu or gpu (default: JAX's choice)")
+    r.add_argument(
+        "--device", default=None, help="JAX device: cpu, gpu, tpu, or one of several as gpu:1 (default: JAX's choice)"
+    )
     r.add_argument("--skip-missing", action="store_true", help="skip images without masks instead of stopping")
     r.add_argument("--out", type=Path, help="output folder")
 
@@ -247,6 +249,26 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _device(spec: str) -> Any:
+    """The JAX device named by ``--device``: a platform (``cpu``, ``gpu``, ``tpu``), optionally ``:index``."""
+    import jax
+
+    platform, _, index_text = spec.partition(":")
+    if not index_text.isdigit() and index_text:
+        raise UserError(f"--device must look like 'cpu', 'gpu' or 'gpu:1', got {spec!r}")
+    try:
+        devices = jax.devices(platform)
+    except RuntimeError:
+        available = sorted({d.platform for d in jax.devices()})
+        raise UserError(
+            f"--device {spec}: no {platform!r} device is available to JAX here (available: {', '.join(available)})"
+        ) from None
+    index = int(index_text or 0)
+    if index >= len(devices):
+        raise UserError(f"--device {spec}: there are {len(devices)} {platform} device(s), numbered from 0")
+    return devices[index]
+
+
 def load_factory(spec: str) -> Callable[..., Any]:
     """Import ``pkg.module:function`` or ``path/to/file.py:function``."""
     if ":" not in spec:
@@ -257,6 +279,10 @@ def load_factory(spec: str) -> Callable[..., Any]:
             path = Path(where)
             if not path.is_file():
                 raise UserError(f"model file {where} does not exist")
+            # The factory's file may import its neighbours (a model definition next to it).
+            folder = str(path.resolve().parent)
+            if folder not in sys.path:
+                sys.path.insert(0, folder)
             module_spec = importlib.util.spec_from_file_location(path.stem, path)
             module = importlib.util.module_from_spec(module_spec)  # type: ignore[arg-type]
             sys.modules[path.stem] = module
@@ -477,7 +503,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or args.steps < 1:
         raise UserError("--batch-size and --steps must be positive")
     if args.device is not None:
-        jax.config.update("jax_platform_name", args.device)  # type: ignore[no-untyped-call]
+        jax.config.update("jax_default_device", _device(args.device))  # type: ignore[no-untyped-call]
     factory = load_factory(args.model)
     bundle = _bundle(factory(args.checkpoint))
     index = _image_index(args.images, args.labels, bundle.class_names)

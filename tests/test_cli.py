@@ -320,3 +320,35 @@ def test_errors_print_no_traceback(tmp_path):
         assert proc.returncode == 2, proc.stderr
         assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
         assert proc.stderr.startswith("sat-fast: error: ")
+
+
+def test_device_option(example_data, tmp_path, capsys):
+    base = ["run", "--model", FACTORY, "--images", str(example_data / "images"), "--masks", str(example_data / "masks"),
+            "--names", str(example_data / "names.csv"), "--steps", "1", "--out", str(tmp_path / "o")]  # fmt: skip
+    assert "no 'gpu' device is available to JAX here (available: cpu)" in _error(capsys, [*base, "--device", "gpu"])
+    assert "there are 1 cpu device(s), numbered from 0" in _error(capsys, [*base, "--device", "cpu:3"])
+    assert "must look like 'cpu', 'gpu' or 'gpu:1'" in _error(capsys, [*base, "--device", "cpu:x"])
+    assert cli.main([*base, "--device", "cpu:0"]) == 0
+
+
+def test_model_file_imports_its_neighbours(tmp_path):
+    (tmp_path / "satfast_neighbour_layers.py").write_text("def head(x):\n    return x.sum(axis=(1, 2))\n")
+    (tmp_path / "factory.py").write_text(
+        "import satfast_neighbour_layers\n\ndef make(checkpoint=None):\n"
+        "    return satfast_neighbour_layers.head, ['a', 'b', 'c']\n"
+    )
+    factory = cli.load_factory(f"{tmp_path / 'factory.py'}:make")
+    assert factory()[1] == ["a", "b", "c"]
+
+
+def test_a_model_that_is_not_jax_says_so(example_data, tmp_path, capsys):
+    (tmp_path / "numpy_model.py").write_text(
+        "import numpy as np\n\ndef make(checkpoint=None):\n"
+        "    return (lambda x: np.asarray(x).mean(axis=(1, 2))), ['fish', 'bird', 'cat']\n"
+    )
+    argv = ["run", "--model", f"{tmp_path / 'numpy_model.py'}:make", "--images", str(example_data / "images"),
+            "--masks", str(example_data / "masks"), "--names", str(example_data / "names.csv"), "--steps", "1",
+            "--out", str(tmp_path / "o")]  # fmt: skip
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar's lines
+    assert err.startswith("sat-fast: error: fn must be a JAX function of the images") and "Captum" in err

@@ -630,3 +630,13 @@ def test_empty_batch():
     maps, info = sat_fast.saliency(_linear, np.zeros((0, H, W, C), np.float32), return_info=True)
     assert maps.shape == (0, H, W)
     assert info["completeness_error"].shape == (0,)
+
+
+def test_a_function_that_is_not_jax_gets_a_clear_type_error():
+    images = np.random.default_rng(0).random((2, 8, 8, 3)).astype(np.float32)
+
+    def numpy_model(x):
+        return np.asarray(x).mean(axis=(1, 2))  # converts the tracer: not traceable
+
+    with pytest.raises(TypeError, match=r"fn must be a JAX function of the images .* Captum"):
+        sat_fast.saliency(numpy_model, images, method="gradient")

@@ -314,7 +314,16 @@ def saliency(
 
     # The model's output must be (B, N), and the targets in range.
     two = jax.ShapeDtypeStruct((2, *image_shape), dtype)  # type: ignore[no-untyped-call]  # unannotated in jax
-    probe = jax.eval_shape(lambda z: apply_model(model, arrays, z), two)
+    try:
+        probe = jax.eval_shape(lambda z: apply_model(model, arrays, z), two)
+    except TypeError as exc:  # jax.errors.JAXTypeError (tracer misuse) is one too
+        # numpy or PyTorch code meets a tracer here: say what fn must be, and the way for such models.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TypeError(
+            "fn must be a JAX function of the images (it is traced with jax.eval_shape and differentiated with "
+            f"jax.grad); tracing it failed: {type(exc).__name__}: {first}. For a PyTorch or numpy model, compute "
+            "the saliency maps with its own tools (e.g. Captum) and pass them to sat_fast.segment_table"
+        ) from exc
     if getattr(probe, "ndim", None) != 2 or probe.shape[0] != 2:
         raise ValueError(
             f"fn must map images (B, H, W, C) to logits (B, N); for 2 images of shape {shape_str(image_shape)} "
