@@ -109,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--out", type=Path, default=Path("sat_fast_demo_out"), help="output folder (default: %(default)s)")
     d.add_argument("--quick", action="store_true", help="a smaller dataset and shorter training (used by the tests)")
     d.add_argument("--cache", type=Path, help="where trained parameters are cached (default: OUT/cache)")
-    d.add_argument("--no-progress", action="store_true", help="no progress bars or summary")
+    d.add_argument("--no-progress", action="store_true", help="no progress bars (the summary is still printed)")
 
     r = sub.add_parser(
         "run",
@@ -147,6 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--steps", type=int, default=32, help="integration steps (default: %(default)s)")
     r.add_argument("--batch-size", type=int, default=32, help="images per batch (default: %(default)s)")
     r.add_argument("--seed", type=int, default=0, help="seed of noisy methods (default: %(default)s)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar (the summary is still printed)")
     r.add_argument(
         "--device", default=None, help="JAX device: cpu, gpu, tpu, or one of several as gpu:1 (default: JAX's choice)"
     )
@@ -244,8 +245,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     config = DemoConfig.quick() if args.quick else DemoConfig.full()
     result = run_demo(args.out, config=config, cache_dir=args.cache, progress=not args.no_progress)
-    if not args.no_progress:
-        print(f"\nwrote {len(result.files)} files to {args.out} (open {args.out / 'report.html'})")
+    print(f"\nwrote {len(result.files)} files to {args.out} (open {args.out / 'report.html'})")
     return 0
 
 
@@ -486,8 +486,8 @@ def _run(args: argparse.Namespace) -> int:
     import numpy as np
     import polars as pl
     from PIL import Image
-    from tqdm.auto import tqdm
 
+    from sat_fast._progress import Progress
     from sat_fast.aggregation import aggregate
     from sat_fast.attribution import METHODS as methods
     from sat_fast.attribution import saliency
@@ -533,7 +533,9 @@ def _run(args: argparse.Namespace) -> int:
         return bundle.transform.image(img) if bundle.transform is not None else img
 
     tables = []
-    for start in tqdm(range(0, len(index), args.batch_size), desc="explaining", unit="batch"):
+    starts = range(0, len(index), args.batch_size)
+    bar = Progress(len(starts), "explaining", unit="batch", enabled=not args.no_progress)
+    for start in starts:
         rows = index[start : start + args.batch_size]
         images = [load(p) for _, p, _ in rows]
         shapes = {im.shape for im in images}
@@ -567,6 +569,8 @@ def _run(args: argparse.Namespace) -> int:
         )
         # Append batch by batch: a crash keeps what was done.
         _write_parquet(tables[-1], out / f"sat-part-{start // args.batch_size:06d}.parquet")
+        bar.update()
+    bar.close()
     sat = pl.concat(tables, how="vertical_relaxed")
     _write_parquet(sat, out / "sat.parquet")
     for part in out.glob("sat-part-*.parquet"):

@@ -352,3 +352,26 @@ def test_a_model_that_is_not_jax_says_so(example_data, tmp_path, capsys):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar's lines
     assert err.startswith("sat-fast: error: fn must be a JAX function of the images") and "Captum" in err
+
+
+def test_progress_in_a_log_is_a_few_lines_and_no_progress_keeps_the_summary(example_data, tmp_path):
+    import subprocess
+    import sys
+
+    argv = ["run", "--model", FACTORY, "--images", str(example_data / "images"), "--masks", str(example_data / "masks"),
+            "--names", str(example_data / "names.csv"), "--steps", "1", "--batch-size", "4"]  # fmt: skip
+    code = "import sys; from sat_fast import cli; raise SystemExit(cli.main(sys.argv[1:]))"
+    logged = subprocess.run(  # stderr is a pipe, as in CI or nohup: no carriage-return bar
+        [sys.executable, "-c", code, *argv, "--out", str(tmp_path / "a")], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert logged.returncode == 0, logged.stderr
+    assert "\r" not in logged.stderr
+    assert logged.stderr.strip().splitlines()[-1].startswith("explaining: 3/3 batch")
+    quiet = subprocess.run(
+        [sys.executable, "-c", code, *argv, "--no-progress", "--out", str(tmp_path / "b")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert quiet.returncode == 0 and "explaining" not in quiet.stderr
+    assert "explained 9 images" in quiet.stdout  # the summary stays

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from tqdm.auto import tqdm
 
+from sat_fast._progress import Progress
 from sat_fast.aggregation import aggregate
 from sat_fast.attribution import saliency
 from sat_fast.comparison import compare
@@ -122,6 +122,7 @@ def run_demo(
     config: DemoConfig | None = None,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    summary: bool = True,
 ) -> DemoResult:
     """Run the whole demo and write its tables, figures and report to ``out_dir``.
 
@@ -138,7 +139,9 @@ def run_demo(
         Where trained parameters are cached (Flax msgpack, keyed by a hash of
         the data and training configs); default ``out_dir / "cache"``.
     progress
-        Print progress and the summary.
+        Show progress (a bar on a terminal, a few lines in a log).
+    summary
+        Print the summary of what the tables show.
 
     Returns
     -------
@@ -170,7 +173,9 @@ def run_demo(
     accuracy: dict[tuple[str, str], float] = {}
     tables = []
     steps = [(m, split) for m in ("shortcut", "control") for split in ("test", "ood")]
-    for model_name, split in tqdm(steps, desc="integrated gradients", unit="split", disable=not progress, leave=False):
+    bar = Progress(len(steps), "integrated gradients", unit="split", enabled=progress)
+    for model_name, split in steps:
+        bar.update()
         data = splits[split]
         predicted = predict(params[model_name], data.images, config.train).argmax(1)
         accuracy[(model_name, split)] = float((predicted == data.label).mean())
@@ -195,6 +200,7 @@ def run_demo(
                 },
             )
         )
+    bar.close()
     sat = pl.concat(tables)
     agg = aggregate(sat, by=("model", "split", "target"))
 
@@ -268,7 +274,8 @@ def run_demo(
         files=files,
         seconds=time.perf_counter() - started,
     )
-    log(format_summary(result, agg))
+    if summary:
+        print(format_summary(result, agg))
     return result
 
 

@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import numpy.typing as npt
 import optax
-from tqdm.auto import tqdm
 
+from sat_fast._progress import Progress
 from sat_fast.demo.data import CLASS_NAMES, DataConfig, SyntheticImages
 from sat_fast.demo.model import SmallCNN
 
@@ -157,7 +157,7 @@ def train_model(
 
     rng = np.random.default_rng(train_config.seed)
     images, labels = data.images, data.label.astype(np.int32)
-    bar = tqdm(total=total, desc=f"training {role} model", disable=not progress, leave=False)
+    bar = Progress(total, f"training {role} model", unit="step", enabled=progress)
     for _ in range(train_config.epochs):
         order = rng.permutation(n)
         for i in range(steps_per_epoch):
