@@ -626,8 +626,19 @@ def _emit(frame: pl.DataFrame, out: Path | None) -> int:
     import polars as pl
 
     if out is None:
-        with pl.Config(tbl_rows=50, tbl_cols=20):
-            print(frame)
+        # Wide enough that no header is folded ("tar / get"): the terminal, or a log, scrolls sideways.
+        shown = 50
+        with pl.Config(
+            tbl_rows=shown,
+            tbl_cols=-1,
+            tbl_width_chars=10_000,
+            fmt_str_lengths=60,
+            tbl_hide_column_data_types=True,
+            tbl_hide_dataframe_shape=True,
+        ):
+            print(frame.head(shown))
+        if frame.height > shown:
+            print(f"... {frame.height - shown} more rows ({frame.height} in all); write them all with --out FILE")
     else:
         _write_parquet(frame, out)
         print(f"wrote {out} ({frame.height} rows)")
@@ -647,13 +658,12 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from sat_fast.reports import report, summary
+    from sat_fast.reports import report
 
     agg = _read([args.aggregate]).collect()
     flags = _read([args.flags]).collect() if args.flags else None
     comparison = _read([args.comparison]).collect() if args.comparison else None
     path = _write_report(report, args.out, agg, flags=flags, comparison=comparison)
-    print(summary(agg, flags=flags, comparison=comparison, format="text"))
     print(f"wrote {path}")
     return 0
 

@@ -113,6 +113,7 @@ def summary(
     comparison: pl.DataFrame | None = None,
     agreement: pl.DataFrame | None = None,
     top: int = 5,
+    max_groups: int | None = 20,
     format: SummaryFormat = "markdown",
 ) -> str:
     """The findings as Markdown or plain text: top segments per group, flags, largest changes.
@@ -126,6 +127,9 @@ def summary(
         :func:`sat_fast.compare` and :func:`sat_fast.deletion_agreement`.
     top
         Segments per group and comparison rows shown.
+    max_groups
+        Groups shown (and flags listed); the rest are counted in one line, so that a summary of hundreds of
+        classes stays readable in a log. None shows all.
     format
         ``"markdown"`` (tables with pipes) or ``"text"`` (aligned columns).
 
@@ -145,12 +149,19 @@ def summary(
     agg = _check_agg(agg)
     if format not in ("markdown", "text"):
         raise ValueError(f"format must be 'markdown' or 'text', got {format!r}")
+    if max_groups is not None and (not isinstance(max_groups, int) or max_groups < 1):
+        raise ValueError(f"max_groups must be a positive int or None, got {max_groups!r}")
     parts = ["# Segment attribution summary"]
-    for group, rows in _per_group(agg, top):
+    groups = _per_group(agg, top)
+    for group, rows in groups[:max_groups]:
         parts.append(f"## {group} (top {rows.height} segments by mean)\n{_text_table(rows, format)}")
+    if max_groups is not None and len(groups) > max_groups:
+        parts.append(f"... and {len(groups) - max_groups} more groups (all of them are in the report and the table)")
     if flags is not None:
         if flags.height:
-            parts.append(f"## Shortcut flags ({flags.height})\n{_text_table(flags, format)}")
+            shown = flags if max_groups is None else flags.head(max_groups)
+            more = f"\n... and {flags.height - shown.height} more flags" if shown.height < flags.height else ""
+            parts.append(f"## Shortcut flags ({flags.height})\n{_text_table(shown, format)}{more}")
         else:
             parts.append("## Shortcut flags\nnone")
     if comparison is not None:

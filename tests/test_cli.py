@@ -75,10 +75,15 @@ def test_aggregate_compare_report_commands(run_output, tmp_path, capsys):
     assert agg.columns[:3] == ["label", "correct", "segment"]
     assert cli.main(["compare", str(sat), str(sat), "--out", str(tmp_path / "c.parquet")]) == 0
     assert pl.read_parquet(tmp_path / "c.parquet")["diff"].drop_nulls().abs().max() == 0
+    capsys.readouterr()
     assert cli.main(["report", str(run_output / "aggregate.parquet"), "--out", str(tmp_path / "r.html")]) == 0
     assert (tmp_path / "r.html").stat().st_size > 1000
-    assert cli.main(["aggregate", str(sat)]) == 0  # no --out: printed
-    assert "segment" in capsys.readouterr().out
+    assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'r.html'}"  # the report, not also the summary
+    assert cli.main(["aggregate", str(sat), "--by", "target"]) == 0  # no --out: printed
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if "segment" in line)
+    for column in ("target", "segment", "images", "presence", "mean_rank"):  # whole names, not "tar / get"
+        assert f" {column} " in header, header
 
 
 def test_config_file_supplies_options(example_data, tmp_path):

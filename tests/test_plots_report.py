@@ -218,3 +218,12 @@ def test_summary_markdown_and_text(tables):
     assert "|" not in text and "segment  presence" in text
     with pytest.raises(ValueError, match="format must be"):
         sat_fast.summary(tables["agg"], format="html")
+
+
+def test_summary_of_many_groups_is_capped_with_a_count():
+    agg = pl.DataFrame({"target": list(range(30)), "segment": ["eye"] * 30, "mean": [1.0] * 30})
+    text = sat_fast.summary(agg, format="text")
+    assert text.count("## target=") == 20 and "... and 10 more groups" in text
+    assert sat_fast.summary(agg, format="text", max_groups=None).count("## target=") == 30
+    with pytest.raises(ValueError, match="max_groups must be a positive int"):
+        sat_fast.summary(agg, max_groups=0)
