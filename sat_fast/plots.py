@@ -48,16 +48,19 @@ def plot_class_bars(
     agg: pl.DataFrame,
     *,
     top: int = 12,
-    max_groups: int = 9,
-    figsize: tuple[float, float] = (10.0, 6.0),
+    max_groups: int | None = None,
+    figsize: tuple[float, float] | None = None,
     dpi: float = 100,
 ) -> Figure:
     """Per group (class), horizontal bars of each segment's mean with its interval and presence.
 
-    One panel per group (the first ``max_groups`` in the table's order), the
-    ``top`` segments by mean, error bars from ``ci_low``/``ci_high`` (absent
-    for single-image segments), and each segment's presence written beside
-    its bar and drawn as a grey bar on a 0-1 twin axis.
+    One panel per group, three to a row, in the table's order: every group by
+    default, or the first ``max_groups`` (the figure's title then says how
+    many were left out). Each panel shows the ``top`` segments by mean, error
+    bars from ``ci_low``/``ci_high`` (absent for single-image segments), and
+    each segment's presence drawn as a grey bar on a 0-1 twin axis and
+    written at the panel's right edge, clear of the intervals. ``figsize``
+    defaults to 10 inches wide and 2.4 inches per row of panels.
 
     Examples
     --------
@@ -71,14 +74,19 @@ def plot_class_bars(
     keys = aggregate_keys(agg)
     require_columns(agg, ["mean", "ci_low", "ci_high", "presence"], "plot_class_bars")
     labelled = agg.with_columns(pl.Series("__group", group_labels(agg, keys), dtype=pl.String))
-    groups = labelled["__group"].unique(maintain_order=True).to_list()[:max_groups]
-    fig = _figure(figsize, dpi)
+    if max_groups is not None and (not isinstance(max_groups, int) or max_groups < 1):
+        raise ValueError(f"max_groups must be a positive int or None, got {max_groups!r}")
+    every = labelled["__group"].unique(maintain_order=True).to_list()
+    groups = every[:max_groups]
+    ncols = max(1, min(3, len(groups)))
+    nrows = max(1, -(-len(groups) // ncols))
+    fig = _figure(figsize or (10.0, 2.4 * nrows + 0.6), dpi)
+    if len(groups) < len(every):
+        fig.suptitle(f"the first {len(groups)} of {len(every)} groups (max_groups=None shows all)", fontsize=9)
     if not groups:
         ax = fig.add_subplot()
         ax.text(0.5, 0.5, "no rows", ha="center", va="center")
         return fig
-    ncols = min(3, len(groups))
-    nrows = -(-len(groups) // ncols)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax in axes.flat[len(groups) :]:
         ax.set_visible(False)
@@ -100,14 +108,16 @@ def plot_class_bars(
         colors = np.where(mean >= 0, "tab:red", "tab:blue")
         ax.barh(y, mean, xerr=err, color=colors, height=0.5, capsize=2, ecolor="black")
         ax.set_yticks(y, [str(s) for s in rows["segment"].cast(pl.String).to_list()], fontsize=8)
-        for yi, m, pr in zip(y, mean, presence, strict=True):
-            ax.annotate(
+        for yi, pr in zip(y, presence, strict=True):
+            ax.annotate(  # at the right edge: a label beside the bar would sit on its interval
                 f"{pr:.0%}",
-                (m if np.isfinite(m) else 0.0, yi),
-                xytext=(3, 0),
+                (1.0, yi),
+                xycoords=("axes fraction", "data"),
+                xytext=(2, 0),
                 textcoords="offset points",
                 fontsize=6,
                 va="center",
+                ha="left",
             )
         ax.axvline(0, color="black", linewidth=0.6)
         ax.set_title(group, fontsize=9)

@@ -227,3 +227,22 @@ def test_summary_of_many_groups_is_capped_with_a_count():
     assert sat_fast.summary(agg, format="text", max_groups=None).count("## target=") == 30
     with pytest.raises(ValueError, match="max_groups must be a positive int"):
         sat_fast.summary(agg, max_groups=0)
+
+
+def test_class_bars_show_every_group_or_say_how_many_are_left_out():
+    agg = pl.DataFrame(
+        {
+            "target": [t for t in range(12) for _ in range(2)],
+            "segment": ["eye", "fur"] * 12,
+            "presence": [1.0, 0.5] * 12,
+            "mean": [0.8, 0.2] * 12,
+            "ci_low": [0.6, 0.1] * 12,
+            "ci_high": [1.0, 0.3] * 12,
+        }
+    )
+    fig = sat_fast.plot_class_bars(agg, dpi=30)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    assert titles == [f"target={t}" for t in range(12)]  # version 1 drew the first nine and said nothing
+    capped = sat_fast.plot_class_bars(agg, max_groups=4, dpi=30)
+    assert len([ax for ax in capped.axes if ax.get_visible() and ax.get_title()]) == 4
+    assert "the first 4 of 12 groups" in capped._suptitle.get_text()
