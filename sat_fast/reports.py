@@ -177,6 +177,33 @@ def summary(
     return "\n\n".join(parts)
 
 
+_FLAGS_NOTE = (
+    '<p class="note">A flag marks a segment that draws more attribution in a class than a concept of that class '
+    "should: with core segments given (<code>flag_shortcuts(agg, core={class: [names]})</code>, or "
+    "<code>--core</code>), any other segment whose <code>share</code> of the image's absolute attribution or whose "
+    "<code>density</code> (share per unit area) passes its threshold; without them, a segment whose share in a class "
+    "exceeds its mean share in the other classes (<code>excess</code>). A flag is a question to check (look at the "
+    "images, delete the segment), not a verdict; without core segments a background can be flagged simply because "
+    "one class has more of it. Strongest evidence first.</p>"
+)
+_EMPTY_CELLS_NOTE = (
+    '<p class="note">Empty <code>std</code>, <code>sem</code>, <code>ci_low</code> and <code>ci_high</code> cells: '
+    "the segment is present in fewer than two images of the group, so no spread or interval can be estimated.</p>"
+)
+
+
+def _summary_html(agg: pl.DataFrame, top: int = 5, max_groups: int = 20) -> str:
+    """The summary's top segments per group as HTML tables (the Markdown summary is for terminals and logs)."""
+    groups = _per_group(agg, top)
+    parts = [
+        f"<h3>{html.escape(group)}: top {rows.height} segments by mean</h3>{_html_table(rows, top)}"
+        for group, rows in groups[:max_groups]
+    ]
+    if len(groups) > max_groups:
+        parts.append(f'<p class="note">... and {len(groups) - max_groups} more groups: see the aggregated table.</p>')
+    return "".join(parts) or "<p>no rows</p>"
+
+
 def _png_base64(fig: Figure) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=fig.dpi)
@@ -228,8 +255,9 @@ def report(
     Returns
     -------
     pathlib.Path
-        The written file. Figures are PNG data URIs; the Markdown
-        :func:`summary` is included as the page's first section.
+        The written file. Figures are PNG data URIs; the page opens with
+        the top segments of each group as tables, explains how to read the
+        flags, and says why some interval cells are empty.
 
     Examples
     --------
@@ -277,12 +305,11 @@ def report(
             raise TypeError(f"figures[{caption!r}] must be a matplotlib Figure, got {type(fig).__name__}")
         chosen.append((caption, fig))
 
-    sections = [
-        "<h2>Summary</h2><pre>"
-        f"{html.escape(summary(agg, flags=flags, comparison=comparison, agreement=agreement))}</pre>"
-    ]
+    sections = [f"<h2>Summary</h2>{_summary_html(agg)}"]
     if flags is not None:
-        sections.append(f"<h2>Shortcut flags</h2>{_html_table(flags, max_rows) if flags.height else '<p>none</p>'}")
+        sections.append(
+            f"<h2>Shortcut flags</h2>{_FLAGS_NOTE}{_html_table(flags, max_rows) if flags.height else '<p>none</p>'}"
+        )
     if comparison is not None:
         sections.append(f"<h2>Comparison</h2>{_html_table(comparison, max_rows)}")
     if agreement is not None:
@@ -294,7 +321,7 @@ def report(
             for caption, fig in chosen
         )
         sections.append(f"<h2>Figures</h2>{figs}")
-    sections.append(f"<h2>Aggregated table</h2>{_html_table(agg, max_rows)}")
+    sections.append(f"<h2>Aggregated table</h2>{_html_table(agg, max_rows)}{_EMPTY_CELLS_NOTE}")
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

@@ -42,7 +42,10 @@ def test_outputs_are_written(demo):
     assert {"label", "target", "predicted", "correct", "split", "model"} <= set(sat.columns)
     assert set(sat["split"]) == {"test", "ood"} and set(sat["model"]) == {"shortcut", "control"}
     assert len(list(out.glob("figure_*.png"))) == len(list(out.glob("figure_*.svg"))) >= 5
-    assert "<img" in (out / "report.html").read_text()
+    page = (out / "report.html").read_text()
+    assert "<img" in page
+    # each of the demo's figures once: the report's default charts (a second comparison chart among them) are off
+    assert page.count("<figure>") == len(list(out.glob("figure_*.png"))) == 6
     # one parameter cache per trained model (test_demo_command_reuses_the_cached_models checks their reuse)
     assert len(list((out / "cache").glob("*.msgpack"))) == len(r.accuracy) // 2 == 2
 

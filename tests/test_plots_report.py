@@ -246,3 +246,11 @@ def test_class_bars_show_every_group_or_say_how_many_are_left_out():
     capped = sat_fast.plot_class_bars(agg, max_groups=4, dpi=30)
     assert len([ax for ax in capped.axes if ax.get_visible() and ax.get_title()]) == 4
     assert "the first 4 of 12 groups" in capped._suptitle.get_text()
+
+
+def test_report_summary_is_html_and_explains_flags_and_empty_intervals(tables, tmp_path):
+    text = sat_fast.report(tables["agg"], tmp_path / "r.html", flags=tables["flags"], default_figures=False).read_text()
+    summary = text[text.index("<h2>Summary</h2>") : text.index("<h2>Shortcut flags</h2>")]
+    assert "<pre>" not in text and "<table>" in summary and "# Segment attribution summary" not in text
+    assert "fewer than two images of the group" in text  # why interval cells can be empty
+    assert "core segments" in text and "not a verdict" in text  # how to read flags and give core

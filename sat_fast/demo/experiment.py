@@ -332,6 +332,7 @@ def _write_outputs(
             flags=flags,
             comparison=comparison,
             figures=figures,
+            default_figures=False,  # the demo's own figures above already cover them, with its titles
             sides=("shortcut", "control"),
             title="sat_fast demo: a watermark shortcut",
         )
