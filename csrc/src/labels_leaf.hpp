@@ -106,12 +106,15 @@ inline ChunkResult label_lanes(const T* x, const L* lab, const LabelChunkArgs& a
   PixelAccumulator* even = s.lanes;
   PixelAccumulator* odd = s.lanes + stride;
   uint64_t bad = 0;
+  // Slot k is ignore_index's alone: a label equal to K is as bad as any
+  // other label outside [0, K) (negative labels wrap to huge u).
   auto slot_of = [&](L l) {
     const int64_t v = static_cast<int64_t>(l);
-    uint64_t u = static_cast<uint64_t>(v);
-    u = (a.has_ignore && v == a.ignore_index) ? k : u;
-    bad |= static_cast<uint64_t>(u > k);
-    return u > k ? k + 1 : u;
+    const uint64_t u = static_cast<uint64_t>(v);
+    const bool ignored = a.has_ignore && v == a.ignore_index;
+    const bool valid = u < k;
+    bad |= static_cast<uint64_t>(!(ignored | valid));
+    return ignored ? k : (valid ? u : k + 1);
   };
   int64_t i = 0;
   for (; i + 2 <= n; i += 2) {
