@@ -95,8 +95,10 @@ py::tuple rle_from_strings(const py::list& strings) {
   int64_t* o = offsets.mutable_data();
   o[0] = 0;
   for (size_t i = 0; i < texts.size(); ++i) {
-    const int64_t n =
-        sat::rle_counts_from_string(texts[i].data(), static_cast<int64_t>(texts[i].size()), buffer.data() + o[i]);
+    int64_t overlong = -1;
+    const int64_t n = sat::rle_counts_from_string(texts[i].data(), static_cast<int64_t>(texts[i].size()),
+                                                  buffer.data() + o[i], &overlong);
+    if (overlong >= 0) raise_if(sat::rle_count_error(static_cast<int64_t>(i), overlong));
     if (n < 0) raise_if(sat::rle_string_error(static_cast<int64_t>(i), -1 - n));
     o[i + 1] = o[i] + n;
   }

@@ -561,25 +561,36 @@ Error reduce_rle(const RleInput& in, const StatsOutput& out) {
   return Error{};
 }
 
-int64_t rle_counts_from_string(const char* s, int64_t n, uint32_t* out) {
+int64_t rle_counts_from_string(const char* s, int64_t n, uint32_t* out, int64_t* overlong) {
+  *overlong = -1;
   int64_t m = 0, p = 0;
   while (p < n) {
-    int64_t x = 0;
+    // Unsigned: the 5-bit groups are placed with shifts of at most 30 bits
+    // (kMaxCountChars groups), so nothing shifts past the width of the type.
+    uint64_t bits = 0;
     int k = 0;
     bool more = true;
     const int64_t start = p;
     while (more) {
-      if (p >= n || k > 12) return -1 - (p < n ? p : start);
+      if (p >= n) return -1 - start;
+      if (k == kMaxCountChars) {
+        *overlong = start;
+        return -1 - start;
+      }
       const int c = static_cast<int>(static_cast<unsigned char>(s[p])) - 48;
       if (c < 0 || c > 63) return -1 - p;
-      x |= static_cast<int64_t>(c & 0x1f) << (5 * k);
+      bits |= static_cast<uint64_t>(c & 0x1f) << (5 * k);
       more = (c & 0x20) != 0;
       ++p;
       ++k;
-      if (!more && (c & 0x10)) x |= -(int64_t(1) << (5 * k));
+      if (!more && (c & 0x10)) bits |= ~uint64_t(0) << (5 * k);  // sign-extend; 5 * k <= 35
     }
+    int64_t x = static_cast<int64_t>(bits);  // two's complement: |x| < 2**35
     if (m > 2) x += static_cast<int64_t>(out[m - 2]);
-    if (x < 0 || x > int64_t(0xFFFFFFFF)) return -1 - start;
+    if (x < 0 || x > int64_t(0xFFFFFFFF)) {
+      *overlong = start;
+      return -1 - start;
+    }
     out[m++] = static_cast<uint32_t>(x);
   }
   return m;

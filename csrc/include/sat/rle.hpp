@@ -71,9 +71,16 @@ struct RleInput {
 // lowest image index (kind nonfinite or rle), or kind none.
 Error reduce_rle(const RleInput& in, const StatsOutput& out);
 
+// Characters of one count in a COCO compressed RLE string: 5 bits each, and
+// a count (or its difference from the count two before, in -(2**32 - 1) ..
+// 2**32 - 1) needs at most 34 bits with its sign.
+constexpr int kMaxCountChars = 7;
+
 // Decodes one COCO compressed RLE string (as in pycocotools' rleFrString)
 // into at most `n` counts written to `out`. Returns the number of counts, or
-// -1 - (byte offset) of the first malformed byte.
-int64_t rle_counts_from_string(const char* s, int64_t n, uint32_t* out);
+// -1 - (byte offset) of the first malformed byte; when that is the start of a
+// count longer than kMaxCountChars characters or outside [0, 2**32), also
+// sets *overlong to it (else -1).
+int64_t rle_counts_from_string(const char* s, int64_t n, uint32_t* out, int64_t* overlong);
 
 }  // namespace sat
