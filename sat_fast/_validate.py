@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 
 MAX_SEGMENTS = 1 << 24
+#: The most worker threads a call accepts (``_core.MAX_THREADS``).
+MAX_THREADS = 1024
 _LABEL_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.int32))
 
 
@@ -61,7 +63,21 @@ def positive_int(value: Any, name: str) -> int:
 
 
 def num_threads(threads: Any) -> int | None:
-    return None if threads is None else positive_int(threads, "threads")
+    """None (the CPUs this process may use) or an int in [1, MAX_THREADS]."""
+    if threads is None:
+        return None
+    try:
+        n = operator.index(threads)
+    except TypeError:
+        raise TypeError(f"threads must be an int or None, got {type(threads).__name__}") from None
+    if n < 1:
+        raise ValueError(f"threads must be at least 1, got {n}")
+    if n > MAX_THREADS:
+        raise ValueError(
+            f"threads must be in [1, {MAX_THREADS}], got {n} "
+            "(no call runs more threads than it has chunks of work, and each thread holds its own scratch)"
+        )
+    return int(n)
 
 
 def num_segments_value(k: Any) -> int:

@@ -27,7 +27,7 @@ py::dict reduce_rle(const py::list& saliency_maps, const py::array_t<int64_t, py
                     const py::array_t<int64_t, py::array::c_style>& segment_instances,
                     const py::array_t<int64_t, py::array::c_style>& instance_offsets,
                     const py::array_t<uint32_t, py::array::c_style>& counts, bool unassigned, bool skip_nonfinite,
-                    std::optional<int> threads) {
+                    const py::object& threads) {
   const int64_t images = static_cast<int64_t>(saliency_maps.size());
   std::vector<py::array> keep;
   std::vector<sat::RleImage> views(static_cast<size_t>(images));
