@@ -73,7 +73,8 @@ int threads_or_default(const py::object& threads) {
   int overflow = 0;
   const long long n = PyLong_AsLongLongAndOverflow(threads.ptr(), &overflow);
   if (n == -1 && PyErr_Occurred()) throw py::error_already_set();
-  if (overflow < 0 || (overflow == 0 && n < 1)) raise_input("threads must be at least 1, got " + py::str(threads).cast<std::string>());
+  if (overflow < 0 || (overflow == 0 && n < 1))
+    raise_input("threads must be at least 1, got " + py::str(threads).cast<std::string>());
   if (overflow > 0 || n > sat::kMaxThreads)
     raise_input("threads must be in [1, " + std::to_string(sat::kMaxThreads) + "], got " +
                 py::str(threads).cast<std::string>() +

@@ -69,7 +69,8 @@ void emit_direct(ChunkScratch& s, const StatsOutput& out, int64_t image) {
 
 void emit_record(ChunkScratch& s, ChunkRecord& rec) {
   rec.entries.resize(static_cast<size_t>(s.n_touched));
-  for (int64_t t = 0; t < s.n_touched; ++t) rec.entries[static_cast<size_t>(t)] = Entry{s.touched[t], touched_acc(s, t)};
+  for (int64_t t = 0; t < s.n_touched; ++t)
+    rec.entries[static_cast<size_t>(t)] = Entry{s.touched[t], touched_acc(s, t)};
   reset_touched(s);
 }
 

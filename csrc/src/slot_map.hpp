@@ -16,9 +16,7 @@ inline namespace SAT_ISA {
 inline bool is_compact(const ChunkScratch& s) { return s.map_keys != nullptr; }
 
 // The accumulator of the t-th touched slot.
-inline Accumulator& touched_acc(ChunkScratch& s, int64_t t) {
-  return is_compact(s) ? s.acc[t] : s.acc[s.touched[t]];
-}
+inline Accumulator& touched_acc(ChunkScratch& s, int64_t t) { return is_compact(s) ? s.acc[t] : s.acc[s.touched[t]]; }
 
 // The index into acc (and acc2) of `slot` for this chunk. Registers the slot
 // in `touched` when the chunk has not touched it yet; in direct scratch that
