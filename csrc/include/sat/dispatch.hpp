@@ -97,7 +97,8 @@ using PackPlaneFn = void (*)(const uint8_t* masks, int64_t pixels, uint64_t* wor
 
 // One block of rows [r0, r1) of the 8 columns [c0, c0 + 8) of the row-major
 // saliency x (row stride w) for the RLE summary: sums = {pos[8], neg[8],
-// sq[8]} are continued (in/out), mn/mx receive the block's min/max per column
+// sq[8]} are continued (in/out; the summary passes zeros, one block's sums), mn/mx receive the block's min/max per
+// column
 // (+inf/-inf when r0 == r1), and the pixels are copied to the column-major xt
 // (column stride h). No NaN handling: callers redo a block with non-finite
 // pixels on the checked path. Each column is accumulated row after row, as in
