@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import numpy as np
@@ -24,7 +25,7 @@ def run_python(code: str, env: dict[str, str] | None = None) -> subprocess.Compl
         capture_output=True,
         text=True,
         env=full_env,
-        cwd=os.path.dirname(os.path.dirname(sat_fast.__file__)) + "/..",
+        cwd=tempfile.gettempdir(),  # not the source tree, which would shadow the installed package
         timeout=300,
         check=False,
     )
@@ -192,12 +193,19 @@ def run_under_memory_limit(body: str, budget_mib: int) -> subprocess.CompletedPr
         capture_output=True,
         text=True,
         env=full_env,
+        cwd=tempfile.gettempdir(),
         timeout=300,
         check=False,
     )
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc are Linux's")
+needs_rlimit = pytest.mark.skipif(
+    not sys.platform.startswith("linux") or bool(os.environ.get("SAT_FAST_SANITIZERS")),
+    reason="needs Linux's RLIMIT_AS and /proc, and no AddressSanitizer (it reserves terabytes of address space)",
+)
+
+
+@needs_rlimit
 def test_many_threads_on_a_tiny_image_allocate_nothing_per_thread():
     proc = run_under_memory_limit(
         """
@@ -216,7 +224,7 @@ def test_many_threads_on_a_tiny_image_allocate_nothing_per_thread():
 # 4. Per-thread scratch is bounded by the work, not by K.
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc are Linux's")
+@needs_rlimit
 def test_scratch_does_not_grow_with_num_segments():
     # Outputs: 2 images x (2**21 + 1) slots x 6 arrays x 8 bytes = 201 MB, which the caller asked for.
     # Scratch used to be 72 bytes per slot per thread (302 MB for two threads) on top.
@@ -313,3 +321,53 @@ def _encode_counts(counts: np.ndarray) -> str:
                 ch |= 0x20
             out.append(chr(ch + 48))
     return "".join(out)
+
+
+VARIANT_SCRIPT = """
+import sys, numpy as np
+from sat_fast import _core
+rng = np.random.default_rng(3)
+sal = rng.standard_normal((2, 300, 301)).astype(np.float32)
+sal[1, 7, 9] = np.nan
+out = {}
+for k in (5, 70_000):
+    lab = rng.integers(0, k, (2, 300, 301)).astype(np.int32)
+    lab[:, 100:200] = rng.integers(0, min(k, 40), (2, 1, 301))
+    for skip in (False, True):
+        try:
+            res = _core.reduce_labels(sal, lab, k, ignore_index=3, skip_nonfinite=skip, threads=2)
+        except ValueError as e:
+            out[f"{k}_{skip}_error"] = np.array(str(e))
+            continue
+        for key, a in res.items():
+            out[f"{k}_{skip}_{key}"] = a
+np.savez(sys.argv[1], variant=np.array(_core.kernel_variant()), **out)
+"""
+
+
+@pytest.mark.skipif(
+    _core.kernel_variant() == "generic",
+    reason="the dispatched kernel is the portable one here (no AVX2, or SAT_FAST_KERNEL=generic): nothing to compare",
+)
+def test_kernel_variants_agree_bitwise_with_compact_scratch(tmp_path):
+    """Noisy and run-structured labels with K beyond the direct-indexing limit, skip and raise: generic == AVX2."""
+    results = {}
+    for variant in ("generic", ""):
+        path = tmp_path / f"{variant or 'dispatched'}.npz"
+        proc = subprocess.run(
+            [sys.executable, "-c", VARIANT_SCRIPT, str(path)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "SAT_FAST_KERNEL": variant},
+            cwd=tempfile.gettempdir(),
+            timeout=300,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        results[variant] = dict(np.load(path))
+    assert str(results["generic"].pop("variant")) == "generic"
+    assert str(results[""].pop("variant")) == "avx2"
+    assert results["generic"].keys() == results[""].keys()
+    assert any(key.startswith("70000_True_") for key in results[""])
+    for key, a in results["generic"].items():
+        np.testing.assert_array_equal(a, results[""][key], err_msg=key)
