@@ -11,6 +11,7 @@ import numpy.typing as npt
 
 CHUNK_PIXELS: int
 MAX_SEGMENTS: int
+MAX_THREADS: int
 
 def default_threads() -> int: ...
 def kernel_variant() -> str: ...

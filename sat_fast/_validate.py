@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 
 MAX_SEGMENTS = 1 << 24
+#: The most worker threads a call accepts (``_core.MAX_THREADS``).
+MAX_THREADS = 1024
 _LABEL_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.int32))
 
 
@@ -81,7 +83,21 @@ def positive_int(value: Any, name: str) -> int:
 
 
 def num_threads(threads: Any) -> int | None:
-    return None if threads is None else positive_int(threads, "threads")
+    """None (the CPUs this process may use) or an int in [1, MAX_THREADS]."""
+    if threads is None:
+        return None
+    try:
+        n = operator.index(threads)
+    except TypeError:
+        raise TypeError(f"threads must be an int or None, got {type(threads).__name__}") from None
+    if n < 1:
+        raise ValueError(f"threads must be at least 1, got {n}")
+    if n > MAX_THREADS:
+        raise ValueError(
+            f"threads must be in [1, {MAX_THREADS}], got {n} "
+            "(no call runs more threads than it has chunks of work, and each thread holds its own scratch)"
+        )
+    return int(n)
 
 
 def num_segments_value(k: Any) -> int:
@@ -138,13 +154,48 @@ def ignore_value(ignore_index: Any) -> int | None:
         raise TypeError(f"ignore_index must be an int or None, got {type(ignore_index).__name__}") from None
 
 
+#: Up to this many segments, num_segments is inferred from the largest label whatever it is.
+INFER_SMALL_K = 4096
+#: Beyond INFER_SMALL_K, at least one in this many of the ids 0 .. K-1 must occur for K to be inferred.
+INFER_MAX_SPARSITY = 16
+
+
 def infer_num_segments(labels: np.ndarray, ignore_index: int | None) -> int:
+    """K = the largest label + 1, unless that largest label is a far outlier.
+
+    Every segment costs a column of the output (and every label K scratch in
+    the kernels), so a stray pixel such as 2**24 - 1 must not silently turn a
+    few segments into millions: beyond ``INFER_SMALL_K``, K is inferred only
+    when at least one in ``INFER_MAX_SPARSITY`` of the ids ``0 .. K-1`` occurs
+    (in particular K is at most 16 times the pixels), and never beyond
+    ``MAX_SEGMENTS``; otherwise a ``ValueError`` names the label and asks for
+    ``num_segments``.
+    """
     if labels.size == 0:
         raise ValueError("num_segments is required when the batch is empty")
     values = labels if ignore_index is None else labels[labels != ignore_index]
     if values.size == 0:
         raise ValueError("num_segments is required when every pixel is ignore_index")
-    return int(values.max()) + 1
+    top = int(values.max())
+    k = top + 1
+    if k <= INFER_SMALL_K:
+        return k
+    distinct = None
+    if k <= MAX_SEGMENTS:
+        present = np.zeros(k, np.bool_)
+        present[values[values >= 0]] = True
+        distinct = int(np.count_nonzero(present))
+        if k <= INFER_MAX_SPARSITY * distinct:
+            return k
+    masked = labels if ignore_index is None else np.where(labels != ignore_index, labels, labels.dtype.type(0))
+    image, row, col = (int(i) for i in np.unravel_index(int(np.argmax(masked)), labels.shape))
+    seen = "" if distinct is None else f" while only {distinct} distinct labels occur"
+    limit = f"{k}, more than 2**24," if distinct is None else f"{k}"
+    raise ValueError(
+        f"the largest label is {top} at image {image}, pixel ({row}, {col}), so num_segments would be inferred as "
+        f"{limit}{seen}; pass num_segments explicitly (labels must be in [0, num_segments) or equal ignore_index), "
+        "or relabel the segments to consecutive ids"
+    )
 
 
 def mask_array(masks: Any, shape: tuple[int, ...]) -> np.ndarray:

@@ -64,10 +64,22 @@ sat::SaliencyType saliency_type(const py::array& s) {
   throw py::type_error("saliency must be float32 or float64, got " + dtype_of(s));
 }
 
-int threads_or_default(std::optional<int> threads) {
-  if (!threads) return sat::default_threads();
-  if (*threads < 1) raise_input("threads must be at least 1, got " + std::to_string(*threads));
-  return *threads;
+int threads_or_default(const py::object& threads) {
+  if (threads.is_none()) return sat::default_threads();
+  if (!py::isinstance<py::int_>(threads))
+    throw py::type_error("threads must be an int or None, got " +
+                         py::str(py::type::handle_of(threads).attr("__name__")).cast<std::string>());
+  // Any Python int, however large: compare before converting.
+  int overflow = 0;
+  const long long n = PyLong_AsLongLongAndOverflow(threads.ptr(), &overflow);
+  if (n == -1 && PyErr_Occurred()) throw py::error_already_set();
+  if (overflow < 0 || (overflow == 0 && n < 1))
+    raise_input("threads must be at least 1, got " + py::str(threads).cast<std::string>());
+  if (overflow > 0 || n > sat::kMaxThreads)
+    raise_input("threads must be in [1, " + std::to_string(sat::kMaxThreads) + "], got " +
+                py::str(threads).cast<std::string>() +
+                " (no call runs more threads than it has chunks of work, and each thread holds its own scratch)");
+  return static_cast<int>(n);
 }
 
 void check_segments(int64_t k) {

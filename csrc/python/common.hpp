@@ -45,7 +45,8 @@ std::string dtype_of(const py::array& a);
 void require_c_contiguous(const py::array& a, const char* what);
 // float32 or float64 (TypeError otherwise).
 sat::SaliencyType saliency_type(const py::array& s);
-int threads_or_default(std::optional<int> threads);
+// None: sat::default_threads(); else an int in [1, sat::kMaxThreads] (KernelInputError otherwise).
+int threads_or_default(const py::object& threads);
 void check_segments(int64_t k);
 
 // The statistics arrays, prefilled as sat::StatsOutput requires.

@@ -23,6 +23,7 @@ PYBIND11_MODULE(_core, m) {
   sat_py::register_error_translator();
   m.attr("CHUNK_PIXELS") = sat::kChunkPixels;
   m.attr("MAX_SEGMENTS") = sat::kMaxSegments;
+  m.attr("MAX_THREADS") = sat::kMaxThreads;
   m.def("default_threads", &sat::default_threads, "Threads this process may use (its CPU affinity).");
   m.def("kernel_variant", &sat::kernel_variant, "Kernel variant chosen for this CPU: 'avx2' or 'generic'.");
   sat_py::register_labels(m);

@@ -9,7 +9,7 @@ namespace sat_py {
 namespace {
 
 py::dict reduce_labels(const py::array& saliency, const py::array& labels, int64_t num_segments,
-                       std::optional<int64_t> ignore_index, bool skip_nonfinite, std::optional<int> threads) {
+                       std::optional<int64_t> ignore_index, bool skip_nonfinite, const py::object& threads) {
   sat::LabelsInput in;
   if (saliency.ndim() != 3) raise_input("saliency must have shape (B, H, W), got " + shape_of(saliency));
   require_c_contiguous(saliency, "saliency");

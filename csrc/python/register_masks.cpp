@@ -11,7 +11,7 @@ namespace sat_py {
 namespace {
 
 py::dict reduce_masks(const py::array& saliency, const py::array& words, const py::array& bounds, int64_t num_segments,
-                      bool unassigned, bool skip_nonfinite, std::optional<int> threads) {
+                      bool unassigned, bool skip_nonfinite, const py::object& threads) {
   sat::MasksInput in;
   if (saliency.ndim() != 3) raise_input("saliency must have shape (B, H, W), got " + shape_of(saliency));
   require_c_contiguous(saliency, "saliency");
@@ -52,7 +52,7 @@ py::dict reduce_masks(const py::array& saliency, const py::array& words, const p
   return out.to_dict();
 }
 
-py::tuple pack_masks(const py::array& masks, std::optional<int> threads) {
+py::tuple pack_masks(const py::array& masks, const py::object& threads) {
   if (!(py::isinstance<py::array_t<bool>>(masks) || py::isinstance<py::array_t<uint8_t>>(masks)))
     throw py::type_error("masks must be bool (or uint8 0/1), got " + dtype_of(masks));
   if (masks.ndim() != 4) raise_input("masks must have shape (B, K, H, W), got " + shape_of(masks));

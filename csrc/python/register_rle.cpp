@@ -27,7 +27,7 @@ py::dict reduce_rle(const py::list& saliency_maps, const py::array_t<int64_t, py
                     const py::array_t<int64_t, py::array::c_style>& segment_instances,
                     const py::array_t<int64_t, py::array::c_style>& instance_offsets,
                     const py::array_t<uint32_t, py::array::c_style>& counts, bool unassigned, bool skip_nonfinite,
-                    std::optional<int> threads) {
+                    const py::object& threads) {
   const int64_t images = static_cast<int64_t>(saliency_maps.size());
   std::vector<py::array> keep;
   std::vector<sat::RleImage> views(static_cast<size_t>(images));
@@ -95,8 +95,10 @@ py::tuple rle_from_strings(const py::list& strings) {
   int64_t* o = offsets.mutable_data();
   o[0] = 0;
   for (size_t i = 0; i < texts.size(); ++i) {
-    const int64_t n =
-        sat::rle_counts_from_string(texts[i].data(), static_cast<int64_t>(texts[i].size()), buffer.data() + o[i]);
+    int64_t overlong = -1;
+    const int64_t n = sat::rle_counts_from_string(texts[i].data(), static_cast<int64_t>(texts[i].size()),
+                                                  buffer.data() + o[i], &overlong);
+    if (overlong >= 0) raise_if(sat::rle_count_error(static_cast<int64_t>(i), overlong));
     if (n < 0) raise_if(sat::rle_string_error(static_cast<int64_t>(i), -1 - n));
     o[i + 1] = o[i] + n;
   }

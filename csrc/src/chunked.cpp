@@ -1,28 +1,54 @@
 #include "chunked.hpp"
 
+#include "slot_map.hpp"
+
 namespace sat {
 namespace chunked {
 
-namespace {
-// The second accumulator set only speeds up noisy label maps; for very large
-// vocabularies it would cost more memory than it saves time.
-constexpr int64_t kMaxSlotsForSecondSet = 1 << 16;
-}  // namespace
+ScratchSize label_scratch(int64_t num_segments, int64_t pixels) {
+  const int64_t slots = num_segments + 1;
+  ScratchSize size;
+  size.second_set = true;
+  if (slots <= kMaxDirectSlots) {
+    size.accumulators = slots;
+    size.lanes = slots + 1 <= kMaxLaneSlots;
+  } else {
+    // A chunk of n pixels touches at most n slots.
+    size.compact = true;
+    size.accumulators = std::min(slots, std::min(pixels, kChunkPixels));
+  }
+  return size;
+}
 
-ThreadState::ThreadState(int64_t slots)
-    : acc_(static_cast<size_t>(slots), acc_identity()),
-      acc2_(slots <= kMaxSlotsForSecondSet ? static_cast<size_t>(slots) : 0, acc_identity()),
-      touched_(static_cast<size_t>(slots)),
-      touched2_(slots <= kMaxSlotsForSecondSet ? static_cast<size_t>(slots) : 0),
-      words_(static_cast<size_t>(kChunkPixels / 64)),
-      lanes_(slots + 1 <= kMaxLaneSlots ? static_cast<size_t>(2 * (slots + 1)) : 0) {
+ThreadState::ThreadState(const ScratchSize& size) {
+  const size_t n = static_cast<size_t>(size.accumulators);
+  acc_.assign(n, acc_identity());
+  touched_.resize(n);
+  if (size.second_set) {
+    acc2_.assign(n, acc_identity());
+    if (!size.compact) touched2_.resize(n);
+  }
+  if (size.words) words_.resize(static_cast<size_t>(kChunkPixels / 64));
+  // The lanes' stride is K + 2: the K + 1 slots and a trap slot for bad labels.
+  if (size.lanes) lanes_.resize(2 * (n + 1));
   for (auto& l : lanes_) acc_reset(l);
+  if (size.compact) {
+    size_t cells = 1;
+    while (cells < 2 * n) cells *= 2;  // load factor at most 1/2
+    map_keys_.assign(cells, -1);
+    map_vals_.resize(cells);
+    map_cell_.resize(n);
+    scratch.map_keys = map_keys_.data();
+    scratch.map_vals = map_vals_.data();
+    scratch.map_cell = map_cell_.data();
+    scratch.map_mask = cells - 1;
+  }
   scratch.lanes = lanes_.empty() ? nullptr : lanes_.data();
   scratch.acc = acc_.data();
   scratch.acc2 = acc2_.empty() ? nullptr : acc2_.data();
   scratch.touched = touched_.data();
-  scratch.touched2 = touched2_.data();
-  scratch.words = words_.data();
+  scratch.touched2 = touched2_.empty() ? nullptr : touched2_.data();
+  scratch.words = words_.empty() ? nullptr : words_.data();
 }
 
 void ThreadState::note_error(const ChunkResult& r, int64_t image, int64_t pixel0, const Geometry& g) {
@@ -37,28 +63,18 @@ void ThreadState::note_error(const ChunkResult& r, int64_t image, int64_t pixel0
 
 void emit_direct(ChunkScratch& s, const StatsOutput& out, int64_t image) {
   const int64_t row = image * out.slots;
-  for (int64_t t = 0; t < s.n_touched; ++t) {
-    const int64_t slot = s.touched[t];
-    acc_store(s.acc[slot], out, row + slot);
-    acc_reset(s.acc[slot]);
-  }
-  s.n_touched = 0;
+  for (int64_t t = 0; t < s.n_touched; ++t) acc_store(touched_acc(s, t), out, row + s.touched[t]);
+  reset_touched(s);
 }
 
 void emit_record(ChunkScratch& s, ChunkRecord& rec) {
   rec.entries.resize(static_cast<size_t>(s.n_touched));
-  for (int64_t t = 0; t < s.n_touched; ++t) {
-    const int64_t slot = s.touched[t];
-    rec.entries[static_cast<size_t>(t)] = Entry{slot, s.acc[slot]};
-    acc_reset(s.acc[slot]);
-  }
-  s.n_touched = 0;
+  for (int64_t t = 0; t < s.n_touched; ++t)
+    rec.entries[static_cast<size_t>(t)] = Entry{s.touched[t], touched_acc(s, t)};
+  reset_touched(s);
 }
 
-void discard(ChunkScratch& s) {
-  for (int64_t t = 0; t < s.n_touched; ++t) acc_reset(s.acc[s.touched[t]]);
-  s.n_touched = 0;
-}
+void discard(ChunkScratch& s) { reset_touched(s); }
 
 void merge_records(const std::vector<ChunkRecord>& records, int64_t images, int64_t chunks, const StatsOutput& out) {
   for (int64_t b = 0; b < images; ++b) {

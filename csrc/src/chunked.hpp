@@ -35,9 +35,24 @@ struct Geometry {
   int64_t num_segments;  // for the label error's message
 };
 
+// What one thread's ChunkScratch holds (see sat/dispatch.hpp).
+struct ScratchSize {
+  int64_t accumulators = 0;  // direct: every slot (K + 1); compact: the most slots one chunk can touch
+  bool compact = false;      // index through the slot map
+  bool second_set = false;   // acc2 (and touched2 when direct)
+  bool lanes = false;        // 2 * (K + 2) PixelAccumulators for noisy label maps
+  bool words = false;        // the unassigned-pixel mask of a chunk (masks)
+};
+
+// The scratch of the label kernels for K segments and images of `pixels`
+// pixels: direct up to kMaxDirectSlots slots, compact beyond. At most about
+// 10 MB a thread whatever K is (65,536 slots of 2 accumulators, their lists
+// and the map).
+ScratchSize label_scratch(int64_t num_segments, int64_t pixels);
+
 class ThreadState {
  public:
-  explicit ThreadState(int64_t slots);
+  explicit ThreadState(const ScratchSize& size);
   ThreadState(const ThreadState&) = delete;
   ThreadState(ThreadState&& o) noexcept = default;
 
@@ -52,6 +67,7 @@ class ThreadState {
   std::vector<int64_t> touched_, touched2_;
   std::vector<uint64_t> words_;
   std::vector<PixelAccumulator> lanes_;
+  std::vector<int32_t> map_keys_, map_vals_, map_cell_;
 };
 
 // Stores one chunk's slot statistics, then returns the scratch to identity.
@@ -64,15 +80,17 @@ void merge_records(const std::vector<ChunkRecord>& records, int64_t images, int6
 // `run_chunk(scratch, image, first_pixel, pixels)` reduces one unit into the
 // scratch. Returns the first error in (image, row, col) order.
 template <class RunChunk>
-Error drive(int64_t images, int64_t pixels, const Geometry& g, int threads, const StatsOutput& out,
-            RunChunk&& run_chunk) {
+Error drive(int64_t images, int64_t pixels, const Geometry& g, const ScratchSize& size, int threads,
+            const StatsOutput& out, RunChunk&& run_chunk) {
   if (images <= 0 || pixels <= 0) return Error{};
   const int64_t chunks = (pixels + kChunkPixels - 1) / kChunkPixels;
   const int64_t units = images * chunks;
   std::vector<ChunkRecord> records(chunks > 1 ? static_cast<size_t>(units) : 0);
-  std::vector<Error> errors(static_cast<size_t>(std::max(threads, 1)));
+  // parallel_units never starts more threads than units: size per-thread state likewise.
+  threads = static_cast<int>(std::min<int64_t>(std::max(threads, 1), units));
+  std::vector<Error> errors(static_cast<size_t>(threads));
   parallel_units(
-      units, threads, [&](int tid) { return std::pair<int, ThreadState>(tid, ThreadState(out.slots)); },
+      units, threads, [&](int tid) { return std::pair<int, ThreadState>(tid, ThreadState(size)); },
       [&](std::pair<int, ThreadState>& st, int64_t unit) {
         ThreadState& ts = st.second;
         const int64_t b = unit / chunks;

@@ -52,6 +52,12 @@ Error rle_string_error(int64_t index, int64_t byte) {
   return input_error("malformed COCO RLE string " + std::to_string(index) + " at byte " + std::to_string(byte));
 }
 
+Error rle_count_error(int64_t index, int64_t byte) {
+  return input_error("malformed COCO RLE string " + std::to_string(index) + ": the count at byte " +
+                     std::to_string(byte) + " is over-long or out of range (a count has at most 7 characters and is " +
+                     "in [0, 2**32))");
+}
+
 Error input_error(std::string text) {
   Error e;
   e.kind = ErrorKind::input;

@@ -55,10 +55,10 @@ inline ChunkResult label_runs(const T* x, const L* lab, const LabelChunkArgs& a,
       return r;
     }
     const int64_t j = Ops::run_end(lab, i + 1, n, l);
-    touch(s, slot);
-    r.nonfinite += add_range<Ops, Skip>(s.acc[slot], x, i, j);
+    const int64_t at = slot_index(s, slot);
+    r.nonfinite += add_range<Ops, Skip>(s.acc[at], x, i, j);
     // A run of only non-finite pixels leaves count at 0: forget the slot.
-    if (Skip && s.acc[slot].count == 0 && s.n_touched > 0 && s.touched[s.n_touched - 1] == slot) --s.n_touched;
+    if (Skip && s.acc[at].count == 0 && s.n_touched > 0 && s.touched[s.n_touched - 1] == slot) forget_last(s);
     i = j;
   }
   return r;
@@ -70,6 +70,25 @@ template <class T, class L>
 inline ChunkResult label_scatter(const T* x, const L* lab, const LabelChunkArgs& a, ChunkScratch& s) {
   ChunkResult r;
   const int64_t n = a.pixels;
+  if (is_compact(s)) {
+    // Both sets share the map: acc[at] and acc2[at] are the slot's even and
+    // odd pixels, merged as in direct scratch (acc2 entries a slot's odd
+    // pixels never reached are at identity, which merges exactly).
+    for (int64_t i = 0; i < n; ++i) {
+      int64_t slot;
+      if (!label_slot(lab[i], a, slot)) {
+        bad_label(r, i, lab[i]);
+        break;
+      }
+      const int64_t at = slot_index(s, slot);
+      acc_add_pixel((i & 1) == 0 ? s.acc[at] : s.acc2[at], static_cast<double>(x[i]));
+    }
+    for (int64_t t = 0; t < s.n_touched; ++t) {
+      acc_merge(s.acc[t], s.acc2[t]);
+      acc_reset(s.acc2[t]);
+    }
+    return r;
+  }
   for (int64_t i = 0; i < n; ++i) {
     int64_t slot;
     if (!label_slot(lab[i], a, slot)) {
@@ -77,8 +96,7 @@ inline ChunkResult label_scatter(const T* x, const L* lab, const LabelChunkArgs&
       break;
     }
     if ((i & 1) == 0 || s.acc2 == nullptr) {
-      touch(s, slot);
-      acc_add_pixel(s.acc[slot], static_cast<double>(x[i]));
+      acc_add_pixel(s.acc[slot_index(s, slot)], static_cast<double>(x[i]));
     } else {
       if (s.acc2[slot].count == 0) s.touched2[s.n_touched2++] = slot;
       acc_add_pixel(s.acc2[slot], static_cast<double>(x[i]));
@@ -86,8 +104,7 @@ inline ChunkResult label_scatter(const T* x, const L* lab, const LabelChunkArgs&
   }
   for (int64_t t = 0; t < s.n_touched2; ++t) {
     const int64_t slot = s.touched2[t];
-    touch(s, slot);
-    acc_merge(s.acc[slot], s.acc2[slot]);
+    acc_merge(s.acc[slot_index(s, slot)], s.acc2[slot]);
     acc_reset(s.acc2[slot]);
   }
   s.n_touched2 = 0;
@@ -106,12 +123,15 @@ inline ChunkResult label_lanes(const T* x, const L* lab, const LabelChunkArgs& a
   PixelAccumulator* even = s.lanes;
   PixelAccumulator* odd = s.lanes + stride;
   uint64_t bad = 0;
+  // Slot k is ignore_index's alone: a label equal to K is as bad as any
+  // other label outside [0, K) (negative labels wrap to huge u).
   auto slot_of = [&](L l) {
     const int64_t v = static_cast<int64_t>(l);
-    uint64_t u = static_cast<uint64_t>(v);
-    u = (a.has_ignore && v == a.ignore_index) ? k : u;
-    bad |= static_cast<uint64_t>(u > k);
-    return u > k ? k + 1 : u;
+    const uint64_t u = static_cast<uint64_t>(v);
+    const bool ignored = a.has_ignore && v == a.ignore_index;
+    const bool valid = u < k;
+    bad |= static_cast<uint64_t>(!(ignored | valid));
+    return ignored ? k : (valid ? u : k + 1);
   };
   int64_t i = 0;
   for (; i + 2 <= n; i += 2) {
@@ -153,7 +173,7 @@ ChunkResult label_chunk(const LabelChunkArgs& a, ChunkScratch& s) {
   if (r.error != ErrorKind::none) return r;
   double sq = 0.0;
   for (int64_t t = 0; t < s.n_touched; ++t) {
-    const Accumulator& acc = s.acc[s.touched[t]];
+    const Accumulator& acc = touched_acc(s, t);
     r.pos += acc.pos;
     r.neg += acc.neg;
     sq += acc.sq;
@@ -164,8 +184,8 @@ ChunkResult label_chunk(const LabelChunkArgs& a, ChunkScratch& s) {
   r = label_runs<Ops, true>(x, lab, a, s);
   if (r.error != ErrorKind::none) return r;
   for (int64_t t = 0; t < s.n_touched; ++t) {
-    r.pos += s.acc[s.touched[t]].pos;
-    r.neg += s.acc[s.touched[t]].neg;
+    r.pos += touched_acc(s, t).pos;
+    r.neg += touched_acc(s, t).neg;
   }
   return r;
 }

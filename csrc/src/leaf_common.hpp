@@ -23,18 +23,10 @@
 
 #include "sat/accumulator.hpp"
 #include "sat/dispatch.hpp"
+#include "slot_map.hpp"
 
 namespace sat {
 inline namespace SAT_ISA {
-
-inline void touch(ChunkScratch& s, int64_t slot) {
-  if (s.acc[slot].count == 0) s.touched[s.n_touched++] = slot;
-}
-
-inline void reset_touched(ChunkScratch& s) {
-  for (int64_t t = 0; t < s.n_touched; ++t) acc_reset(s.acc[s.touched[t]]);
-  s.n_touched = 0;
-}
 
 // Reduces x[a, b) into acc, skipping non-finite pixels when asked; returns
 // the number skipped.

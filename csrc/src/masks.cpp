@@ -10,7 +10,13 @@ Error reduce_masks(const MasksInput& in, const StatsOutput& out) {
   const size_t xs = chunked::saliency_size(in.saliency_type);
   const char* x = static_cast<const char*>(in.saliency);
   const int64_t pixels = in.height * in.width;
-  return chunked::drive(in.images, pixels, chunked::Geometry{in.width, in.num_segments}, in.threads, out,
+  // One accumulator per mask (and the unassigned slot), indexed directly: a
+  // chunk can touch every mask, and the K planes of the input are already at
+  // least 8 bytes per mask.
+  chunked::ScratchSize size;
+  size.accumulators = in.num_segments + 1;
+  size.words = in.unassigned;
+  return chunked::drive(in.images, pixels, chunked::Geometry{in.width, in.num_segments}, size, in.threads, out,
                         [&](ChunkScratch& s, int64_t b, int64_t p0, int64_t n) {
                           const MaskChunkArgs args{
                               x + static_cast<size_t>(b * pixels) * xs,

@@ -27,8 +27,7 @@ namespace {
 
 constexpr int64_t B = kRleBlockRows;
 
-// A double-double running sum (Knuth's TwoSum), so that differences of the
-// column-prefix sums stay accurate relative to the columns they span.
+// A double-double running sum (Knuth's TwoSum), for the image totals.
 struct Compensated {
   double hi = 0.0, lo = 0.0;
   void add(double v) {
@@ -40,14 +39,77 @@ struct Compensated {
   }
 };
 
-inline double diff(const Compensated& b, const Compensated& a) { return (b.hi - a.hi) + (b.lo - a.lo); }
-
 // The per-image summary, reused across the images a thread processes.
 // Column-major layouts throughout, so that everything one column piece needs
 // sits together in memory.
 template <class T>
 struct MinMax {
   T mn, mx;
+};
+
+// pos, neg and sq side by side: a node read is one cache line, not three.
+struct Sums {
+  double pos, neg, sq;
+};
+
+inline void add_sums(Accumulator& a, const Sums& s) {
+  a.pos += s.pos;
+  a.neg += s.neg;
+  a.sq += s.sq;
+}
+
+// Sums over aligned ranges of n leaves (blocks of a column, or columns), in
+// levels: level 0 is the leaves, node j of level l is the sum of leaves
+// [j * 2^l, (j + 1) * 2^l), and level l has n >> l nodes. Every node is a sum
+// of its own leaves only, so a range query adds nothing from outside the range:
+// its rounding error is relative to the magnitude of the range itself, however
+// large the values beside it (differences of prefix sums cancel those).
+struct SumTree {
+  int64_t n = 0;
+  std::vector<int64_t> offset;  // start of each level; offset.back() = nodes per tree
+
+  void shape(int64_t leaves) {
+    n = leaves;
+    offset.clear();
+    int64_t at = 0;
+    for (int64_t m = leaves; m > 0; m >>= 1) {
+      offset.push_back(at);
+      at += m;
+    }
+    offset.push_back(at);
+  }
+  int64_t nodes() const { return offset.back(); }
+
+  // Fills levels 1.. of the tree at t from its leaves.
+  void build(Sums* t) const {
+    for (size_t l = 1; l + 1 < offset.size(); ++l) {
+      const Sums* in = t + offset[l - 1];
+      Sums* out = t + offset[l];
+      const int64_t m = offset[l + 1] - offset[l];
+      for (int64_t j = 0; j < m; ++j)
+        out[j] =
+            Sums{in[2 * j].pos + in[2 * j + 1].pos, in[2 * j].neg + in[2 * j + 1].neg, in[2 * j].sq + in[2 * j + 1].sq};
+    }
+  }
+
+  // Adds leaves [a, b) of the tree at t to acc: at most two nodes per level,
+  // in a fixed order. Whether a level contributes a node at either end is
+  // data-dependent and unpredictable, so it is a select of the node or a zero
+  // (adding +0.0 is exact: these sums are never -0.0) rather than a branch.
+  void query(const Sums* t, int64_t a, int64_t b, Accumulator& acc) const {
+    static constexpr Sums zero{0.0, 0.0, 0.0};
+    const int64_t* off = offset.data();
+    while (a < b) {
+      const int64_t ua = a & 1, ub = b & 1;
+      const Sums* na = ua ? t + *off + a : &zero;
+      const Sums* nb = ub ? t + *off + b - 1 : &zero;
+      add_sums(acc, *na);
+      add_sums(acc, *nb);
+      a = (a + ua) >> 1;
+      b = (b - ub) >> 1;
+      ++off;
+    }
+  }
 };
 
 template <class T>
@@ -57,21 +119,25 @@ struct Summary {
   // (w, h): the saliency, transposed, so the few pixels a run end reads are
   // contiguous.
   std::vector<T> xt;
-  // (w, nb + 1): column prefix sums at block boundaries (row min(k*B, h)).
-  // pos, neg and sq side by side: a run end reads one cache line, not three.
-  struct Sums {
-    double pos, neg, sq;
-  };
-  std::vector<Sums> pre;
+  // Per column, a SumTree over its blocks of B rows (column c's tree starts
+  // at c * blocks_tree.nodes(); its leaves are the block sums).
+  SumTree block_tree;
+  std::vector<Sums> bsum;
+  // (w, nb + 1): column prefix counts of non-finite pixels at block
+  // boundaries (row min(k*B, h)); counts are exact, so prefixes are fine.
   std::vector<int64_t> pnf;
   // (block_levels, w, nb): per column, sparse tables over blocks; level 0
   // is the min/max of each block over its finite pixels, level l of block k
   // covers blocks [k, k + 2^l).
   std::vector<MinMax<T>> blocks;
   int block_levels = 0;
-  // (w + 1): prefix over columns of the column totals.
-  std::vector<Compensated> qpos, qneg, qsq;
+  // A SumTree over the columns; its leaves are the column totals.
+  SumTree column_tree;
+  std::vector<Sums> csum;
+  // (w + 1): prefix over columns of the non-finite counts.
   std::vector<int64_t> qnf;
+  // The image totals.
+  double total_pos = 0.0, total_neg = 0.0;
   // (levels, w): sparse tables over columns.
   std::vector<MinMax<T>> cols;
   int levels = 0;
@@ -119,11 +185,15 @@ struct Image {
 
   void scan(Accumulator& a, int64_t c, int64_t r0, int64_t r1) const {
     const T* col = s.xt.data() + c * s.h;
+    // A local copy stays in registers; updating `a` in place made every pixel
+    // wait for the store of the previous one. Same operations, same order.
+    Accumulator t = a;
     for (int64_t r = r0; r < r1; ++r) {
       const double v = static_cast<double>(col[r]);
       if (skip && !std::isfinite(v)) continue;
-      acc_add_pixel(a, v);
+      acc_add_pixel(t, v);
     }
+    a = t;
   }
 
   // Rows [r0, r1) of column c.
@@ -135,13 +205,10 @@ struct Image {
       return;
     }
     scan(a, c, r0, k0 * B);
-    const int64_t i0 = c * (s.nb + 1) + k0, i1 = c * (s.nb + 1) + k1;
-    a.pos += s.pre[i1].pos - s.pre[i0].pos;
-    a.neg += s.pre[i1].neg - s.pre[i0].neg;
-    a.sq += s.pre[i1].sq - s.pre[i0].sq;
+    s.block_tree.query(s.bsum.data() + c * s.block_tree.nodes(), k0, k1, a);
     const int64_t rows_end = std::min(k1 * B, s.h);
     int64_t n = rows_end - k0 * B;
-    if (s.has_nonfinite) n -= s.pnf[i1] - s.pnf[i0];
+    if (s.has_nonfinite) n -= s.pnf[c * (s.nb + 1) + k1] - s.pnf[c * (s.nb + 1) + k0];
     a.count += n;
     T mn, mx;
     s.block_range(c, k0, k1, mn, mx);
@@ -153,9 +220,7 @@ struct Image {
   // Whole columns [c0, c1).
   void columns(Accumulator& a, int64_t c0, int64_t c1) const {
     if (c0 >= c1) return;
-    a.pos += diff(s.qpos[c1], s.qpos[c0]);
-    a.neg += diff(s.qneg[c1], s.qneg[c0]);
-    a.sq += diff(s.qsq[c1], s.qsq[c0]);
+    s.column_tree.query(s.csum.data(), c0, c1, a);
     int64_t n = (c1 - c0) * s.h;
     if (s.has_nonfinite) n -= s.qnf[c1] - s.qnf[c0];
     a.count += n;
@@ -213,8 +278,8 @@ struct Image {
   }
 };
 
-// One block of rows [r0, r1) of columns [c0, c0 + S): running sums continue
-// from the previous block boundary and block min/max start afresh. S columns
+// One block of rows [r0, r1) of columns [c0, c0 + S): the block's sums, min
+// and max (non-finite counts continue from the previous block boundary). S columns
 // at a time keeps every accumulator in registers and lets the compiler
 // vectorise across columns (the unchecked variant has no branch per pixel).
 template <int S, bool Checked, class T>
@@ -226,9 +291,7 @@ inline void fill_strip(Summary<T>& s, const T* x, int64_t k, int64_t r0, int64_t
   int64_t nf[S];
   for (int j = 0; j < S; ++j) {
     const int64_t i = (c0 + j) * np1 + k;
-    p[j] = s.pre[i].pos;
-    q[j] = s.pre[i].neg;
-    sq[j] = s.pre[i].sq;
+    p[j] = q[j] = sq[j] = 0.0;
     nf[j] = Checked ? s.pnf[i] : 0;
     mn[j] = inf;
     mx[j] = -inf;
@@ -248,9 +311,7 @@ inline void fill_strip(Summary<T>& s, const T* x, int64_t k, int64_t r0, int64_t
   }
   for (int j = 0; j < S; ++j) {
     const int64_t i = (c0 + j) * np1 + k + 1;
-    s.pre[i].pos = p[j];
-    s.pre[i].neg = q[j];
-    s.pre[i].sq = sq[j];
+    s.bsum[(c0 + j) * s.block_tree.nodes() + k] = Sums{p[j], q[j], sq[j]};
     if (Checked) s.pnf[i] = nf[j];
     s.blocks[(c0 + j) * s.nb + k] = MinMax<T>{mn[j], mx[j]};
   }
@@ -320,21 +381,9 @@ inline void strip4_rows(Lanes4& l, const double* x, double* xt, int64_t w, int64
 
 template <class T>
 inline void fill_strip4_sse2(Summary<T>& s, const T* x, int64_t k, int64_t r0, int64_t r1, int64_t c0) {
-  const int64_t np1 = s.nb + 1;
   double p[4], q[4], sq[4], mn[4], mx[4];
-  for (int j = 0; j < 4; ++j) {
-    const int64_t i = (c0 + j) * np1 + k;
-    p[j] = s.pre[i].pos;
-    q[j] = s.pre[i].neg;
-    sq[j] = s.pre[i].sq;
-  }
   Lanes4 l;
-  l.p0 = _mm_loadu_pd(p);
-  l.p1 = _mm_loadu_pd(p + 2);
-  l.q0 = _mm_loadu_pd(q);
-  l.q1 = _mm_loadu_pd(q + 2);
-  l.s0 = _mm_loadu_pd(sq);
-  l.s1 = _mm_loadu_pd(sq + 2);
+  l.p0 = l.p1 = l.q0 = l.q1 = l.s0 = l.s1 = _mm_setzero_pd();
   l.mn0 = l.mn1 = _mm_set1_pd(kInf);
   l.mx0 = l.mx1 = _mm_set1_pd(-kInf);
   strip4_rows(l, x, s.xt.data(), s.w, s.h, r0, r1, c0);
@@ -351,10 +400,7 @@ inline void fill_strip4_sse2(Summary<T>& s, const T* x, int64_t k, int64_t r0, i
   _mm_storeu_pd(mx, mx0);
   _mm_storeu_pd(mx + 2, mx1);
   for (int j = 0; j < 4; ++j) {
-    const int64_t i = (c0 + j) * np1 + k + 1;
-    s.pre[i].pos = p[j];
-    s.pre[i].neg = q[j];
-    s.pre[i].sq = sq[j];
+    s.bsum[(c0 + j) * s.block_tree.nodes() + k] = Sums{p[j], q[j], sq[j]};
     // Exact: the values came from T.
     s.blocks[(c0 + j) * s.nb + k] = MinMax<T>{static_cast<T>(mn[j]), static_cast<T>(mx[j])};
   }
@@ -369,18 +415,11 @@ inline RleStrip8F64Fn strip8_of(const KernelTable& t, const double*) { return t.
 
 template <class T, class Strip>
 void fill_strip8(Strip strip8, Summary<T>& s, const T* x, int64_t k, int64_t r0, int64_t r1, int64_t c0) {
-  const int64_t np1 = s.nb + 1;
-  double sums[24];
+  double sums[24] = {};  // the block's sums start from zero
   T mn[8], mx[8];
-  for (int j = 0; j < 8; ++j) {
-    const typename Summary<T>::Sums& p = s.pre[(c0 + j) * np1 + k];
-    sums[j] = p.pos;
-    sums[8 + j] = p.neg;
-    sums[16 + j] = p.sq;
-  }
   strip8(x, s.w, s.h, r0, r1, c0, sums, mn, mx, s.xt.data());
   for (int j = 0; j < 8; ++j) {
-    s.pre[(c0 + j) * np1 + k + 1] = typename Summary<T>::Sums{sums[j], sums[8 + j], sums[16 + j]};
+    s.bsum[(c0 + j) * s.block_tree.nodes() + k] = Sums{sums[j], sums[8 + j], sums[16 + j]};
     s.blocks[(c0 + j) * s.nb + k] = MinMax<T>{mn[j], mx[j]};
   }
 }
@@ -390,10 +429,8 @@ void fill_blocks(Summary<T>& s, const T* x) {
   constexpr int S = 4;
   const auto strip8 = Checked ? nullptr : strip8_of(kernels(), x);
   const int64_t np1 = s.nb + 1;
-  for (int64_t c = 0; c < s.w; ++c) {
-    s.pre[c * np1] = typename Summary<T>::Sums{0.0, 0.0, 0.0};
-    if (Checked) s.pnf[c * np1] = 0;
-  }
+  if (Checked)
+    for (int64_t c = 0; c < s.w; ++c) s.pnf[c * np1] = 0;
   // Block by block, so the rows of one block are read from memory once and
   // then stay in cache while their columns are swept.
   for (int64_t k = 0; k < s.nb; ++k) {
@@ -417,6 +454,20 @@ void fill_blocks(Summary<T>& s, const T* x) {
   }
 }
 
+// Builds every column's block tree from its block sums (the tree's leaves),
+// and the column totals (the leaves of the column tree).
+template <class T>
+void build_sums(Summary<T>& s) {
+  const int64_t nodes = s.block_tree.nodes();
+  for (int64_t c = 0; c < s.w; ++c) {
+    Sums* t = s.bsum.data() + c * nodes;
+    s.block_tree.build(t);
+    Accumulator total = acc_identity();
+    s.block_tree.query(t, 0, s.nb, total);
+    s.csum[static_cast<size_t>(c)] = Sums{total.pos, total.neg, total.sq};
+  }
+}
+
 // Builds the summary of one image. Returns the row-major index of the first
 // non-finite pixel when one exists and they are not skipped, else -1.
 template <class T>
@@ -427,15 +478,19 @@ int64_t summarise(Summary<T>& s, const T* x, int64_t h, int64_t w, bool skip) {
   const int64_t np1 = s.nb + 1;
   const size_t prefix = static_cast<size_t>(np1 * w), blocks = static_cast<size_t>(s.nb * w);
   s.xt.resize(static_cast<size_t>(h * w));
-  s.pre.resize(prefix);
+  s.block_tree.shape(s.nb);
+  s.bsum.resize(static_cast<size_t>(s.block_tree.nodes() * w));
+  s.column_tree.shape(w);
+  s.csum.resize(static_cast<size_t>(s.column_tree.nodes()));
   s.block_levels = sparse_levels(s.nb);
   s.blocks.resize(blocks * static_cast<size_t>(s.block_levels));
   s.has_nonfinite = false;
   fill_blocks<false>(s, x);
+  build_sums(s);
   bool finite = true;
   for (int64_t c = 0; c < w && finite; ++c) {
-    const int64_t i = c * np1 + s.nb;
-    finite = std::isfinite(s.pre[i].pos) && std::isfinite(s.pre[i].neg) && std::isfinite(s.pre[i].sq);
+    const Sums& t = s.csum[static_cast<size_t>(c)];
+    finite = std::isfinite(t.pos) && std::isfinite(t.neg) && std::isfinite(t.sq);
   }
   if (!finite) {
     // Either a non-finite pixel or float64 values so large that their squares
@@ -446,21 +501,20 @@ int64_t summarise(Summary<T>& s, const T* x, int64_t h, int64_t w, bool skip) {
       s.has_nonfinite = true;
       s.pnf.resize(prefix);
       fill_blocks<true>(s, x);
+      build_sums(s);
     }
   }
-  s.qpos.assign(static_cast<size_t>(w + 1), Compensated{});
-  s.qneg.assign(static_cast<size_t>(w + 1), Compensated{});
-  s.qsq.assign(static_cast<size_t>(w + 1), Compensated{});
-  if (s.has_nonfinite) s.qnf.assign(static_cast<size_t>(w + 1), 0);
+  s.column_tree.build(s.csum.data());
+  Compensated pos, neg;
   for (int64_t c = 0; c < w; ++c) {
-    const int64_t i = c * np1 + s.nb;
-    s.qpos[c + 1] = s.qpos[c];
-    s.qpos[c + 1].add(s.pre[i].pos);
-    s.qneg[c + 1] = s.qneg[c];
-    s.qneg[c + 1].add(s.pre[i].neg);
-    s.qsq[c + 1] = s.qsq[c];
-    s.qsq[c + 1].add(s.pre[i].sq);
-    if (s.has_nonfinite) s.qnf[c + 1] = s.qnf[c] + s.pnf[i];
+    pos.add(s.csum[static_cast<size_t>(c)].pos);
+    neg.add(s.csum[static_cast<size_t>(c)].neg);
+  }
+  s.total_pos = pos.hi + pos.lo;
+  s.total_neg = neg.hi + neg.lo;
+  if (s.has_nonfinite) {
+    s.qnf.assign(static_cast<size_t>(w + 1), 0);
+    for (int64_t c = 0; c < w; ++c) s.qnf[c + 1] = s.qnf[c] + s.pnf[c * np1 + s.nb];
   }
   build_sparse(s.blocks.data(), s.block_levels, w, s.nb);
   s.levels = sparse_levels(w);
@@ -540,8 +594,8 @@ Error reduce_image(const RleInput& in, const StatsOutput& out, int64_t b, Scratc
     if (p < hw) image.run(a, p, hw);
     acc_store(a, out, total_segments + b);
   }
-  out.total_pos[b] = s.qpos[w].hi + s.qpos[w].lo;
-  out.total_neg[b] = s.qneg[w].hi + s.qneg[w].lo;
+  out.total_pos[b] = s.total_pos;
+  out.total_neg[b] = s.total_neg;
   out.nonfinite[b] = s.has_nonfinite ? s.qnf[w] : 0;
   return Error{};
 }
@@ -561,25 +615,36 @@ Error reduce_rle(const RleInput& in, const StatsOutput& out) {
   return Error{};
 }
 
-int64_t rle_counts_from_string(const char* s, int64_t n, uint32_t* out) {
+int64_t rle_counts_from_string(const char* s, int64_t n, uint32_t* out, int64_t* overlong) {
+  *overlong = -1;
   int64_t m = 0, p = 0;
   while (p < n) {
-    int64_t x = 0;
+    // Unsigned: the 5-bit groups are placed with shifts of at most 30 bits
+    // (kMaxCountChars groups), so nothing shifts past the width of the type.
+    uint64_t bits = 0;
     int k = 0;
     bool more = true;
     const int64_t start = p;
     while (more) {
-      if (p >= n || k > 12) return -1 - (p < n ? p : start);
+      if (p >= n) return -1 - start;
+      if (k == kMaxCountChars) {
+        *overlong = start;
+        return -1 - start;
+      }
       const int c = static_cast<int>(static_cast<unsigned char>(s[p])) - 48;
       if (c < 0 || c > 63) return -1 - p;
-      x |= static_cast<int64_t>(c & 0x1f) << (5 * k);
+      bits |= static_cast<uint64_t>(c & 0x1f) << (5 * k);
       more = (c & 0x20) != 0;
       ++p;
       ++k;
-      if (!more && (c & 0x10)) x |= -(int64_t(1) << (5 * k));
+      if (!more && (c & 0x10)) bits |= ~uint64_t(0) << (5 * k);  // sign-extend; 5 * k <= 35
     }
+    int64_t x = static_cast<int64_t>(bits);  // two's complement: |x| < 2**35
     if (m > 2) x += static_cast<int64_t>(out[m - 2]);
-    if (x < 0 || x > int64_t(0xFFFFFFFF)) return -1 - start;
+    if (x < 0 || x > int64_t(0xFFFFFFFF)) {
+      *overlong = start;
+      return -1 - start;
+    }
     out[m++] = static_cast<uint32_t>(x);
   }
   return m;

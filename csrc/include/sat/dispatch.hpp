@@ -28,19 +28,34 @@ namespace sat {
 // use two PixelAccumulator sets; beyond it they use the touched-list path.
 constexpr int64_t kMaxLaneSlots = 4096;
 
+// Slots (K + 1) up to which a thread's scratch holds one accumulator per slot
+// of the call, indexed by the slot ("direct"). Beyond it, label kernels index
+// their accumulators through a small map from slot to the order in which the
+// chunk first touched it ("compact"), sized by what a chunk can touch
+// (min(K + 1, pixels of a chunk)), so scratch stays bounded whatever K is.
+constexpr int64_t kMaxDirectSlots = int64_t(1) << 16;
+
 // Scratch owned by one thread and reused across the chunks it processes.
-// acc/acc2 hold slots+1 accumulators at identity; touched lists name the
-// slots a chunk changed, in first-touch order, so resetting and emitting a
-// chunk costs O(touched) rather than O(K).
+// acc/acc2 hold accumulators at identity; touched lists name the slots a
+// chunk changed, in first-touch order, so resetting and emitting a chunk
+// costs O(touched) rather than O(K). Direct scratch (map_keys null): acc[slot]
+// for every slot. Compact scratch: acc[i] and acc2[i] belong to slot
+// touched[i]; map_keys/map_vals are an open-addressing table (map_mask + 1
+// cells, key -1 when empty) from slot to i, and map_cell[i] is slot
+// touched[i]'s cell (see slot_map.hpp).
 struct ChunkScratch {
   Accumulator* acc = nullptr;
   Accumulator* acc2 = nullptr;
   int64_t* touched = nullptr;
   int64_t n_touched = 0;
-  int64_t* touched2 = nullptr;
+  int64_t* touched2 = nullptr;  // direct scratch only
   int64_t n_touched2 = 0;
   uint64_t* words = nullptr;          // kChunkPixels / 64 words for the unassigned mask
   PixelAccumulator* lanes = nullptr;  // 2 * (slots + 1), at identity, or null
+  int32_t* map_keys = nullptr;        // compact scratch only
+  int32_t* map_vals = nullptr;
+  int32_t* map_cell = nullptr;
+  uint64_t map_mask = 0;
 };
 
 // What one chunk adds to its image's totals, or the first error in it.
@@ -82,7 +97,8 @@ using PackPlaneFn = void (*)(const uint8_t* masks, int64_t pixels, uint64_t* wor
 
 // One block of rows [r0, r1) of the 8 columns [c0, c0 + 8) of the row-major
 // saliency x (row stride w) for the RLE summary: sums = {pos[8], neg[8],
-// sq[8]} are continued (in/out), mn/mx receive the block's min/max per column
+// sq[8]} are continued (in/out; the summary passes zeros, one block's sums), mn/mx receive the block's min/max per
+// column
 // (+inf/-inf when r0 == r1), and the pixels are copied to the column-major xt
 // (column stride h). No NaN handling: callers redo a block with non-finite
 // pixels on the checked path. Each column is accumulated row after row, as in

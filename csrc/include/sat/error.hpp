@@ -42,6 +42,8 @@ Error nonfinite_error(int64_t image, int64_t row, int64_t col, double value);
 Error rle_length_error(int64_t image, int64_t instance, int64_t length, int64_t height, int64_t width);
 // A COCO compressed RLE string (number `index` of a list) that is malformed at `byte`.
 Error rle_string_error(int64_t index, int64_t byte);
+// A count of that string that is longer than any count can be, or outside [0, 2**32).
+Error rle_count_error(int64_t index, int64_t byte);
 Error input_error(std::string text);
 
 // "label", "nonfinite", "rle", "input" ("" for none).

@@ -5,32 +5,38 @@
 // column-major order (runs go down the columns), while saliency maps are
 // row-major (H, W). Per image, one pass over the saliency builds a small
 // summary that every mask of that image shares:
-//   - per column, prefix sums of pos/neg/sq (and the count of skipped
-//     non-finite pixels) at every kRleBlockRows-th row, and a sparse table
-//     over that column's blocks of kRleBlockRows rows for min/max;
-//   - over columns, compensated (two-double) prefix sums of the column
-//     totals and a sparse table of column minima/maxima.
+//   - per column, the pos/neg/sq sums of every block of kRleBlockRows rows and
+//     a sum tree over them (node j of level l = blocks [j*2^l, (j+1)*2^l)),
+//     prefix counts of skipped non-finite pixels at block boundaries, and a
+//     sparse table over the blocks for min/max;
+//   - over columns, the same sum tree of the column totals, prefix counts and
+//     a sparse table of column minima/maxima.
 // A run [p, q) in column-major order is then at most a head column piece, a
-// range of whole columns (O(1)) and a tail column piece; a column piece costs
-// O(1) lookups plus at most 2*(kRleBlockRows-1) pixel reads for its partial
-// blocks at either end. So the cost of a mask grows with its number of runs,
-// never with the number of pixels it covers; the summary costs one pass over
-// the saliency per image, shared by all of that image's masks.
+// range of whole columns and a tail column piece; a column piece costs
+// O(log(H / kRleBlockRows)) tree nodes plus at most 2*(kRleBlockRows-1) pixel
+// reads for its partial blocks at either end, a range of whole columns
+// O(log W) nodes. So the cost of a mask grows with its number of runs (times
+// a logarithm), never with the number of pixels it covers; the summary costs
+// one pass over the saliency per image, shared by all of that image's masks.
 //
-// Why blocks rather than a prefix value at every row: a full per-pixel
-// prefix of three float64 sums is 24 bytes written per pixel (7 MB for
-// 640x480), which costs more than the masks themselves; block boundaries cut
-// that by kRleBlockRows while the few pixels read at the ends of each run
-// stay in cache. Min and max cannot be had from prefix sums, hence the
-// sparse tables (log2(H / kRleBlockRows) levels).
+// Why blocks rather than a value at every row: a per-pixel table of three
+// float64 sums is 24 bytes written per pixel (7 MB for 640x480), which costs
+// more than the masks themselves; blocks cut that by kRleBlockRows while the
+// few pixels read at the ends of each run stay in cache. Min and max come
+// from sparse tables (log2(H / kRleBlockRows) levels).
+//
+// Why sum trees rather than prefix sums: a difference of two prefix sums
+// carries the rounding error of everything above the run in its column (or
+// in the columns before it), so a segment of 1.0s below values of 1e8 lost
+// its sum of squares entirely, and float64 values whose squares overflow
+// turned it into inf - inf = NaN. A tree node holds only the sum of its own
+// blocks, so a run's sums are built from its own pixels alone.
 //
 // Counts, min and max equal decoding first and reducing densely exactly. Sums
-// differ only by float64 rounding: a column piece is a difference of two
-// column prefix sums (each at most H additions) plus at most 30 pixels added
-// directly, and whole columns a difference of two-double prefix sums over
-// columns; the absolute error is a few times H * 2^-53 times the absolute
-// mass of the columns the run touches, far below float32 resolution of the
-// saliency itself.
+// differ only by float64 rounding of the segment's own pixels, added in a
+// different order (pos, neg and sq each add terms of one sign: relative error
+// at most about (pixels in the segment) * 2^-53, far below float32 resolution
+// of the saliency itself).
 #pragma once
 #include <cstdint>
 
@@ -71,9 +77,16 @@ struct RleInput {
 // lowest image index (kind nonfinite or rle), or kind none.
 Error reduce_rle(const RleInput& in, const StatsOutput& out);
 
+// Characters of one count in a COCO compressed RLE string: 5 bits each, and
+// a count (or its difference from the count two before, in -(2**32 - 1) ..
+// 2**32 - 1) needs at most 34 bits with its sign.
+constexpr int kMaxCountChars = 7;
+
 // Decodes one COCO compressed RLE string (as in pycocotools' rleFrString)
 // into at most `n` counts written to `out`. Returns the number of counts, or
-// -1 - (byte offset) of the first malformed byte.
-int64_t rle_counts_from_string(const char* s, int64_t n, uint32_t* out);
+// -1 - (byte offset) of the first malformed byte; when that is the start of a
+// count longer than kMaxCountChars characters or outside [0, 2**32), also
+// sets *overlong to it (else -1).
+int64_t rle_counts_from_string(const char* s, int64_t n, uint32_t* out, int64_t* overlong);
 
 }  // namespace sat

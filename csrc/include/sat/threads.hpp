@@ -11,7 +11,12 @@
 
 namespace sat {
 
-// Threads this process may run on (its CPU affinity mask), at least 1.
+// The most threads any call accepts. Kernels never run more threads than
+// they have work units (chunks, images or mask planes), so a larger request
+// gains nothing; the bound keeps an absurd one from reaching the allocator.
+constexpr int kMaxThreads = 1024;
+
+// Threads this process may run on (its CPU affinity mask), in [1, kMaxThreads].
 int default_threads();
 
 // Calls make_state(thread_index) once per thread, then work(state, unit) for
