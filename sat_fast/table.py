@@ -9,6 +9,9 @@ first.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -23,13 +26,28 @@ from sat_fast._typing import Nonfinite
 from sat_fast.segments import Segments, merge_vocabularies
 from sat_fast.stats import SEGMENT_KEYS, SegmentStats, reduce_segments, saliency_list, segment_stats
 
-__all__ = ["segment_table", "stats_table", "table_schema"]
+__all__ = ["new_run_id", "segment_table", "stats_table", "table_schema"]
 
 _FLOAT_COLUMNS = ("area", "sum", "mean", "pos_sum", "neg_sum", "abs_sum", "sq_sum", "share", "density", "min", "max")
 
 #: Padded (images x segments) entries reduced at once for per-image Segments:
 #: bounds memory when a few images have many more segments than the rest.
 _CHUNK_ENTRIES = 1 << 20
+
+
+def new_run_id(settings: object = None) -> str:
+    """A short id for the ``run`` column: 8 hex characters of a hash of ``settings``, the time and the process.
+
+    Tables of two runs over the same images stay apart (``aggregate(..., by=[..., "run"])``).
+
+    Examples
+    --------
+    >>> import sat_fast.table
+    >>> len(sat_fast.table.new_run_id({"steps": 32}))
+    8
+    """
+    text = f"{settings!r}|{time.time_ns()}|{os.getpid()}|{os.urandom(4).hex()}"
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 def table_schema(
