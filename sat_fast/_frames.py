@@ -10,12 +10,14 @@ import polars as pl
 
 __all__ = [
     "ALL_ROWS",
+    "NAME_COLUMNS",
     "SMALL_RIGHT",
     "VALUE",
     "aggregate_keys",
     "as_lazy",
     "group_keys",
     "group_labels",
+    "name_columns",
     "require_columns",
     "streaming_options",
     "value_expr",
@@ -23,6 +25,18 @@ __all__ = [
 
 VALUE = "__value"
 ALL_ROWS = "__all"
+
+#: Class-index columns and the column naming their class (a function of the index, carried alongside it).
+NAME_COLUMNS = {"target": "class", "label": "label_class", "predicted": "predicted_class"}
+
+
+def name_columns(keys: Sequence[str], columns: Sequence[str]) -> list[str]:
+    """The class-name columns (``class``, ...) of the index columns among ``keys``, where ``columns`` has them."""
+    return [
+        NAME_COLUMNS[k]
+        for k in keys
+        if k in NAME_COLUMNS and NAME_COLUMNS[k] in columns and NAME_COLUMNS[k] not in keys
+    ]
 
 
 def streaming_options() -> dict[str, Any]:
@@ -99,20 +113,34 @@ def require_columns(frame: pl.DataFrame | pl.Schema, columns: Sequence[str], nam
 
 
 def aggregate_keys(agg: pl.DataFrame) -> list[str]:
-    """The group key columns of an :func:`sat_fast.aggregate` result (those before ``segment``)."""
+    """The group key columns of an :func:`sat_fast.aggregate` result (those before ``segment``).
+
+    A class-name column carried beside its index (``class`` beside ``target``) is not a key of its own.
+    """
     if not isinstance(agg, pl.DataFrame):
         raise TypeError(f"expected a polars DataFrame from aggregate(), got {type(agg).__name__}")
     names = list(agg.columns)
     if "segment" not in names:
         raise ValueError(f"agg must be a result of aggregate() with a 'segment' column; its columns are {names}")
-    return names[: names.index("segment")]
+    before = names[: names.index("segment")]
+    carried = {NAME_COLUMNS[k] for k in before if NAME_COLUMNS.get(k) in before}
+    return [k for k in before if k not in carried]
 
 
 def group_labels(frame: pl.DataFrame, keys: Sequence[str]) -> list[str]:
-    """One readable label per row from the group key columns (``"target=0, split=ood"``)."""
+    """One readable label per row from the group key columns (``"target=0, split=ood"``).
+
+    A class index with its name column beside it shows the name (``"target=fish"``).
+    """
     if not keys:
         return ["all"] * frame.height
-    cols = [frame[k].cast(pl.String).fill_null("null").to_list() for k in keys]
+
+    def text(k: str) -> pl.Expr:
+        index = pl.col(k).cast(pl.String)
+        name = NAME_COLUMNS.get(k)
+        return pl.coalesce(pl.col(name).cast(pl.String), index) if name in frame.columns else index
+
+    cols = [frame.select(text(k).fill_null("null")).to_series().to_list() for k in keys]
     if len(keys) == 1:
         return [f"{keys[0]}={a}" for a in cols[0]]
     return [", ".join(f"{k}={val}" for k, val in zip(keys, row, strict=True)) for row in zip(*cols, strict=True)]

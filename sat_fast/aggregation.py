@@ -19,17 +19,25 @@ import polars as pl
 
 from sat_fast._frames import (
     ALL_ROWS,
+    NAME_COLUMNS,
     SMALL_RIGHT,
     VALUE,
     as_lazy,
     group_keys,
+    name_columns,
     require_columns,
     streaming_options,
     value_expr,
 )
 from sat_fast._typing import AggregateEngine, IntervalKind, check_choice
 
-__all__ = ["AGGREGATE_COLUMNS", "aggregate"]
+__all__ = ["AGGREGATE_COLUMNS", "RUN_COLUMN", "aggregate"]
+
+#: The column that tells the runs apart (``sat-fast run`` and the demo write a short id in every row).
+RUN_COLUMN = "run"
+
+# Duplicated (group, image, segment) keys named in the error.
+_SHOWN_DUPLICATES = 3
 
 #: Columns of :func:`aggregate`'s result after the group keys, in order.
 AGGREGATE_COLUMNS = (
@@ -82,8 +90,11 @@ def aggregate(
         optional: when absent, the matching result columns are null.
     by
         Grouping columns (any columns of the table: ``target``, ``label``,
-        ``predicted``, ``correct``, ``split``, ``model``, ...). ``()`` or
-        ``None`` gives one group over the whole table. Null keys form a group.
+        ``predicted``, ``correct``, ``split``, ``model``, ``run``, ...). ``()``
+        or ``None`` gives one group over the whole table. Null keys form a
+        group. The class names of ``target``, ``label`` and ``predicted``
+        (columns ``class``, ``label_class``, ``predicted_class``), where the
+        table has them, are carried beside their key.
     value
         The per-image value summarised in ``mean``, ``std``, ``sem``, the
         interval and ``median``: a column name (default ``"mean"``, the SAT
@@ -110,7 +121,8 @@ def aggregate(
     -------
     polars.DataFrame
         One row per group x segment, sorted by the keys then the segment name,
-        with the ``by`` columns followed by :data:`AGGREGATE_COLUMNS`:
+        with the ``by`` columns (each class index followed by its name column,
+        when the table has one) followed by :data:`AGGREGATE_COLUMNS`:
 
         - ``images`` (Int64): distinct ``image_id`` in the group's rows;
         - ``present`` (Int64): rows of the segment in the group, i.e. images
@@ -130,20 +142,32 @@ def aggregate(
     Raises
     ------
     ValueError
-        A missing required column, a grouping key that is not a column, or an
-        option out of range.
+        A missing required column, a grouping key that is not a column, an
+        option out of range, more than one row per (group, image, segment)
+        (tables of several runs over the same images: the message names a few
+        such keys and suggests the column that tells the runs apart, ``run``),
+        or one class index with two names.
     TypeError
         ``table`` is not a polars frame, or ``value`` is not numeric.
 
     Notes
     -----
     Streaming memory does not grow with the number of rows: it holds one
-    accumulator per group x segment cell, one distinct-image set per group
-    (so it grows with the number of distinct images), and for the median
+    accumulator per group x segment cell, one small accumulator per
+    (group, image) pair (so it grows with the number of distinct images),
+    and for the median
     at most ~65k histogram bins per pass plus at most 4M candidate values.
     The median costs two or three extra streaming passes over ``table``
     (a lazy ``table`` is re-executed for each). Benchmark: 10^8 rows from
     Parquet in about 0.7 GB peak RSS (``benchmarks/bench_aggregate.py``).
+
+    Duplicates are found without a distinct count over all (group, image,
+    segment) keys: in the same pass, a cell with more rows than its group
+    has images, or (with a ``run`` column not in ``by``) an image of a
+    group seen in more than one run, is an error. Only then do bounded
+    follow-up queries name a few duplicated keys. Rows repeated within one
+    run are found only when they push a segment's rows above its group's
+    images.
 
     Examples
     --------
@@ -173,6 +197,8 @@ def aggregate(
         raise TypeError(f"rank must be a column name, got {type(rank).__name__}")
 
     group = keys or [ALL_ROWS]
+    names = name_columns(keys, list(schema.names()))
+    run_check = RUN_COLUMN in schema and RUN_COLUMN not in keys
     optional = [pl.col(c) for c in ("share", "density") if c in schema]
     if rank in schema:
         optional.append(pl.col(rank).alias("__rank"))
@@ -207,13 +233,18 @@ def aggregate(
     else:
         aggs.append(pl.col(VALUE).median().alias("median"))
     per_cell = base.group_by(cell).agg(aggs)
-    per_group = base.group_by(group).agg(pl.col("image_id").n_unique().cast(pl.Int64).alias("images"))
+    per_group = _per_group(lf, keys, group, names, run_check)
     query = per_cell.join(per_group, on=group, how="left", nulls_equal=True)
     if engine == "streaming":
-        out = query.collect(**streaming_options())
-        out = _with_streaming_median(base, out, cell)
+        out: pl.DataFrame = query.collect(**streaming_options())
     else:
         out = query.collect(engine="in-memory")
+    _check_names(out, keys, names)
+    if (out["present"] > out["images"]).any() or (run_check and (out["__dup_images"] > 0).any()):
+        raise _duplicates_error(lf, out, keys, run_check)
+    if engine == "streaming":
+        out = _with_streaming_median(base, out, cell)
+    out = out.with_columns(pl.col(n).cast(pl.Categorical) for n in names)
 
     out = out.sort([*(pl.col(k) for k in keys), pl.col("segment").cast(pl.String)], nulls_last=True)
     n = out["__n"].to_numpy().astype(np.float64)
@@ -233,7 +264,106 @@ def aggregate(
         pl.Series("ci_high", np.where(enough, high, np.nan), dtype=pl.Float64, nan_to_null=True),
         (pl.col("present") / pl.col("images")).cast(pl.Float64).alias("presence"),
     )
-    return out.select(*keys, *AGGREGATE_COLUMNS)
+    carried = [c for k in keys for c in (k, NAME_COLUMNS.get(k)) if c is not None and (c == k or c in names)]
+    return out.select(*carried, *AGGREGATE_COLUMNS)
+
+
+def _group_columns(keys: list[str]) -> list[pl.Expr]:
+    return [pl.col(k) for k in keys] or [pl.lit(0, pl.Int8).alias(ALL_ROWS)]
+
+
+def _per_group(lf: pl.LazyFrame, keys: list[str], group: list[str], names: list[str], run_check: bool) -> pl.LazyFrame:
+    """Distinct images per group, the class names carried beside their index, images found in several runs.
+
+    Two streamed group-bys, per (group, image) then per group: memory grows
+    with the distinct (group, image) pairs, as a distinct count per group
+    would, never with the rows.
+    """
+    per_image = lf.select(
+        *_group_columns(keys),
+        pl.col("image_id"),
+        *(pl.col(n).cast(pl.String) for n in names),
+        *([pl.col(RUN_COLUMN).cast(pl.String)] if run_check else []),
+    ).group_by([*group, "image_id"])
+    image_aggs: list[pl.Expr] = []
+    group_aggs: list[pl.Expr] = [pl.len().cast(pl.Int64).alias("images")]
+    for n in names:
+        image_aggs += [pl.col(n).min().alias(f"__{n}_min"), pl.col(n).max().alias(f"__{n}_max")]
+        group_aggs += [pl.col(f"__{n}_min").min().alias(f"__{n}_min"), pl.col(f"__{n}_max").max().alias(n)]
+    if run_check:
+        image_aggs += [pl.col(RUN_COLUMN).min().alias("__run_min"), pl.col(RUN_COLUMN).max().alias("__run_max")]
+        group_aggs.append((pl.col("__run_min") != pl.col("__run_max")).sum().cast(pl.Int64).alias("__dup_images"))
+    if not image_aggs:
+        image_aggs = [pl.len().alias("__rows")]
+    return per_image.agg(image_aggs).group_by(group).agg(group_aggs)
+
+
+def _check_names(out: pl.DataFrame, keys: list[str], names: list[str]) -> None:
+    """A class index must have one name in the whole table (two runs with different class orders must not mix)."""
+    for n in names:
+        key = next(k for k in keys if NAME_COLUMNS.get(k) == n)
+        clash = out.filter(pl.col(f"__{n}_min") != pl.col(n))
+        if clash.height:
+            row = clash.row(0, named=True)
+            raise ValueError(
+                f"{key}={row[key]!r} is named both {row[f'__{n}_min']!r} and {row[n]!r} in column {n!r}: the table "
+                "mixes runs with different class names; aggregate them separately (or add the column that tells "
+                "them apart to by)"
+            )
+
+
+def _duplicates_error(lf: pl.LazyFrame, out: pl.DataFrame, keys: list[str], run_check: bool) -> ValueError:
+    """Name a few (group, image, segment) keys with more than one row (bounded follow-up queries)."""
+    group = keys or [ALL_ROWS]
+    rows = lf.select(
+        *_group_columns(keys),
+        pl.col("image_id"),
+        pl.col("segment").cast(pl.String),
+        *([pl.col(RUN_COLUMN).cast(pl.String)] if run_check else []),
+    )
+    images: pl.DataFrame | None = None
+    if run_check:
+        images = (
+            lf.select(*_group_columns(keys), pl.col("image_id"), pl.col(RUN_COLUMN).cast(pl.String))
+            .group_by([*group, "image_id"])
+            .agg(pl.col(RUN_COLUMN).min().alias("__lo"), pl.col(RUN_COLUMN).max().alias("__hi"))
+            .filter(pl.col("__lo") != pl.col("__hi"))
+            .select(*group, "image_id")
+            .head(_SHOWN_DUPLICATES)
+            .collect(**streaming_options())
+        )
+        rows = rows.join(images.lazy(), on=[*group, "image_id"], how="semi", nulls_equal=True)
+    if images is None or not images.height:
+        cells = out.filter(pl.col("present") > pl.col("images")).select(*group, pl.col("segment").cast(pl.String))
+        rows = rows.join(cells.head(_SHOWN_DUPLICATES).lazy(), on=[*group, "segment"], how="semi", nulls_equal=True)
+    found = (
+        rows.group_by([*group, "image_id", "segment"])
+        .agg(
+            pl.len().alias("__rows"),
+            *([pl.col(RUN_COLUMN).unique().sort().head(_SHOWN_DUPLICATES).alias("__runs")] if run_check else []),
+        )
+        .filter(pl.col("__rows") > 1)
+        .sort([*group, "image_id", "segment"], nulls_last=True)
+        .head(_SHOWN_DUPLICATES)
+        .collect(**streaming_options())
+    )
+    shown = []
+    for r in found.iter_rows(named=True):
+        key = ", ".join(f"{k}={r[k]!r}" for k in [*keys, "image_id", "segment"])
+        runs = f" (runs {', '.join(map(repr, r['__runs']))})" if run_check else ""
+        shown.append(f"({key}): {r['__rows']} rows{runs}")
+    where = f"group x image x segment ({', '.join([*keys, 'image_id', 'segment'])})"
+    if run_check:
+        hint = f"the rows come from several runs: add {RUN_COLUMN!r} to by (by=[..., {RUN_COLUMN!r}]) or keep one run"
+    else:
+        hint = (
+            "the table likely joins several runs over the same images: add the column that tells them apart "
+            f"(e.g. {RUN_COLUMN!r}, 'model', 'split') to by, or drop the duplicated rows"
+        )
+    return ValueError(
+        f"table has more than one row per {where}, so counts and means would double count: "
+        f"{'; '.join(shown) or 'see present > images'}; {hint}"
+    )
 
 
 def _t_interval(mean: np.ndarray, sem: np.ndarray, n: np.ndarray, ci: float) -> tuple[np.ndarray, np.ndarray]:

@@ -151,6 +151,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--device", default=None, help="JAX device: cpu, gpu, tpu, or one of several as gpu:1 (default: JAX's choice)"
     )
+    r.add_argument(
+        "--core",
+        type=Path,
+        help="JSON file of each class's core segments, {class name or index: [segment, ...]} or one list for "
+        "all classes; other segments with a large share or density are flagged",
+    )
     r.add_argument("--skip-missing", action="store_true", help="skip images without masks instead of stopping")
     r.add_argument("--out", type=Path, help="output folder")
 
@@ -427,6 +433,28 @@ def _load_segments(args: argparse.Namespace, image_ids: list[str]) -> dict[str, 
     raise UserError(f"--masks must be a folder of PNGs, a COCO .json or an .npz bundle, got {masks}")
 
 
+def _read_core(path: Path) -> Any:
+    """--core: {class name or index: [segment names]} or one list of segment names, as JSON."""
+    if not path.is_file():
+        raise UserError(f"core file {path} does not exist")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"core file {path} is not valid JSON: {exc}") from None
+
+    def names(value: Any, where: str) -> list[str]:
+        if not isinstance(value, list) or not all(isinstance(n, str) for n in value):
+            raise UserError(f"core file {path}: {where} must be a list of segment names, got {value!r}")
+        return value
+
+    if isinstance(data, list):
+        return names(data, "the top level")
+    if not isinstance(data, dict):
+        raise UserError(f"core file {path} must hold {{class: [segment, ...]}} or a list of segments")
+    # JSON keys are strings: digits name a class by index, anything else by name.
+    return {(int(k) if k.isdigit() else k): names(v, f"class {k!r}") for k, v in data.items()}
+
+
 def _read_json(path: Path) -> Any:
     try:
         with path.open(encoding="utf-8") as fh:
@@ -493,7 +521,7 @@ def _run(args: argparse.Namespace) -> int:
     from sat_fast.attribution import saliency
     from sat_fast.flags import flag_shortcuts
     from sat_fast.reports import report, summary
-    from sat_fast.table import segment_table
+    from sat_fast.table import new_run_id, segment_table
 
     for opt in ("model", "images", "out"):
         if getattr(args, opt) is None:
@@ -532,6 +560,8 @@ def _run(args: argparse.Namespace) -> int:
             raise UserError(f"cannot read image {path}: {exc}") from None
         return bundle.transform.image(img) if bundle.transform is not None else img
 
+    core = _read_core(args.core) if args.core is not None else None
+    run = new_run_id(sorted((k, str(v)) for k, v in vars(args).items()))
     tables = []
     starts = range(0, len(index), args.batch_size)
     bar = Progress(len(starts), "explaining", unit="batch", enabled=not args.no_progress)
@@ -564,7 +594,9 @@ def _run(args: argparse.Namespace) -> int:
                     "predicted": predicted,
                     "correct": predicted == labels,
                     "model": args.model,
+                    "run": run,
                 },
+                class_names=bundle.class_names,
             )
         )
         # Append batch by batch: a crash keeps what was done.
@@ -577,7 +609,7 @@ def _run(args: argparse.Namespace) -> int:
         part.unlink()
     agg = aggregate(sat, by=("target",))
     _write_parquet(agg, out / "aggregate.parquet")
-    flags = flag_shortcuts(agg)
+    flags = flag_shortcuts(agg, core=core)
     _write_parquet(flags, out / "flags.parquet")
     _write_report(report, out / "report.html", agg, flags=flags, title=f"SATs of {args.model}")
     print(summary(agg, flags=flags, format="text"))

@@ -9,7 +9,9 @@ import numpy as np
 import polars as pl
 
 from sat_fast._frames import (
+    NAME_COLUMNS,
     VALUE,
+    aggregate_keys,
     as_lazy,
     group_keys,
     value_expr,
@@ -113,29 +115,38 @@ def compare(
     if kind_a == "per-image":
         keys_a = group_keys(by, sa, "a")
         keys_b = group_keys(by, sb, "b")
-        agg_a = aggregate(la, keys_a, value=value)
-        agg_b = aggregate(lb, keys_b, value=value)
+        agg_a = _aggregate_side(la, keys_a, value, "a")
+        agg_b = _aggregate_side(lb, keys_b, value, "b")
     else:
         if test == "permutation":
             raise ValueError("test='permutation' needs per-image tables; aggregated tables have no per-image values")
-        keys_a = list(sa.names())[: list(sa.names()).index("segment")]
-        keys_b = list(sb.names())[: list(sb.names()).index("segment")]
+        agg_a, agg_b = la.collect(), lb.collect()
+        keys_a, keys_b = aggregate_keys(agg_a), aggregate_keys(agg_b)
         if keys_a != keys_b:
             raise ValueError(f"a is grouped by {keys_a} but b by {keys_b}; compare tables with the same group keys")
-        agg_a, agg_b = la.collect(), lb.collect()
     keys = keys_a
     for k in keys:
         if sa[k] != sb[k]:
             raise ValueError(f"group key {k!r} is {sa[k]} in a but {sb[k]} in b; cast one to match")
+
+    names = [NAME_COLUMNS[k] for k in keys if NAME_COLUMNS.get(k) in (*agg_a.columns, *agg_b.columns)]
 
     def side(frame: pl.DataFrame, suffix: str) -> pl.DataFrame:
         cols = [
             pl.col(c).alias(f"{c}_{suffix}") if c in frame.columns else pl.lit(None, pl.Float64).alias(f"{c}_{suffix}")
             for c in _SIDE_COLUMNS
         ]
-        return frame.select(*keys, pl.col("segment").cast(pl.String), *cols)
+        carried = [
+            (pl.col(n) if n in frame.columns else pl.lit(None)).cast(pl.String).alias(f"__{n}_{suffix}") for n in names
+        ]
+        return frame.select(*keys, pl.col("segment").cast(pl.String), *carried, *cols)
 
     joined = side(agg_a, "a").join(side(agg_b, "b"), on=[*keys, "segment"], how="full", coalesce=True, nulls_equal=True)
+    joined = joined.with_columns(pl.coalesce(f"__{n}_a", f"__{n}_b").cast(pl.Categorical).alias(n) for n in names).drop(
+        [f"__{n}_{s}" for n in names for s in "ab"]
+    )
+    carried = [c for k in keys for c in (k, NAME_COLUMNS.get(k)) if c is not None and (c == k or c in names)]
+    joined = joined.select(*carried, pl.exclude(carried))
     ma, mb = (joined[f"mean_{s}"].to_numpy().astype(np.float64) for s in "ab")
     sa_, sb_ = (joined[f"std_{s}"].to_numpy().astype(np.float64) for s in "ab")
     na, nb = (joined[f"present_{s}"].fill_null(0).to_numpy().astype(np.float64) for s in "ab")
@@ -161,6 +172,15 @@ def compare(
         descending=[sort != "p", True, *([False] * (len(keys) + 1))],
         nulls_last=True,
     )
+
+
+def _aggregate_side(lf: pl.LazyFrame, keys: list[str], value: Any, name: str) -> pl.DataFrame:
+    try:
+        return aggregate(lf, keys, value=value)
+    except ValueError as exc:
+        if "more than one row per" not in str(exc):
+            raise
+        raise ValueError(f"{name}: {exc}") from None
 
 
 def _welch(

@@ -9,6 +9,7 @@ from typing import Any
 import polars as pl
 
 from sat_fast._frames import (
+    NAME_COLUMNS,
     aggregate_keys,
     require_columns,
 )
@@ -34,7 +35,9 @@ def flag_shortcuts(
         A result of :func:`aggregate` (needs ``share`` and ``density``).
     core
         Each class's core concepts: a mapping from class (a value of
-        ``class_column``) to segment names, or one list for every class.
+        ``class_column``, or its name where ``agg`` has the class-name column:
+        ``{"fish": ["fin"]}`` for ``target`` with ``class``) to segment names,
+        or one list for every class.
         Classes missing from a mapping are not examined. With ``core``, a
         non-core segment is flagged when ``share >= share_min`` (it carries a
         large part of the image's absolute attribution) or ``density >=
@@ -54,7 +57,8 @@ def flag_shortcuts(
     Returns
     -------
     polars.DataFrame
-        The group keys, ``segment``, ``reason`` (``"share"``, ``"density"``,
+        The group keys (each class index with its name column, when ``agg``
+        has one), ``segment``, ``reason`` (``"share"``, ``"density"``,
         ``"share+density"`` or ``"excess"``), the evidence ``presence``,
         ``present``, ``images``, ``mean``, ``share``, ``density``, ``top1``,
         ``mean_rank`` and, without ``core``, ``others_share`` and ``excess``.
@@ -81,6 +85,8 @@ def flag_shortcuts(
             class_column = "target"
         else:
             raise ValueError(f"agg has group keys {keys}; say which one holds the class with class_column=")
+    if class_column not in keys and class_column in NAME_COLUMNS.values():
+        class_column = next((k for k in keys if NAME_COLUMNS.get(k) == class_column), class_column)
     if class_column not in keys:
         raise ValueError(f"class_column {class_column!r} is not a group key of agg; its keys are {keys}")
     for name, threshold in (
@@ -99,6 +105,7 @@ def flag_shortcuts(
     frame = agg.with_columns(pl.col("segment").cast(pl.String))
     if core is not None:
         if isinstance(core, Mapping):
+            core = _core_by_index(agg, core, class_column)
             pairs = [(cls, name) for cls, names in core.items() for name in _names(names, f"core[{cls!r}]")]
             classes = pl.Series(class_column, list(core.keys()), dtype=agg.schema[class_column], strict=False)
             lost = [
@@ -150,7 +157,30 @@ def flag_shortcuts(
             ["excess", *keys, "segment"], descending=[True] + [False] * (len(keys) + 1), nulls_last=True
         )
         extra = ["others_share", "excess"]
-    return flagged.select(*keys, pl.col("segment").cast(pl.Categorical), "reason", *evidence, *extra)
+    carried = [c for k in keys for c in (k, NAME_COLUMNS.get(k)) if c is not None and c in agg.columns]
+    return flagged.select(*carried, pl.col("segment").cast(pl.Categorical), "reason", *evidence, *extra)
+
+
+def _core_by_index(agg: pl.DataFrame, core: Mapping[Any, Sequence[str]], class_column: str) -> dict[Any, Any]:
+    """``core`` with class names replaced by ``class_column``'s values, where ``agg`` names the classes."""
+    name_column = NAME_COLUMNS.get(class_column)
+    if agg.schema[class_column] == pl.String or name_column not in agg.columns:
+        return dict(core)
+    pairs = agg.select(pl.col(class_column), pl.col(name_column).cast(pl.String)).unique().drop_nulls()
+    index = dict(zip(pairs[name_column].to_list(), pairs[class_column].to_list(), strict=True))
+    out: dict[Any, Any] = {}
+    for cls, names in core.items():
+        if isinstance(cls, str):
+            if cls not in index:
+                raise ValueError(
+                    f"core class {cls!r} is not a class of agg; its classes are {sorted(index)} "
+                    f"(or give {class_column} values)"
+                )
+            cls = index[cls]
+        if cls in out:
+            raise ValueError(f"core names class {cls!r} twice (by name and by index)")
+        out[cls] = names
+    return out
 
 
 def _names(names: Any, what: str) -> list[str]:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from sat_fast._deprecation import renamed_keywords, warn_deprecated
-from sat_fast._frames import group_labels, require_columns
+from sat_fast._frames import aggregate_keys, group_labels, require_columns
 from sat_fast._typing import SummaryFormat
 
 if TYPE_CHECKING:
@@ -89,8 +89,7 @@ def _text_table(frame: pl.DataFrame, fmt: str) -> str:
 
 
 def _per_group(agg: pl.DataFrame, top: int) -> list[tuple[str, pl.DataFrame]]:
-    keys = agg.columns[: agg.columns.index("segment")]
-    labels = group_labels(agg, keys)
+    labels = group_labels(agg, aggregate_keys(agg))
     frame = agg.with_columns(pl.Series("__group", labels, dtype=pl.String))
     out = []
     for group in dict.fromkeys(labels):

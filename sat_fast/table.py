@@ -9,6 +9,9 @@ first.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -23,7 +26,7 @@ from sat_fast._typing import Nonfinite
 from sat_fast.segments import Segments, merge_vocabularies
 from sat_fast.stats import SEGMENT_KEYS, SegmentStats, reduce_segments, saliency_list, segment_stats
 
-__all__ = ["segment_table", "stats_table", "table_schema"]
+__all__ = ["new_run_id", "segment_table", "stats_table", "table_schema"]
 
 _FLOAT_COLUMNS = ("area", "sum", "mean", "pos_sum", "neg_sum", "abs_sum", "sq_sum", "share", "density", "min", "max")
 
@@ -32,18 +35,37 @@ _FLOAT_COLUMNS = ("area", "sum", "mean", "pos_sum", "neg_sum", "abs_sum", "sq_su
 _CHUNK_ENTRIES = 1 << 20
 
 
+def new_run_id(settings: object = None) -> str:
+    """A short id for the ``run`` column: 8 hex characters of a hash of ``settings``, the time and the process.
+
+    Tables of two runs over the same images stay apart (``aggregate(..., by=[..., "run"])``).
+
+    Examples
+    --------
+    >>> import sat_fast.table
+    >>> len(sat_fast.table.new_run_id({"steps": 32}))
+    8
+    """
+    text = f"{settings!r}|{time.time_ns()}|{os.getpid()}|{os.urandom(4).hex()}"
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
 def table_schema(
     *,
     image_id: pl.DataType | type[pl.DataType] = pl.Int64,
     targets: bool = False,
     metadata: Mapping[str, pl.DataType | type[pl.DataType]] | None = None,
+    class_names: bool = False,
 ) -> pl.Schema:
     """The schema of a per-image SAT.
 
-    Columns: ``image_id``, ``target`` (when targets are given), metadata
-    columns, ``segment`` (Categorical), ``pixels``, ``area``, ``sum``,
-    ``mean``, ``pos_sum``, ``neg_sum``, ``abs_sum``, ``sq_sum``, ``share``,
-    ``density``, ``min``, ``max``, ``rank``.
+    Columns: ``image_id``, ``target`` (when targets are given), ``class``
+    (with ``class_names`` and targets: the name of ``target``), metadata
+    columns (with ``class_names``, a ``label`` or ``predicted`` column is
+    followed by ``label_class`` / ``predicted_class``), ``segment``
+    (Categorical), ``pixels``, ``area``, ``sum``, ``mean``, ``pos_sum``,
+    ``neg_sum``, ``abs_sum``, ``sq_sum``, ``share``, ``density``, ``min``,
+    ``max``, ``rank``. Class-name columns are Categorical.
 
     Examples
     --------
@@ -54,7 +76,12 @@ def table_schema(
     cols: list[tuple[str, pl.DataType | type[pl.DataType]]] = [("image_id", image_id)]
     if targets:
         cols.append(("target", pl.Int64))
-    cols.extend((metadata or {}).items())
+        if class_names:
+            cols.append(("class", pl.Categorical()))
+    for name, dtype in (metadata or {}).items():
+        cols.append((name, dtype))
+        if class_names and name in ("label", "predicted"):
+            cols.append((f"{name}_class", pl.Categorical()))
     cols.append(("segment", pl.Categorical()))
     cols.append(("pixels", pl.Int64))
     cols.extend((c, pl.Float64) for c in _FLOAT_COLUMNS)
@@ -62,14 +89,45 @@ def table_schema(
     return pl.Schema(cols)
 
 
-def _metadata_series(metadata: Mapping[str, Any] | None, b: int) -> dict[str, pl.Series]:
+def _class_list(class_names: Sequence[str] | None) -> list[str] | None:
+    if class_names is None:
+        return None
+    if isinstance(class_names, str) or not isinstance(class_names, Sequence):
+        raise TypeError(f"class_names must be a sequence of class names, got {type(class_names).__name__}")
+    names = list(class_names)
+    if not all(isinstance(n, str) for n in names):
+        raise TypeError("class_names must hold strings (one per class index)")
+    return names
+
+
+def _class_series(name: str, index: Any, classes: list[str], what: str) -> pl.Series:
+    """The class names of an integer index column (null where the index is null)."""
+    idx = pl.Series(index)
+    if not idx.dtype.is_integer():
+        raise TypeError(f"{what} must hold class indices (integers) to be named by class_names, got {idx.dtype}")
+    bad = idx.filter((idx < 0) | (idx >= len(classes)))
+    if bad.len():
+        raise ValueError(f"{what} {bad[0]} is not a class index: class_names has {len(classes)} names")
+    lookup = pl.Series(name, classes, dtype=pl.Categorical)
+    return lookup.gather(idx.cast(pl.Int64))
+
+
+def _target_names(target_arr: np.ndarray | None, classes: list[str] | None) -> pl.Series | None:
+    if target_arr is None or classes is None:
+        return None
+    return _class_series("class", target_arr, classes, "target")
+
+
+def _metadata_series(metadata: Mapping[str, Any] | None, b: int, classes: list[str] | None) -> dict[str, pl.Series]:
     meta: dict[str, pl.Series] = {}
-    reserved = set(table_schema(targets=True).names())
+    reserved = set(table_schema(targets=True, class_names=True).names())
     for name, values in (metadata or {}).items():
-        if name in reserved:
+        if name in reserved or (classes is not None and name in ("label_class", "predicted_class")):
             raise ValueError(f"metadata column {name!r} clashes with a SAT column")
         arr = v.per_image(values, b, f"metadata[{name!r}]")
         meta[name] = pl.Series(name, arr.tolist() if arr.dtype == object else arr)
+        if classes is not None and name in ("label", "predicted"):
+            meta[f"{name}_class"] = _class_series(f"{name}_class", meta[name], classes, f"metadata[{name!r}]")
     return meta
 
 
@@ -79,6 +137,7 @@ def _build(
     codes: np.ndarray,
     ids: pl.Series,
     target_arr: np.ndarray | None,
+    target_names: pl.Series | None,
     meta: Mapping[str, pl.Series],
     unassigned: bool,
 ) -> pl.DataFrame:
@@ -111,6 +170,8 @@ def _build(
     columns = [ids.gather(bi)]
     if target_arr is not None:
         columns.append(pl.Series("target", target_arr[bi], dtype=pl.Int64))
+        if target_names is not None:
+            columns.append(target_names.gather(bi))
     columns.extend(s.gather(bi) for s in meta.values())
     columns.append(vocabulary.gather(codes[bi, ki]))
     columns.append(pl.Series("pixels", pixels, dtype=pl.Int64))
@@ -150,6 +211,7 @@ def stats_table(
     targets: Any = None,
     metadata: Mapping[str, Any] | None = None,
     unassigned: str | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> pl.DataFrame:
     """Turn :class:`SegmentStats` into a per-image SAT (see :func:`segment_table`).
 
@@ -169,13 +231,16 @@ def stats_table(
         names_list = names_list + [unassigned]
     codes = np.broadcast_to(np.arange(len(names_list), dtype=np.int64), (b, len(names_list)))
     vocabulary = pl.Series("segment", names_list, dtype=pl.Categorical)
+    classes = _class_list(class_names)
+    target_arr = v.target_array(targets, b)
     return _build(
         stats,
         vocabulary,
         codes,
         image_id_series(image_ids, b),
-        v.target_array(targets, b),
-        _metadata_series(metadata, b),
+        target_arr,
+        _target_names(target_arr, classes),
+        _metadata_series(metadata, b, classes),
         unassigned is not None,
     )
 
@@ -203,6 +268,7 @@ def _segments_table(
     nonfinite: Nonfinite,
     unassigned: str | None,
     metadata: Mapping[str, Any] | None,
+    class_names: Sequence[str] | None,
 ) -> pl.DataFrame:
     """The SAT of per-image Segments, reduced in chunks of bounded padded size.
 
@@ -223,7 +289,9 @@ def _segments_table(
         image_ids = ids if ids and all(i is not None for i in ids) else list(range(b))
     id_series = image_id_series(image_ids, b)  # all ids checked (kind, count, uniqueness) before any chunk
     target_arr = v.target_array(targets, b)
-    meta = _metadata_series(metadata, b)
+    classes = _class_list(class_names)
+    target_names = _target_names(target_arr, classes)
+    meta = _metadata_series(metadata, b, classes)
     index = {n: i for i, n in enumerate(vocab)}
     vocabulary = pl.Series("segment", vocab, dtype=pl.Categorical)
     frames = []
@@ -243,6 +311,7 @@ def _segments_table(
                 codes,
                 id_series.slice(i0, i1 - i0),
                 None if target_arr is None else target_arr[i0:i1],
+                None if target_names is None else target_names.slice(i0, i1 - i0),
                 {name: s.slice(i0, i1 - i0) for name, s in meta.items()},
                 unassigned is not None,
             )
@@ -264,6 +333,7 @@ def segment_table(
     nonfinite: Nonfinite = "raise",
     unassigned: str | None = None,
     metadata: Mapping[str, Any] | None = None,
+    class_names: Sequence[str] | None = None,
     **deprecated: Any,
 ) -> pl.DataFrame:
     """Per-image Segment Attribution Table: one row per (image, present segment).
@@ -303,6 +373,11 @@ def segment_table(
         Extra per-image columns (true label, predicted class, split, model
         name, ...): a mapping from column name to one value per image, or a
         scalar for all images. They repeat on each of the image's rows.
+    class_names
+        The class names in index order (e.g. the model's logit order): adds
+        ``class`` (the name of ``target``) after ``target``, and
+        ``label_class`` / ``predicted_class`` after integer ``label`` /
+        ``predicted`` metadata columns (all Categorical).
     **deprecated
         ``labels=`` (now ``label_map=``) still works for one release, with a
         ``DeprecationWarning``.
@@ -311,7 +386,7 @@ def segment_table(
     -------
     polars.DataFrame
         Columns (see :func:`table_schema`): ``image_id``, ``target``,
-        metadata, ``segment`` (Categorical), ``pixels``, ``area`` (pixels /
+        ``class``, metadata, ``segment`` (Categorical), ``pixels``, ``area`` (pixels /
         (H*W)), ``sum``, ``mean`` (the SAT value), ``pos_sum``, ``neg_sum``,
         ``abs_sum``, ``sq_sum``, ``share`` (abs_sum / the image's total
         absolute saliency; null when that is 0), ``density`` (share / area),
@@ -343,6 +418,7 @@ def segment_table(
             nonfinite=nonfinite,
             unassigned=unassigned,
             metadata=metadata,
+            class_names=class_names,
         )
     if names is None:
         raise TypeError("segment_table needs names= (or segments=)")
@@ -374,5 +450,11 @@ def segment_table(
             include_unassigned=unassigned is not None,
         )
     return stats_table(
-        stats, names=names_list, image_ids=image_ids, targets=targets, metadata=metadata, unassigned=unassigned
+        stats,
+        names=names_list,
+        image_ids=image_ids,
+        targets=targets,
+        metadata=metadata,
+        unassigned=unassigned,
+        class_names=class_names,
     )

@@ -494,3 +494,90 @@ def test_flag_shortcuts_bad_input():
     two_keys = agg.with_columns(model=pl.lit("m")).select("model", *agg.columns).rename({"target": "label"})
     with pytest.raises(ValueError, match="say which one holds the class"):
         sat_fast.flag_shortcuts(two_keys)
+
+
+# --------------------------------------------------------------------------- class names, runs, duplicates
+
+
+def _named_table(run: str = "0a1b2c3d") -> pl.DataFrame:
+    rng = np.random.default_rng(5)
+    sal = rng.standard_normal((6, 4, 4)).astype(np.float32)
+    lab = np.zeros((6, 4, 4), np.uint8)
+    lab[:, :2] = 1
+    lab[::2, 3, 3] = 2  # the watermark in half the images
+    return sat_fast.segment_table(
+        sal,
+        lab,
+        names=["background", "fin", "watermark"],
+        image_ids=[f"img{i}" for i in range(6)],
+        targets=[0, 0, 0, 1, 1, 1],
+        metadata={"run": run},
+        class_names=["fish", "bird"],
+    )
+
+
+def test_aggregate_carries_class_names_beside_target_and_version_1_tables_still_aggregate():
+    t = _named_table()
+    agg = sat_fast.aggregate(t)
+    assert agg.columns[:3] == ["target", "class", "segment"]
+    assert dict(zip(agg["target"], agg["class"].cast(pl.String), strict=True)) == {0: "fish", 1: "bird"}
+    v1 = sat_fast.aggregate(t.drop("class", "run"))
+    assert_frame_equal(agg.drop("class"), v1)
+    assert sat_fast.aggregate(t, by=()).columns[0] == "segment"
+    named = t.with_columns(pl.col("class").cast(pl.String))
+    other = named.with_columns(
+        pl.when(pl.col("target") == 1).then(pl.lit("cat")).otherwise(pl.col("class")).alias("class"),
+        pl.col("image_id") + "-b",
+    )
+    with pytest.raises(ValueError, match="target=1 is named both 'bird' and 'cat'"):
+        sat_fast.aggregate(pl.concat([named, other]))
+
+
+def test_two_runs_over_the_same_images_are_an_error_naming_a_key_and_run():
+    a, b = _named_table("aaaa1111"), _named_table("bbbb2222")
+    both = pl.concat([a, b])
+    with pytest.raises(ValueError, match="more than one row per") as info:
+        sat_fast.aggregate(both)
+    message = str(info.value)
+    assert "image_id='img0'" in message and "segment='background'" in message
+    assert "'aaaa1111', 'bbbb2222'" in message and "add 'run' to by" in message
+    # the streaming and the in-memory engine agree, and lazily scanned input is checked too
+    with pytest.raises(ValueError, match="add 'run' to by"):
+        sat_fast.aggregate(both.lazy(), engine="in-memory")
+    # a run that shares only one image with the other is caught too
+    partial = pl.concat([a, b.filter(pl.col("image_id") == "img4")])
+    with pytest.raises(ValueError, match="image_id='img4'"):
+        sat_fast.aggregate(partial)
+    per_run = sat_fast.aggregate(both, by=["target", "run"])
+    assert per_run.columns[:4] == ["target", "class", "run", "segment"]
+    assert per_run["presence"].max() <= 1.0
+    assert_frame_equal(
+        per_run.filter(pl.col("run") == "aaaa1111").drop("run"), sat_fast.aggregate(a), check_dtypes=False
+    )
+    # compare names the side with duplicates
+    with pytest.raises(ValueError, match=r"^b: table has more than one row"):
+        sat_fast.compare(a, both)
+
+
+def test_duplicates_without_a_run_column_are_an_error_too():
+    t = _named_table().drop("run", "class")
+    with pytest.raises(ValueError, match=r"more than one row per .*image_id='img0'.*add the column that tells them"):
+        sat_fast.aggregate(pl.concat([t, t]))
+
+
+def test_compare_and_flags_carry_class_names_and_core_takes_names():
+    t = _named_table()
+    cmp = sat_fast.compare(t, t.with_columns(pl.col("mean") + 1.0))
+    assert cmp.columns[:3] == ["target", "class", "segment"]
+    v1_cmp = sat_fast.compare(t.drop("class"), t.drop("class"))
+    assert "class" not in v1_cmp.columns
+    agg = sat_fast.aggregate(t)
+    by_name = sat_fast.flag_shortcuts(agg, core={"fish": ["fin"], "bird": ["fin"]}, share_min=0.0)
+    by_index = sat_fast.flag_shortcuts(agg, core={0: ["fin"], 1: ["fin"]}, share_min=0.0)
+    assert_frame_equal(by_name, by_index)
+    assert by_name.columns[:3] == ["target", "class", "segment"]
+    assert set(by_name["segment"].cast(pl.String)) == {"background", "watermark"}
+    with pytest.raises(ValueError, match="core class 'dog' is not a class of agg"):
+        sat_fast.flag_shortcuts(agg, core={"dog": ["fin"]})
+    without_core = sat_fast.flag_shortcuts(agg, excess_min=0.0, presence_min=0.0)
+    assert without_core.height > 0 and "others_share" in without_core.columns

@@ -72,7 +72,7 @@ def test_aggregate_compare_report_commands(run_output, tmp_path, capsys):
     sat = run_output / "sat.parquet"
     assert cli.main(["aggregate", str(sat), "--by", "label", "correct", "--out", str(tmp_path / "a.parquet")]) == 0
     agg = pl.read_parquet(tmp_path / "a.parquet")
-    assert agg.columns[:3] == ["label", "correct", "segment"]
+    assert agg.columns[:4] == ["label", "label_class", "correct", "segment"]
     assert cli.main(["compare", str(sat), str(sat), "--out", str(tmp_path / "c.parquet")]) == 0
     assert pl.read_parquet(tmp_path / "c.parquet")["diff"].drop_nulls().abs().max() == 0
     capsys.readouterr()
@@ -380,3 +380,56 @@ def test_progress_in_a_log_is_a_few_lines_and_no_progress_keeps_the_summary(exam
     )
     assert quiet.returncode == 0 and "explaining" not in quiet.stderr
     assert "explained 9 images" in quiet.stdout  # the summary stays
+
+
+def test_run_names_classes_and_writes_a_run_id(run_output, example_data):
+    sat = pl.read_parquet(run_output / "sat.parquet")
+    assert sat.columns[:3] == ["image_id", "target", "class"]
+    assert {"label_class", "predicted_class", "run"} <= set(sat.columns)
+    bird = sat.filter(pl.col("image_id") == "bird/000").row(0, named=True)
+    assert bird["class"] == "bird" and bird["label_class"] == "bird"
+    assert sat["run"].n_unique() == 1 and re.fullmatch(r"[0-9a-f]{8}", sat["run"][0])
+    for name in ("aggregate", "flags"):
+        frame = pl.read_parquet(run_output / f"{name}.parquet")
+        assert frame.columns[:2] == ["target", "class"], name
+    html = (run_output / "report.html").read_text(encoding="utf-8")
+    assert "target=bird" in html and "target=1" not in html
+
+
+def test_aggregating_two_runs_over_the_same_images_says_run(run_output, tmp_path, capsys):
+    sat = pl.read_parquet(run_output / "sat.parquet")
+    for i, run in enumerate(("aaaa0000", "bbbb1111")):
+        (tmp_path / f"res_{i}").mkdir()
+        sat.with_columns(pl.lit(run).alias("run")).write_parquet(tmp_path / f"res_{i}" / "sat.parquet")
+    pattern = str(tmp_path / "res_*" / "sat.parquet")
+    capsys.readouterr()
+    assert cli.main(["aggregate", pattern, "--by", "model", "target"]) == 2
+    err = capsys.readouterr().err
+    assert "more than one row per" in err and "add 'run' to by" in err and "image_id=" in err
+    assert cli.main(["aggregate", pattern, "--by", "model", "target", "run", "--out", str(tmp_path / "a.parquet")]) == 0
+    assert pl.read_parquet(tmp_path / "a.parquet")["presence"].max() <= 1.0
+    assert cli.main(["compare", str(tmp_path / "res_0" / "sat.parquet"), pattern]) == 2
+
+
+def test_core_file_takes_class_names_or_indices(example_data, tmp_path, capsys):
+    core = tmp_path / "core.json"
+    core.write_text(json.dumps({"fish": ["body", "fin"], "1": ["body", "beak"], "cat": ["body", "ear"]}))
+    out = tmp_path / "out"
+    code = cli.main(
+        ["run", "--model", FACTORY, "--images", str(example_data / "images"), "--masks", str(example_data / "masks"),
+         "--names", str(example_data / "names.csv"), "--steps", "2", "--batch-size", "9", "--core", str(core),
+         "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    flags = pl.read_parquet(out / "flags.parquet")
+    assert "excess" not in flags.columns  # flagged against the core segments, not by excess
+    core_of = {"fish": {"body", "fin"}, "bird": {"body", "beak"}, "cat": {"body", "ear"}}
+    for row in flags.iter_rows(named=True):
+        assert row["segment"] not in core_of[row["class"]]
+    core.write_text(json.dumps({"dog": ["body"]}))
+    capsys.readouterr()
+    code = cli.main(
+        ["run", "--model", FACTORY, "--images", str(example_data / "images"), "--masks", str(example_data / "masks"),
+         "--names", str(example_data / "names.csv"), "--steps", "2", "--core", str(core), "--out", str(out)]
+    )  # fmt: skip
+    assert code == 2 and "core class 'dog' is not a class of agg" in capsys.readouterr().err

@@ -39,7 +39,11 @@ def test_outputs_are_written(demo):
     for name in ("sat", "aggregate", "flags", "comparison", "deletion"):
         assert (out / f"{name}.parquet").is_file()
     sat = pl.read_parquet(out / "sat.parquet")
-    assert {"label", "target", "predicted", "correct", "split", "model"} <= set(sat.columns)
+    assert {"label", "target", "predicted", "correct", "split", "model", "run"} <= set(sat.columns)
+    assert sat.columns[:3] == ["image_id", "target", "class"]
+    assert set(sat["class"].cast(pl.String)) == {"fish", "bird", "cat"}
+    assert set(sat["predicted_class"].cast(pl.String)) <= {"fish", "bird", "cat"}
+    assert pl.read_parquet(out / "flags.parquet")["class"].cast(pl.String).is_in(["fish", "bird", "cat"]).all()
     assert set(sat["split"]) == {"test", "ood"} and set(sat["model"]) == {"shortcut", "control"}
     assert len(list(out.glob("figure_*.png"))) == len(list(out.glob("figure_*.svg"))) >= 5
     page = (out / "report.html").read_text()
@@ -63,4 +67,7 @@ def test_demo_command_reuses_the_cached_models(demo, capsys):
     assert cli.main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
     assert sorted(p.stat().st_mtime_ns for p in (out / "cache").glob("*.msgpack")) == cached  # not retrained
     again = pl.read_parquet(out / "sat.parquet")
-    assert again.equals(first.tables["sat"])  # same models, same seed: the same tables
+    # same models, same seed: the same tables, but a run id of its own
+    assert again.drop("run").equals(first.tables["sat"].drop("run"))
+    assert again["run"].n_unique() == first.tables["sat"]["run"].n_unique() == 1
+    assert again["run"][0] != first.tables["sat"]["run"][0]

@@ -254,3 +254,30 @@ def test_report_summary_is_html_and_explains_flags_and_empty_intervals(tables, t
     assert "<pre>" not in text and "<table>" in summary and "# Segment attribution summary" not in text
     assert "fewer than two images of the group" in text  # why interval cells can be empty
     assert "core segments" in text and "not a verdict" in text  # how to read flags and give core
+
+
+def test_figures_summary_and_report_name_classes(tmp_path):
+    agg = pl.DataFrame(
+        {
+            "target": [0, 0, 1],
+            "class": pl.Series(["fish", "fish", "bird"], dtype=pl.Categorical),
+            "segment": ["fin", "watermark", "beak"],
+            "images": [4, 4, 3],
+            "present": [4, 3, 3],
+            "presence": [1.0, 0.75, 1.0],
+            "mean": [0.2, 0.9, 0.4],
+            "share": [0.2, 0.6, 0.5],
+            "density": [1.0, 5.0, 1.5],
+            "top1": [0.0, 1.0, 1.0],
+            "mean_rank": [2.0, 1.0, 1.0],
+        }
+    )
+    text = sat_fast.summary(agg, format="text")
+    assert "target=fish" in text and "target=bird" in text and "target=0" not in text
+    fig = sat_fast.plot_heatmap(agg)
+    labels = [t.get_text() for ax in fig.axes for t in ax.get_yticklabels()]
+    assert "target=fish" in labels and "target=0" not in labels
+    flags = sat_fast.flag_shortcuts(agg, core={"fish": ["fin"]})
+    assert flags["class"].cast(pl.String).to_list() == ["fish"]
+    html = sat_fast.report(agg, tmp_path / "r.html", flags=flags).read_text(encoding="utf-8")
+    assert "target=fish" in html

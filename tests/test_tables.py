@@ -128,3 +128,30 @@ def test_table_from_merged_batches_equals_table_of_whole_batch():
     parts = [sat_fast.segment_stats(sal[i : i + 3], lab[i : i + 3], num_segments=5) for i in (0, 3)]
     joined = sat_fast.stats_table(sat_fast.SegmentStats.concat(parts), names=NAMES)
     assert whole.equals(joined)
+
+
+def test_class_names_add_class_columns_after_their_index():
+    sal = RNG.standard_normal((3, 12, 10)).astype(np.float32)
+    lab = blobs(RNG, 3, 12, 10, 5).astype(np.uint8)
+    classes = ["fish", "bird", "cat"]
+    meta = {"label": [0, 1, 1], "predicted": [2, 1, 0], "run": "0a1b2c3d"}
+    t = sat_fast.segment_table(sal, lab, names=NAMES, targets=[0, 1, 2], metadata=meta, class_names=classes)
+    assert t.columns[:8] == [
+        "image_id", "target", "class", "label", "label_class", "predicted", "predicted_class", "run",
+    ]  # fmt: skip
+    meta_schema = {"label": pl.Int64, "predicted": pl.Int64, "run": pl.String}
+    assert t.schema == sat_fast.table_schema(targets=True, metadata=meta_schema, class_names=True)
+    per_image = t.unique("image_id").sort("image_id")
+    assert per_image["class"].cast(pl.String).to_list() == ["fish", "bird", "cat"]
+    assert per_image["label_class"].cast(pl.String).to_list() == ["fish", "bird", "bird"]
+    assert per_image["predicted_class"].cast(pl.String).to_list() == ["cat", "bird", "fish"]
+    # the same through stats_table and per-image Segments
+    st = sat_fast.segment_stats(sal, lab, num_segments=len(NAMES))
+    assert sat_fast.stats_table(st, names=NAMES, targets=[0, 1, 2], class_names=classes)["class"].equals(t["class"])
+    segs = list(sat_fast.segments.from_label_map(lab, NAMES))
+    by_segments = sat_fast.segment_table(sal, segments=segs, targets=[0, 1, 2], class_names=classes)
+    assert by_segments["class"].cast(pl.String).to_list() == t["class"].cast(pl.String).to_list()
+    with pytest.raises(ValueError, match="target 3 is not a class index: class_names has 3 names"):
+        sat_fast.segment_table(sal, lab, names=NAMES, targets=[0, 1, 3], class_names=classes)
+    with pytest.raises(ValueError, match="'class' clashes"):
+        sat_fast.segment_table(sal, lab, names=NAMES, metadata={"class": "x"})

@@ -40,7 +40,7 @@ from sat_fast.plots import (
     save_figure,
 )
 from sat_fast.reports import report
-from sat_fast.table import segment_table
+from sat_fast.table import new_run_id, segment_table
 
 __all__ = ["CORE_PARTS", "DemoConfig", "DemoResult", "run_demo"]
 
@@ -172,6 +172,7 @@ def run_demo(
 
     accuracy: dict[tuple[str, str], float] = {}
     tables = []
+    run = new_run_id((config, time.time()))
     steps = [(m, split) for m in ("shortcut", "control") for split in ("test", "ood")]
     bar = Progress(len(steps), "integrated gradients", unit="split", enabled=progress)
     for model_name, split in steps:
@@ -197,7 +198,9 @@ def run_demo(
                     "model": model_name,
                     "background_kind": data.background_kind_names(),
                     "watermarked": data.watermark,
+                    "run": run,
                 },
+                class_names=list(CLASS_NAMES),
             )
         )
     bar.close()
