@@ -553,11 +553,18 @@ def _run(args: argparse.Namespace) -> int:
     if not out.is_dir():
         raise UserError(f"--out {out} is not a folder")
 
-    def load(path: Path) -> np.ndarray:
+    def load(image_id: str, path: Path) -> np.ndarray:
         try:
             img = np.asarray(Image.open(path).convert("RGB"), np.float32) / 255.0
         except Exception as exc:
             raise UserError(f"cannot read image {path}: {exc}") from None
+        # Before any transform: image and mask are transformed alike, so a size mismatch would pass silently after.
+        mask_shape = segs[image_id].shape
+        if img.shape[:2] != mask_shape:
+            raise UserError(
+                f"image {image_id!r} ({path}) is {img.shape[0]}x{img.shape[1]} but its mask is "
+                f"{mask_shape[0]}x{mask_shape[1]}; masks must have their image's size"
+            )
         return bundle.transform.image(img) if bundle.transform is not None else img
 
     core = _read_core(args.core) if args.core is not None else None
@@ -567,7 +574,7 @@ def _run(args: argparse.Namespace) -> int:
     bar = Progress(len(starts), "explaining", unit="batch", enabled=not args.no_progress)
     for start in starts:
         rows = index[start : start + args.batch_size]
-        images = [load(p) for _, p, _ in rows]
+        images = [load(i, p) for i, p, _ in rows]
         shapes = {im.shape for im in images}
         if len(shapes) != 1:
             raise UserError(

@@ -433,3 +433,22 @@ def test_core_file_takes_class_names_or_indices(example_data, tmp_path, capsys):
          "--names", str(example_data / "names.csv"), "--steps", "2", "--core", str(core), "--out", str(out)]
     )  # fmt: skip
     assert code == 2 and "core class 'dog' is not a class of agg" in capsys.readouterr().err
+
+
+def test_a_mask_of_another_size_than_its_image_stops_the_run(example_data, tmp_path, capsys):
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    masks = tmp_path / "masks"
+    shutil.copytree(example_data / "masks", masks)
+    first = sorted(masks.rglob("*.png"))[0]
+    h, w = np.asarray(Image.open(first)).shape
+    Image.fromarray(np.zeros((h - 8, w), np.uint8)).save(first)  # the user's model would resize both to one size
+    argv = ["run", "--model", FACTORY, "--images", str(example_data / "images"), "--masks", str(masks),
+            "--names", str(example_data / "names.csv"), "--steps", "1", "--no-progress",
+            "--out", str(tmp_path / "o")]  # fmt: skip
+    err = _error(capsys, argv)
+    assert f"image '{first.parent.name}/{first.stem}'" in err
+    assert f"but its mask is {h - 8}x{w}" in err
