@@ -5,7 +5,12 @@ shorter side and centre-cropping) while masks come at the original image size.
 Either apply the model's preprocessing to the masks too (:class:`Compose` of
 :class:`ResizeShorter`, :class:`CenterCrop`, :class:`Resize`, :class:`Pad`:
 bilinear or nearest for images, always nearest for masks and label maps), or
-bring the saliency back to the mask size with :func:`resize_saliency`.
+bring the saliency back into the source image's frame with
+:meth:`Transform.saliency_to_source`, which undoes every step (resize back,
+un-crop, un-pad) and returns a coverage mask of the source pixels the model saw
+(pass it to ``segment_table(..., coverage=...)``). :func:`resize_saliency`
+alone is right only for a pure resize: after a crop it would stretch the
+cropped map over the whole image.
 
 Geometry: output pixel ``i`` of a resize from ``n`` to ``m`` pixels samples
 input coordinate ``(i + 0.5) * n / m - 0.5`` (pixel centres, as in
@@ -86,6 +91,75 @@ class Transform:
     def _apply(self, a: np.ndarray, axes: tuple[int, int], mode: Interpolation, fill: Any) -> np.ndarray:
         raise NotImplementedError
 
+    def _invert(
+        self, x: np.ndarray, rows: np.ndarray, cols: np.ndarray, source: tuple[int, int], preserve_total: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(B, h, w) float64 maps at this step's output, back at its input size ``source``.
+
+        Coverage is a rectangle (every step maps rectangles to rectangles), so
+        it travels as one boolean vector per axis: ``rows`` (h,) and ``cols`` (w,).
+        """
+        raise NotImplementedError
+
+    def saliency_to_source(
+        self, saliency: Any, source_shape: tuple[int, int], *, preserve_total: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Saliency computed on this transform's output, brought back into the source image's frame.
+
+        The inverse of every step, last step first: a resize is undone by
+        resizing back (bilinear, as :func:`resize_saliency`), a crop by placing
+        the map at its place in a zero array of the source size, a pad by
+        dropping the padding. ``coverage`` is True at the source pixels the
+        model saw; pixels cut away by a crop are 0 in the map and False in
+        ``coverage`` (never NaN, so they cannot be mistaken for non-finite
+        model output). Pass it on: ``segment_table(maps, segments=segs,
+        coverage=coverage)`` leaves uncovered pixels out of every statistic.
+
+        Parameters
+        ----------
+        saliency
+            (H, W) or (B, H, W), numpy or JAX, at ``output_size(*source_shape)``.
+        source_shape
+            (height, width) of the image before the transform (a
+            :class:`Segments`' ``shape``).
+        preserve_total
+            Resize back with :func:`resize_saliency`'s ``preserve_total``, so
+            the attribution inside the crop keeps its sum (attribution of
+            padding is dropped either way).
+
+        Returns
+        -------
+        (numpy.ndarray, numpy.ndarray)
+            The map (float64, or float32 for float32 input) and the boolean
+            coverage, both of shape (..., height, width).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> m, cov = CenterCrop(2).saliency_to_source(np.ones((2, 2)), (2, 4))
+        >>> m.tolist(), cov.astype(int).tolist()
+        ([[0.0, 1.0, 1.0, 0.0], [0.0, 1.0, 1.0, 0.0]], [[0, 1, 1, 0], [0, 1, 1, 0]])
+        """
+        x = v.as_numpy(saliency, "saliency")
+        if x.ndim not in (2, 3):
+            raise ValueError(f"saliency must be (H, W) or (B, H, W), got {v.shape_str(x.shape)}")
+        if x.dtype.kind != "f" and x.dtype.name != "bfloat16":
+            raise TypeError(f"saliency must be a floating-point array, got dtype {x.dtype}")
+        source = _size_pair(source_shape, "source_shape")
+        expected = self.output_size(*source)
+        if x.shape[-2:] != expected:
+            raise ValueError(
+                f"saliency has shape {v.shape_str(x.shape)} but {self!r} maps an image of shape "
+                f"{v.shape_str(source)} to {v.shape_str(expected)}"
+            )
+        batch = x.reshape((-1,) + x.shape[-2:]).astype(np.float64)
+        rows, cols = np.ones(expected[0], np.bool_), np.ones(expected[1], np.bool_)
+        out, rows, cols = self._invert(batch, rows, cols, source, bool(preserve_total))
+        out = out.reshape(x.shape[:-2] + source)
+        cov = np.ascontiguousarray(np.broadcast_to(rows[:, None] & cols[None, :], out.shape))
+        result: np.ndarray = out.astype(np.float32) if x.dtype == np.float32 else np.ascontiguousarray(out)
+        return result, cov
+
     def image(self, image: Any, *, interpolation: Interpolation = "bilinear") -> np.ndarray:
         """The transformed image, same dtype (integers are rounded and clipped)."""
         if interpolation not in ("bilinear", "nearest"):
@@ -157,6 +231,13 @@ class Resize(Transform):
         out = _resize_axis(a, axes[0], self.size[0], mode)
         return _resize_axis(out, axes[1], self.size[1], mode)
 
+    def _invert(
+        self, x: np.ndarray, rows: np.ndarray, cols: np.ndarray, source: tuple[int, int], preserve_total: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        wr, rows = _inverse_weights(rows, source[0], preserve_total)
+        wc, cols = _inverse_weights(cols, source[1], preserve_total)
+        return np.matmul(np.matmul(wr, x), wc.T), rows, cols
+
 
 class ResizeShorter(Resize):
     """Resize so the shorter side is ``size``, keeping the aspect ratio (torchvision's ``Resize(int)``).
@@ -220,6 +301,19 @@ class CenterCrop(Transform):
         cropped: np.ndarray = a[tuple(index)]
         return cropped
 
+    def _invert(
+        self, x: np.ndarray, rows: np.ndarray, cols: np.ndarray, source: tuple[int, int], preserve_total: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        h, w = source
+        th, tw = self.output_size(h, w)
+        top, left = round((h - th) / 2.0), round((w - tw) / 2.0)
+        out = np.zeros((x.shape[0], h, w), np.float64)
+        out[:, top : top + th, left : left + tw] = x
+        rows_out, cols_out = np.zeros(h, np.bool_), np.zeros(w, np.bool_)
+        rows_out[top : top + th] = rows
+        cols_out[left : left + tw] = cols
+        return out, rows_out, cols_out
+
 
 class Pad(Transform):
     """Pad with ``top``, ``bottom``, ``left``, ``right`` pixels of ``fill`` (images) / no segment (masks).
@@ -251,6 +345,13 @@ class Pad(Transform):
         widths[axes[0]] = (t, b)
         widths[axes[1]] = (lft, r)
         return np.pad(a, widths, constant_values=self.fill if fill is None else fill)
+
+    def _invert(
+        self, x: np.ndarray, rows: np.ndarray, cols: np.ndarray, source: tuple[int, int], preserve_total: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        t, _, lft, _ = self.pads
+        h, w = source
+        return x[:, t : t + h, lft : lft + w], rows[t : t + h], cols[lft : lft + w]
 
 
 class Compose(Transform):
@@ -286,6 +387,16 @@ class Compose(Transform):
             a = s._apply(a, axes, mode, fill)
         return a
 
+    def _invert(
+        self, x: np.ndarray, rows: np.ndarray, cols: np.ndarray, source: tuple[int, int], preserve_total: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        sizes = [source]
+        for s in self.steps[:-1]:
+            sizes.append(s.output_size(*sizes[-1]))
+        for s, size in zip(reversed(self.steps), reversed(sizes[: len(self.steps)]), strict=True):
+            x, rows, cols = s._invert(x, rows, cols, size, preserve_total)
+        return x, rows, cols
+
     def segments(self, segments: Segments) -> Segments:
         """Every step's geometry applied in turn to one image's :class:`sat_fast.Segments`."""
         for s in self.steps:
@@ -313,6 +424,32 @@ def _weights(n: int, m: int, preserve_total: bool) -> np.ndarray:
         col = w.sum(axis=0)
     weights: np.ndarray = w / col
     return weights
+
+
+def _inverse_weights(covered: np.ndarray, m: int, preserve_total: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(m, n) weights resizing one axis of n pixels, of which ``covered`` are real, back to m; the m covered.
+
+    An output pixel is covered when its nearest input pixel is. Covered
+    outputs interpolate covered inputs only (weights renormalised per output),
+    so nothing leaks into uncovered pixels; with ``preserve_total`` every
+    covered input's value is spread over covered outputs only (renormalised
+    per input; one whose weights all fall outside goes to the nearest covered
+    output), so the total is kept.
+    """
+    n = covered.shape[0]
+    out_covered = covered[_nearest_index(n, m)]
+    w = _weights(n, m, preserve_total) * out_covered[:, None] * covered[None, :]
+    if not preserve_total:
+        row = w.sum(axis=1, keepdims=True)
+        return np.divide(w, row, out=np.zeros_like(w), where=row > 0), out_covered
+    col = w.sum(axis=0)
+    targets = np.flatnonzero(out_covered)
+    if targets.size:
+        centres = (targets + 0.5) * (n / m)
+        for j in np.flatnonzero(covered & (col <= 0)):
+            w[targets[np.argmin(np.abs(centres - (j + 0.5)))], j] = 1.0
+        col = w.sum(axis=0)
+    return np.divide(w, col, out=np.zeros_like(w), where=col > 0), out_covered
 
 
 def resize_saliency(saliency: Any, size: int | tuple[int, int], *, preserve_total: bool = False) -> np.ndarray:

@@ -171,3 +171,78 @@ def test_property_images_and_segments_share_the_geometry(h, w, side, crop, pad, 
     np.testing.assert_array_equal(moved_image == 7, moved_mask)
     seg = Segments.from_rle(["dot"], [[rle_encode(mask)]], h, w, image_id=0)
     np.testing.assert_array_equal(pipeline.segments(seg).masks()[0], moved_mask)
+
+
+# --- saliency_to_source: the inverse for saliency maps, with a coverage mask (issue 10) ---
+
+README_PIPELINE = Compose([ResizeShorter(256), CenterCrop(224)])
+
+
+def _crop_region(h: int, w: int) -> np.ndarray:
+    """Source pixels whose centres map into the 224 crop of ResizeShorter(256) -> CenterCrop(224), by hand."""
+    rh, rw = (int(256 * h / w), 256) if h > w else (256, int(256 * w / h))
+    top, left = round((rh - 224) / 2), round((rw - 224) / 2)
+    ys = (np.arange(h) + 0.5) * rh / h
+    xs = (np.arange(w) + 0.5) * rw / w
+    rows = (ys >= top) & (ys < top + 224)
+    cols = (xs >= left) & (xs < left + 224)
+    return rows[:, None] & cols[None, :]
+
+
+@pytest.mark.parametrize("preserve_total", [False, True])
+def test_readme_pipeline_maps_saliency_back_into_the_crop_only(preserve_total):
+    rng = np.random.default_rng(0)
+    sal = rng.random((2, 224, 224)).astype(np.float32) + 0.5
+    back, cov = README_PIPELINE.saliency_to_source(sal, (300, 200), preserve_total=preserve_total)
+    assert back.shape == cov.shape == (2, 300, 200) and back.dtype == np.float32 and cov.dtype == np.bool_
+    region = _crop_region(300, 200)
+    assert 0 < region.sum() < 300 * 200
+    np.testing.assert_array_equal(cov, np.broadcast_to(region, cov.shape))
+    assert np.all(back[~cov] == 0)  # no mass outside the crop
+    assert np.all(back[cov] > 0)  # every covered pixel carries interpolated saliency (all inputs >= 0.5)
+    if preserve_total:
+        np.testing.assert_allclose(back.sum(axis=(1, 2)), sal.astype(np.float64).sum(axis=(1, 2)), rtol=1e-5)
+
+
+def test_resize_back_without_crop_equals_resize_saliency():
+    sal = np.random.default_rng(1).standard_normal((3, 24, 24))
+    for preserve_total in (False, True):
+        back, cov = Resize(24).saliency_to_source(sal, (30, 17), preserve_total=preserve_total)
+        assert cov.all()
+        np.testing.assert_allclose(back, resize_saliency(sal, (30, 17), preserve_total=preserve_total), atol=1e-12)
+
+
+def test_pad_inverse_drops_the_pad_exactly():
+    pad = Pad(top=2, bottom=1, left=3, right=4)
+    sal = np.random.default_rng(2).standard_normal((5 + 3, 6 + 7))
+    back, cov = pad.saliency_to_source(sal, (5, 6))
+    assert cov.all()
+    np.testing.assert_array_equal(back, sal[2:7, 3:9])
+
+
+def test_center_crop_inverse_places_the_map_and_nothing_else():
+    sal = np.arange(1.0, 7.0).reshape(2, 3)
+    back, cov = CenterCrop((2, 3)).saliency_to_source(sal, (4, 6))
+    top, left = round((4 - 2) / 2), round((6 - 3) / 2)
+    expected = np.zeros((4, 6))
+    expected[top : top + 2, left : left + 3] = sal
+    np.testing.assert_array_equal(back, expected)
+    np.testing.assert_array_equal(cov, expected != 0)
+
+
+def test_composition_inverts_in_reverse_order_and_ands_coverage():
+    t = Compose([Pad(top=4, left=4), CenterCrop(10)])  # crop of the padded 14x14: rows/cols 2..11 in it
+    sal = np.ones((10, 10))
+    back, cov = t.saliency_to_source(sal, (10, 10))
+    # padded frame rows 2..11 -> source rows -2..7: source rows 0..7 and cols 0..7 covered
+    expected = np.zeros((10, 10), bool)
+    expected[:8, :8] = True
+    np.testing.assert_array_equal(cov, expected)
+    np.testing.assert_array_equal(back, expected.astype(float))
+
+
+def test_saliency_to_source_checks_the_shape():
+    with pytest.raises(ValueError, match=r"\(224, 224\)"):
+        README_PIPELINE.saliency_to_source(np.zeros((200, 200), np.float32), (300, 200))
+    with pytest.raises(TypeError, match="floating"):
+        README_PIPELINE.saliency_to_source(np.zeros((224, 224), np.int32), (300, 200))
