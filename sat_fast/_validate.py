@@ -250,3 +250,34 @@ def target_array(targets: Any, b: int) -> np.ndarray | None:
     if t.size and t.dtype.kind not in "iu":  # an empty list is float64 to numpy
         raise TypeError(f"targets must be integers, got dtype {t.dtype}")
     return t.astype(np.int64)
+
+
+def coverage_array(coverage: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """A boolean (B, H, W) coverage mask of the saliency's shape (True: the pixel counts)."""
+    cov = as_numpy(coverage, "coverage")
+    if cov.dtype != np.bool_:
+        raise TypeError(f"coverage must be a boolean array, got dtype {cov.dtype}")
+    if cov.shape != shape:
+        raise ValueError(f"coverage shape {shape_str(cov.shape)} does not match saliency shape {shape_str(shape)}")
+    return np.ascontiguousarray(cov)
+
+
+def coverage_list(coverage: Any, shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+    """One boolean (H, W) coverage mask per image, each of its image's shape."""
+    if isinstance(coverage, (list, tuple)):
+        covs = [as_numpy(c, "coverage") for c in coverage]
+    else:
+        arr = as_numpy(coverage, "coverage")
+        if arr.ndim != 3:
+            raise ValueError(f"coverage must be (B, H, W) or a sequence of (H, W) masks, got {shape_str(arr.shape)}")
+        covs = list(arr)
+    if len(covs) != len(shapes):
+        raise ValueError(f"there are {len(covs)} coverage masks but {len(shapes)} images")
+    for i, (c, shape) in enumerate(zip(covs, shapes, strict=True)):
+        if c.dtype != np.bool_:
+            raise TypeError(f"coverage must be boolean, got dtype {c.dtype} for image {i}")
+        if c.shape != tuple(shape):
+            raise ValueError(
+                f"coverage of image {i} has shape {shape_str(c.shape)} but its saliency has {shape_str(shape)}"
+            )
+    return [np.ascontiguousarray(c) for c in covs]

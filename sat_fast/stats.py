@@ -43,8 +43,9 @@ class SegmentStats(Mapping[str, np.ndarray]):
     ``neg_sum``, ``abs_sum``, ``sq_sum``, ``min``, ``max`` of shape (B, K) and
     ``total_sum``, ``total_abs``, ``pixels``, ``nonfinite`` of shape (B,).
     For a segment with no pixels, sums and count are 0 and min/max are NaN.
-    ``pixels`` is H*W; ``nonfinite`` counts pixels skipped with
-    ``nonfinite="skip"``; the totals cover every finite pixel of the image.
+    ``pixels`` is H*W, or with ``coverage=`` the number of covered pixels;
+    ``nonfinite`` counts pixels skipped with ``nonfinite="skip"``; the totals
+    cover every finite (covered) pixel of the image.
 
     Statistics merge: :meth:`merge` combines partial results for the same
     images (for example the top and bottom halves of each image), and
@@ -70,8 +71,18 @@ class SegmentStats(Mapping[str, np.ndarray]):
         self._unassigned = dict(unassigned) if unassigned is not None else None
 
     @classmethod
-    def from_kernel(cls, raw: Mapping[str, np.ndarray], height: int, width: int, unassigned: bool) -> SegmentStats:
-        """Statistics from a kernel's raw output (positive and negative sums, an extra unassigned slot)."""
+    def from_kernel(
+        cls,
+        raw: Mapping[str, np.ndarray],
+        height: int,
+        width: int,
+        unassigned: bool,
+        pixels: np.ndarray | None = None,
+    ) -> SegmentStats:
+        """Statistics from a kernel's raw output (positive and negative sums, an extra unassigned slot).
+
+        ``pixels`` (B,) replaces ``height * width`` as each image's pixel count (covered pixels).
+        """
         pos, neg = raw["pos_sum"], raw["neg_sum"]
         full = {
             "count": raw["count"],
@@ -87,7 +98,7 @@ class SegmentStats(Mapping[str, np.ndarray]):
         data: dict[str, np.ndarray] = {k: np.ascontiguousarray(a[:, :-1]) for k, a in full.items()}
         data["total_sum"] = raw["total_pos"] + raw["total_neg"]
         data["total_abs"] = raw["total_pos"] - raw["total_neg"]
-        data["pixels"] = np.full(b, height * width, dtype=np.int64)
+        data["pixels"] = np.full(b, height * width, dtype=np.int64) if pixels is None else np.asarray(pixels, np.int64)
         data["nonfinite"] = raw["nonfinite"]
         extra = {k: np.ascontiguousarray(a[:, -1]) for k, a in full.items()} if unassigned else None
         return cls(data, extra)
@@ -215,12 +226,19 @@ def _derived(raw: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def reduce_segments(
-    maps: list[np.ndarray], segs: Sequence[Segments], threads: int | None, nonfinite: Nonfinite, unassigned: bool
+    maps: list[np.ndarray],
+    segs: Sequence[Segments],
+    threads: int | None,
+    nonfinite: Nonfinite,
+    unassigned: bool,
+    coverage: Sequence[np.ndarray] | None = None,
 ) -> SegmentStats:
     """Padded (B, Kmax) statistics of per-image Segments.
 
     Label maps and packed masks go through the dense path image by image; all
-    RLE images share one kernel call.
+    RLE images share one kernel call. With ``coverage`` (one checked (H, W)
+    boolean mask per image) every image takes the dense path (RLE is decoded
+    and packed) and uncovered pixels leave every statistic.
     """
     b = len(segs)
     kmax = max([len(s) for s in segs] + [1])
@@ -241,12 +259,13 @@ def reduce_segments(
             if extra_row is not None:
                 extra[key][i] = extra_row[key]
 
-    rle = [i for i, s in enumerate(segs) if s.kind == "rle"]
+    rle = [i for i, s in enumerate(segs) if s.kind == "rle" and coverage is None]
     for i, s in enumerate(segs):
-        if s.kind == "rle":
+        if s.kind == "rle" and coverage is None:
             continue
         k = len(s)
         x = maps[i][None]
+        cov = None if coverage is None else coverage[i][None]
         try:
             if s.label_map is not None:
                 st = segment_stats(
@@ -257,16 +276,22 @@ def reduce_segments(
                     threads=threads,
                     nonfinite=nonfinite,
                     include_unassigned=unassigned,
+                    coverage=cov,
                 )
-            else:
-                assert s.words is not None  # kind "masks"
-                words = s.words if k else np.zeros((1, s.words.shape[1]), np.uint64)
+            else:  # kind "masks", or "rle" with coverage (decoded)
+                if not k:
+                    words = np.zeros((1, -(-s.height * s.width // 64)), np.uint64)
+                elif s.words is not None:
+                    words = s.words
+                else:
+                    words = pack_masks(s.masks()[None], threads=threads).words[0]
                 st = segment_stats(
                     x,
-                    masks=PackedMasks(words[None], s.height, s.width),
+                    masks=PackedMasks(np.ascontiguousarray(words)[None], s.height, s.width),
                     threads=threads,
                     nonfinite=nonfinite,
                     include_unassigned=unassigned,
+                    coverage=cov,
                 )
         except ValueError as exc:
             raise relocated(exc, s.location, image=i) from None
@@ -339,6 +364,7 @@ def segment_stats(
     threads: int | None = None,
     nonfinite: Nonfinite = "raise",
     include_unassigned: bool = False,
+    coverage: Any = None,
     **deprecated: Any,
 ) -> SegmentStats:
     """Per-(image, segment) saliency statistics in one pass over the pixels.
@@ -375,6 +401,14 @@ def segment_stats(
     include_unassigned
         Also compute statistics of pixels in no segment (``ignore_index``
         pixels, or pixels no mask covers), in :attr:`SegmentStats.unassigned`.
+    coverage
+        Boolean (B, H, W), or with ``segments=`` also a sequence of (H, W):
+        True where the saliency is defined, e.g. the ``coverage`` of
+        :meth:`sat_fast.transforms.Transform.saliency_to_source` (False where a
+        crop cut the image away). Uncovered pixels count in no segment, in no
+        total and not as unassigned, their saliency is never read (not even
+        checked for NaN), and ``pixels`` is the number of covered pixels. Needs
+        one spare segment id (K below 2**24).
     **deprecated
         ``labels=`` (now ``label_map=``) and ``unassigned=`` (now
         ``include_unassigned=``) still work for one release, with a
@@ -421,15 +455,36 @@ def segment_stats(
             raise ValueError("segments= carries its own names and sizes; num_segments and ignore_index do not apply")
         segs = list(segments)
         maps = saliency_list(saliency, segs)
-        return reduce_segments(maps, segs, nthreads, nonfinite, bool(include_unassigned))
+        covs = None if coverage is None else v.coverage_list(coverage, [s.shape for s in segs])
+        return reduce_segments(maps, segs, nthreads, nonfinite, bool(include_unassigned), covs)
     x = v.saliency_array(saliency)
     _, height, width = x.shape
+    cov = None if coverage is None else v.coverage_array(coverage, x.shape)
+    if cov is not None:
+        # Uncovered saliency becomes 0, which adds exactly nothing to any sum; the
+        # pixels themselves go to a spare segment slot that is dropped below.
+        x = np.where(cov, x, x.dtype.type(0))
     if label_map is not None:
         ignore = v.ignore_value(ignore_index)
         lab = v.label_array(label_map, x.shape, ignore)
         k = v.infer_num_segments(lab, ignore) if num_segments is None else v.num_segments_value(num_segments)
-        raw = _core.reduce_labels(x, lab, k, ignore_index=ignore, skip_nonfinite=skip, threads=nthreads)
-        return SegmentStats.from_kernel(raw, height, width, include_unassigned)
+        if cov is None:
+            raw = _core.reduce_labels(x, lab, k, ignore_index=ignore, skip_nonfinite=skip, threads=nthreads)
+            return SegmentStats.from_kernel(raw, height, width, include_unassigned)
+        _spare_slot(k)
+        valid = (lab >= 0) & (lab < k)
+        if ignore is not None:
+            valid |= lab == ignore
+        if not valid.all():  # the kernel names the first bad label, as without coverage
+            _core.reduce_labels(x, lab, k, ignore_index=ignore, skip_nonfinite=skip, threads=nthreads)
+        routed = lab.astype(np.int32)  # segments 0..k-1, uncovered k, ignored k+1
+        if ignore is not None:
+            routed[lab == ignore] = k + 1
+        routed[~cov] = k
+        raw = _core.reduce_labels(
+            x, routed, k + 1, ignore_index=None if ignore is None else k + 1, skip_nonfinite=skip, threads=nthreads
+        )
+        return SegmentStats.from_kernel(_drop_slot(raw, k), height, width, include_unassigned, _covered(cov))
     if ignore_index is not None:
         raise ValueError("ignore_index applies to label maps, not masks")
     packed = masks if isinstance(masks, PackedMasks) else None
@@ -444,16 +499,39 @@ def segment_stats(
     if num_segments is not None and v.num_segments_value(num_segments) != k:
         raise ValueError(f"num_segments is {num_segments} but masks have {k} segments")
     v.num_segments_value(k)
+    if cov is not None:
+        _spare_slot(k)
+        inside = pack_masks(cov[:, None], threads=nthreads).words
+        outside = pack_masks(~cov[:, None], threads=nthreads).words
+        words = np.concatenate([packed.words & inside, outside], axis=1)
+        packed = PackedMasks(np.ascontiguousarray(words), height, width)
     raw = _core.reduce_masks(
         x,
         np.ascontiguousarray(packed.words),
         np.ascontiguousarray(packed.bounds),
-        k,
+        packed.num_segments,
         unassigned=include_unassigned,
         skip_nonfinite=skip,
         threads=nthreads,
     )
-    return SegmentStats.from_kernel(raw, height, width, include_unassigned)
+    if cov is None:
+        return SegmentStats.from_kernel(raw, height, width, include_unassigned)
+    return SegmentStats.from_kernel(_drop_slot(raw, k), height, width, include_unassigned, _covered(cov))
+
+
+def _spare_slot(k: int) -> None:
+    if k + 1 > v.MAX_SEGMENTS:
+        raise ValueError(f"coverage needs one spare segment id, so num_segments must be below 2**24, got {k}")
+
+
+def _drop_slot(raw: Mapping[str, np.ndarray], k: int) -> dict[str, np.ndarray]:
+    """The kernel's output without segment column ``k`` (the uncovered pixels)."""
+    return {key: np.delete(a, k, axis=1) if a.ndim == 2 else a for key, a in raw.items()}
+
+
+def _covered(cov: np.ndarray) -> np.ndarray:
+    counts: np.ndarray = np.count_nonzero(cov.reshape(cov.shape[0], -1), axis=1).astype(np.int64)
+    return counts
 
 
 def segments_stats(

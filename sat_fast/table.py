@@ -269,6 +269,7 @@ def _segments_table(
     unassigned: str | None,
     metadata: Mapping[str, Any] | None,
     class_names: Sequence[str] | None,
+    coverage: Any = None,
 ) -> pl.DataFrame:
     """The SAT of per-image Segments, reduced in chunks of bounded padded size.
 
@@ -277,6 +278,7 @@ def _segments_table(
     """
     segs = list(segments)
     maps = saliency_list(saliency, segs)
+    covs = None if coverage is None else v.coverage_list(coverage, [s.shape for s in segs])
     v.nonfinite_mode(nonfinite)
     nthreads = v.num_threads(threads)
     b = len(segs)
@@ -297,7 +299,9 @@ def _segments_table(
     frames = []
     for i0, i1 in _chunks(segs):
         part = segs[i0:i1]
-        stats = reduce_segments(maps[i0:i1], part, nthreads, nonfinite, unassigned is not None)
+        stats = reduce_segments(
+            maps[i0:i1], part, nthreads, nonfinite, unassigned is not None, None if covs is None else covs[i0:i1]
+        )
         kmax = stats.shape[1]
         codes = np.zeros((i1 - i0, kmax + (unassigned is not None)), np.int64)
         for i, s in enumerate(part):
@@ -334,6 +338,7 @@ def segment_table(
     unassigned: str | None = None,
     metadata: Mapping[str, Any] | None = None,
     class_names: Sequence[str] | None = None,
+    coverage: Any = None,
     **deprecated: Any,
 ) -> pl.DataFrame:
     """Per-image Segment Attribution Table: one row per (image, present segment).
@@ -378,6 +383,13 @@ def segment_table(
         ``class`` (the name of ``target``) after ``target``, and
         ``label_class`` / ``predicted_class`` after integer ``label`` /
         ``predicted`` metadata columns (all Categorical).
+    coverage
+        Boolean (B, H, W) (or, with ``segments=``, a sequence of (H, W)):
+        True where the saliency is defined, e.g. the ``coverage`` of
+        :meth:`sat_fast.transforms.Transform.saliency_to_source`. Uncovered
+        pixels count in no segment and in no total: ``pixels`` and ``sum``
+        are over covered pixels, ``area`` is pixels / covered pixels and
+        ``share`` is relative to the covered total.
     **deprecated
         ``labels=`` (now ``label_map=``) still works for one release, with a
         ``DeprecationWarning``.
@@ -387,7 +399,7 @@ def segment_table(
     polars.DataFrame
         Columns (see :func:`table_schema`): ``image_id``, ``target``,
         ``class``, metadata, ``segment`` (Categorical), ``pixels``, ``area`` (pixels /
-        (H*W)), ``sum``, ``mean`` (the SAT value), ``pos_sum``, ``neg_sum``,
+        (H*W), or / covered pixels with ``coverage``), ``sum``, ``mean`` (the SAT value), ``pos_sum``, ``neg_sum``,
         ``abs_sum``, ``sq_sum``, ``share`` (abs_sum / the image's total
         absolute saliency; null when that is 0), ``density`` (share / area),
         ``min``, ``max``, ``rank`` (competition rank of ``mean`` within the
@@ -419,6 +431,7 @@ def segment_table(
             unassigned=unassigned,
             metadata=metadata,
             class_names=class_names,
+            coverage=coverage,
         )
     if names is None:
         raise TypeError("segment_table needs names= (or segments=)")
@@ -434,6 +447,7 @@ def segment_table(
                 threads=threads,
                 nonfinite=nonfinite,
                 include_unassigned=unassigned is not None,
+                coverage=coverage,
             )
         except ValueError as exc:
             if isinstance(exc, KernelInputError) and exc.kind == "label":
@@ -448,6 +462,7 @@ def segment_table(
             threads=threads,
             nonfinite=nonfinite,
             include_unassigned=unassigned is not None,
+            coverage=coverage,
         )
     return stats_table(
         stats,

@@ -97,3 +97,21 @@ def assert_stats_close(got, ref, *, keys=KEYS + ("total_sum", "total_abs", "pixe
         else:
             scale = max(1.0, float(np.nanmax(np.abs(r))) if r.size else 1.0)
             np.testing.assert_allclose(g, r, rtol=rtol, atol=atol * scale, err_msg=key)
+
+
+def covered_stats(saliency, member, k, coverage):
+    """Statistics over covered pixels only: ``member(i, s)`` the (H, W) mask of segment s in image i."""
+    saliency = np.asarray(saliency, np.float64)
+    coverage = np.asarray(coverage, bool)
+    b = saliency.shape[0]
+    out = {key: np.zeros((b, k), np.int64 if key == "count" else np.float64) for key in KEYS}
+    out["min"][:] = np.nan
+    out["max"][:] = np.nan
+    out["total_sum"] = np.array([saliency[i][coverage[i]].sum() for i in range(b)])
+    out["total_abs"] = np.array([np.abs(saliency[i][coverage[i]]).sum() for i in range(b)])
+    out["pixels"] = coverage.reshape(b, -1).sum(axis=1).astype(np.int64)
+    for i in range(b):
+        for s in range(k):
+            for key, val in _segment_values(saliency[i][member(i, s) & coverage[i]]).items():
+                out[key][i, s] = val
+    return out

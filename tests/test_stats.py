@@ -11,8 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sat_reference import (
+    KEYS,
     assert_stats_close,
     blobs,
+    covered_stats,
     label_stats,
     label_unassigned,
     mask_stats,
@@ -365,3 +367,69 @@ def test_noisy_labels_with_a_large_vocabulary():
     lab[1, 39, 49] = k + 7
     with pytest.raises(ValueError, match=r"label 5007 at image 1, pixel \(39, 49\)"):
         sat_fast.segment_stats(sal, lab, num_segments=k, ignore_index=k)
+
+
+# --- coverage: uncovered pixels leave every statistic (issue 10) ---
+
+
+def _coverage_case(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    b, h, w, k = 3, 23, 37, 5
+    sal = rng.standard_normal((b, h, w)).astype(np.float32)
+    labels = blobs(rng, b, h, w, k)
+    cov = np.zeros((b, h, w), bool)
+    cov[0, 3:20, 5:30] = True
+    cov[1] = rng.random((h, w)) < 0.6
+    cov[2] = True
+    sal[~cov] = 1e6  # uncovered values must not reach any statistic
+    return sal, labels, cov, k
+
+
+def test_label_map_coverage_matches_a_covered_only_reference():
+    sal, labels, cov, k = _coverage_case()
+    got = sat_fast.segment_stats(sal, labels.astype(np.uint8), num_segments=k, coverage=cov)
+    ref = covered_stats(sal, lambda i, s: labels[i] == s, k, cov)
+    assert_stats_close(got, ref)
+
+
+def test_label_map_coverage_with_ignore_index_and_unassigned():
+    sal, labels, cov, k = _coverage_case(1)
+    got = sat_fast.segment_stats(
+        sal, labels.astype(np.uint8), num_segments=k - 1, ignore_index=k - 1, coverage=cov, include_unassigned=True
+    )
+    ref = covered_stats(sal, lambda i, s: labels[i] == s, k, cov)
+    assert_stats_close(got, {key: ref[key][:, : k - 1] if key in KEYS else ref[key] for key in ref})
+    assert got.unassigned is not None
+    for key in KEYS:  # the ignored pixels, covered only, in the unassigned statistics
+        expected = ref[key][:, k - 1]
+        if key in ("count", "min", "max"):
+            np.testing.assert_array_equal(got.unassigned[key], expected, err_msg=key)
+        else:
+            np.testing.assert_allclose(got.unassigned[key], expected, rtol=1e-12, atol=1e-9, err_msg=key)
+
+
+def test_mask_coverage_matches_a_covered_only_reference():
+    sal, labels, cov, k = _coverage_case(2)
+    masks = np.stack([labels == s for s in range(k)], axis=1)
+    masks[:, 0] |= labels == 1  # overlapping
+    for m in (masks, sat_fast.pack_masks(masks)):
+        got = sat_fast.segment_stats(sal, masks=m, coverage=cov, include_unassigned=True)
+        ref = covered_stats(sal, lambda i, s: masks[i, s], k, cov)
+        assert_stats_close(got, ref)
+        assert got.unassigned is not None
+        np.testing.assert_array_equal(got.unassigned["count"], np.zeros(3, np.int64))  # masks cover all covered
+
+
+def test_coverage_ignores_nonfinite_saliency_outside_it_and_checks_its_input():
+    sal, labels, cov, k = _coverage_case(3)
+    sal[~cov] = np.nan
+    got = sat_fast.segment_stats(sal, labels.astype(np.uint8), num_segments=k, coverage=cov)
+    assert_stats_close(got, covered_stats(np.nan_to_num(sal), lambda i, s: labels[i] == s, k, cov))
+    with pytest.raises(TypeError, match="boolean"):
+        sat_fast.segment_stats(sal, labels.astype(np.uint8), num_segments=k, coverage=cov.astype(np.uint8))
+    with pytest.raises(ValueError, match="coverage shape"):
+        sat_fast.segment_stats(sal, labels.astype(np.uint8), num_segments=k, coverage=cov[:, 1:])
+    bad = labels.astype(np.uint8)
+    bad[0, 0, 0] = k  # out of range, and uncovered: still an error, as without coverage
+    with pytest.raises(ValueError, match=str(k)):
+        sat_fast.segment_stats(sal, bad, num_segments=k, coverage=cov)

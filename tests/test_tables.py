@@ -155,3 +155,55 @@ def test_class_names_add_class_columns_after_their_index():
         sat_fast.segment_table(sal, lab, names=NAMES, targets=[0, 1, 3], class_names=classes)
     with pytest.raises(ValueError, match="'class' clashes"):
         sat_fast.segment_table(sal, lab, names=NAMES, metadata={"class": "x"})
+
+
+# --- coverage (issue 10): area and share over covered pixels ---
+
+
+def test_table_with_coverage_equals_a_hand_computed_covered_only_table():
+    from sat_fast.segments import Segments, from_label_map, rle_encode
+    from sat_fast.transforms import CenterCrop, Compose, ResizeShorter
+
+    rng = np.random.default_rng(5)
+    h, w, k = 300, 200, 4
+    labels = blobs(rng, 1, h, w, k)[0]
+    names = ["a", "b", "c", "d"]
+    pre = Compose([ResizeShorter(256), CenterCrop(224)])
+    sal224 = rng.standard_normal((224, 224)).astype(np.float32)
+    back, cov = pre.saliency_to_source(sal224, (h, w))
+    assert not cov.all()
+    x = back.astype(np.float64)
+    rows = []
+    for s, name in enumerate(names):
+        sel = (labels == s) & cov
+        if sel.any():
+            vals = x[sel]
+            rows.append(
+                (name, int(sel.sum()), sel.sum() / cov.sum(), vals.mean(), np.abs(vals).sum() / np.abs(x[cov]).sum())
+            )
+    lab_seg = from_label_map([labels.astype(np.uint8)], names)[0]
+    rle_seg = Segments.from_rle(names, [[rle_encode(labels == s)] for s in range(k)], h, w)
+    tables = [
+        sat_fast.segment_table(back[None], labels[None].astype(np.uint8), names=names, coverage=cov[None]),
+        sat_fast.segment_table(
+            back[None], masks=np.stack([labels == s for s in range(k)])[None], names=names, coverage=cov[None]
+        ),
+        sat_fast.segment_table([back], segments=[lab_seg], coverage=[cov]),
+        sat_fast.segment_table([back], segments=[rle_seg], coverage=[cov]),
+    ]
+    for t in tables:
+        got = t.select("segment", "pixels", "area", "mean", "share").rows()
+        assert [g[:2] for g in got] == [r[:2] for r in rows]
+        np.testing.assert_allclose([g[2:] for g in got], [r[2:] for r in rows], rtol=1e-9)
+        assert abs(t["area"].sum() - 1.0) < 1e-12  # a full partition: area sums to 1 over covered pixels
+        assert abs(t["share"].sum() - 1.0) < 1e-9
+
+
+def test_table_coverage_unassigned_row_holds_covered_pixels_only():
+    sal = np.ones((1, 4, 4), np.float32)
+    lab = np.zeros((1, 4, 4), np.uint8)
+    lab[0, :, 2:] = 9  # ignored
+    cov = np.zeros((1, 4, 4), bool)
+    cov[0, :2] = True
+    t = sat_fast.segment_table(sal, lab, names=["x"], ignore_index=9, unassigned="(none)", coverage=cov)
+    assert t.select("segment", "pixels", "area").rows() == [("x", 4, 0.5), ("(none)", 4, 0.5)]
