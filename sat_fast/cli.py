@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import glob
 import importlib
 import importlib.util
 import json
+import math
 import sys
 import tomllib
 from collections.abc import Callable, Sequence
@@ -81,6 +83,81 @@ def _max_pixels(text: str) -> int | None:
     return value
 
 
+def _positive_int(text: str) -> int:
+    """--samples: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    """--noise, --density-min: a finite number >= 0."""
+    value = _finite(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    """--share-min, --presence-min: a number in [0, 1]."""
+    value = _finite(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+def _signed_fraction(text: str) -> float:
+    """--excess-min: a difference of shares, in [-1, 1]."""
+    value = _finite(text)
+    if not -1.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [-1, 1], got {text!r}")
+    return value
+
+
+_BASELINE_NAMES = ("zeros", "blur", "uniform")
+
+
+def _baseline(text: str) -> str | float | Path:
+    """--baseline: zeros, blur, uniform, a number, or a .npy file (checked when it is loaded)."""
+    if text in _BASELINE_NAMES:
+        return text
+    if text.lower().endswith(".npy"):
+        return Path(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected {', '.join(_BASELINE_NAMES)}, a number or a .npy file, got {text!r}"
+        ) from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+# TOML types each option's value may have; the value is then checked by the option's own type function.
+_TOML_TYPES: dict[Callable[[str], Any], tuple[type, ...]] = {
+    _positive_int: (int,),
+    _non_negative: (int, float),
+    _fraction: (int, float),
+    _signed_fraction: (int, float),
+    _baseline: (str, int, float),
+}
+
+
 def _parser() -> argparse.ArgumentParser:
     from sat_fast.segments import DEFAULT_MAX_PIXELS
 
@@ -89,6 +166,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Segment Attribution Tables: which named image segments an image classifier relies on.",
         epilog=_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        exit_on_error=False,
     )
     p.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
     p.add_argument(
@@ -97,9 +175,11 @@ def _parser() -> argparse.ArgumentParser:
         help="TOML file of option values (keys as the long option names with '_' for '-', "
         "top level or in a [run]/[demo]/... table); options on the command line win",
     )
+    # Bad option values raise argparse.ArgumentError (main reports them in one line, exit status 2).
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    add = functools.partial(sub.add_parser, exit_on_error=False)
 
-    d = sub.add_parser(
+    d = add(
         "demo",
         help="train a shortcut and a control model on synthetic data and show what the SATs reveal",
         description="Generate a synthetic dataset with a watermark shortcut, train a shortcut and a control "
@@ -111,7 +191,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--cache", type=Path, help="where trained parameters are cached (default: OUT/cache)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars (the summary is still printed)")
 
-    r = sub.add_parser(
+    r = add(
         "run",
         help="SATs for your own model, images and masks",
         description="Explain every image with the chosen saliency method and write per-image SATs "
@@ -143,8 +223,50 @@ def _parser() -> argparse.ArgumentParser:
         help="largest image (height x width, as its mask file declares it) the mask loaders accept, checked "
         "before anything that size is allocated (default: %(default)s = 2**28; 'none' for no limit)",
     )
-    r.add_argument("--method", default="integrated_gradients", help="saliency method (default: %(default)s)")
-    r.add_argument("--steps", type=int, default=32, help="integration steps (default: %(default)s)")
+    r.add_argument(
+        "--method",
+        default="integrated_gradients",
+        help="saliency method: integrated_gradients, gradient, gradient_x_input, expected_gradients, smoothgrad, "
+        "smoothgrad_squared, vargrad or gradcam (default: %(default)s)",
+    )
+    r.add_argument(
+        "--layer",
+        help="gradcam: the Flax linen layer whose activations are used (e.g. Conv_1; a wrong name lists them)",
+    )
+    r.add_argument(
+        "--steps", type=int, default=32, help="integrated gradients: integration steps (default: %(default)s)"
+    )
+    r.add_argument(
+        "--baseline",
+        type=_baseline,
+        help="integrated gradients: zeros (default), a number, blur, uniform, or a .npy file of an array "
+        "broadcastable to one image (H, W, C); expected_gradients (required): a .npy reference set (R, H, W, C)",
+    )
+    r.add_argument(
+        "--samples",
+        type=_positive_int,
+        default=32,
+        help="expected_gradients and the smoothgrad family: random points per image (default: %(default)s)",
+    )
+    r.add_argument(
+        "--noise",
+        type=_non_negative,
+        default=0.15,
+        help="smoothgrad family: noise std relative to each image's value range (default: %(default)s)",
+    )
+    r.add_argument(
+        "--targets",
+        choices=("label", "predicted", "all"),
+        default="label",
+        help="the explained class: each image's label, the model's prediction, or all classes (one set of rows "
+        "per class) (default: %(default)s)",
+    )
+    r.add_argument(
+        "--output",
+        choices=("logit", "probability", "log_probability"),
+        default="logit",
+        help="the explained output (default: %(default)s)",
+    )
     r.add_argument("--batch-size", type=int, default=32, help="images per batch (default: %(default)s)")
     r.add_argument("--seed", type=int, default=0, help="seed of noisy methods (default: %(default)s)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar (the summary is still printed)")
@@ -157,25 +279,47 @@ def _parser() -> argparse.ArgumentParser:
         help="JSON file of each class's core segments, {class name or index: [segment, ...]} or one list for "
         "all classes; other segments with a large share or density are flagged",
     )
+    for flag, kind, default, what in (
+        ("--share-min", _fraction, 0.3, "with --core: flag a segment whose share of the attribution is at least this"),
+        ("--density-min", _non_negative, 2.0, "with --core: flag a segment whose share / area is at least this"),
+        ("--presence-min", _fraction, 0.05, "only flag segments present in at least this fraction of a class's images"),
+        ("--excess-min", _signed_fraction, 0.1, "without --core: flag a segment whose share in a class exceeds its "
+         "mean share in the other classes by this"),
+    ):  # fmt: skip
+        r.add_argument(flag, type=kind, default=default, help=f"{what} (default: %(default)s)")
     r.add_argument("--skip-missing", action="store_true", help="skip images without masks instead of stopping")
     r.add_argument("--out", type=Path, help="output folder")
 
-    a = sub.add_parser("aggregate", help="aggregate per-image SAT Parquet files per group x segment")
+    a = add("aggregate", help="aggregate per-image SAT Parquet files per group x segment")
     a.add_argument("tables", nargs="+", type=Path, help="per-image SAT Parquet files (globs allowed)")
     a.add_argument("--by", nargs="*", default=["target"], help="grouping columns (default: target)")
     a.add_argument("--value", default="mean", help="per-image column to aggregate (default: %(default)s)")
     a.add_argument("--out", type=Path, required=False, help="output Parquet file (default: print)")
 
-    c = sub.add_parser("compare", help="compare two SATs (models, splits) per group x segment")
+    c = add("compare", help="compare two SATs (models, splits) per group x segment")
     c.add_argument("a", type=Path, help="first per-image (or aggregated) SAT Parquet file")
     c.add_argument("b", type=Path, help="second one")
     c.add_argument("--by", nargs="*", default=["target"], help="grouping columns (default: target)")
+    c.add_argument(
+        "--sides",
+        nargs=2,
+        metavar=("A", "B"),
+        default=["a", "b"],
+        help="names of the two sides, shown with the output and kept in the Parquet file for `sat-fast report` "
+        "(default: a b; the columns stay mean_a, mean_b, ...)",
+    )
     c.add_argument("--out", type=Path, help="output Parquet file (default: print)")
 
-    rp = sub.add_parser("report", help="an HTML report from an aggregated SAT")
+    rp = add("report", help="an HTML report from an aggregated SAT")
     rp.add_argument("aggregate", type=Path, help="aggregated SAT Parquet file")
     rp.add_argument("--flags", type=Path, help="flags Parquet file")
     rp.add_argument("--comparison", type=Path, help="comparison Parquet file")
+    rp.add_argument(
+        "--sides",
+        nargs=2,
+        metavar=("A", "B"),
+        help="names of the compared sides (default: those `sat-fast compare --sides` stored, else a b)",
+    )
     rp.add_argument("--out", type=Path, default=Path("report.html"), help="HTML file (default: %(default)s)")
     # --config and --debug are accepted after the command too (`sat-fast run --config run.toml`).
     for command in sub.choices.values():
@@ -224,10 +368,22 @@ def _config_value(action: argparse.Action, value: Any, where: str) -> Any:
         if not isinstance(value, bool):
             raise UserError(f"{where} must be true or false, got {value!r}")
         return value
-    if action.nargs in ("*", "+"):
+    if action.nargs in ("*", "+") or isinstance(action.nargs, int):
         if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
             raise UserError(f'{where} must be a list of strings, e.g. {action.dest} = ["a", "b"], got {value!r}')
+        if isinstance(action.nargs, int) and len(value) != action.nargs:
+            raise UserError(f"{where} must be a list of {action.nargs} strings, got {value!r}")
         return [Path(x) for x in value] if action.type is Path else value
+    if action.type in _TOML_TYPES:
+        accepted = _TOML_TYPES[action.type]
+        if not isinstance(value, accepted) or isinstance(value, bool):
+            words = {int: "an integer", float: "a number", str: "a string"}
+            kinds = " or ".join(words[t] for t in accepted if not (t is int and float in accepted))
+            raise UserError(f"{where} must be {kinds}, got {value!r}")
+        try:
+            return action.type(str(value))
+        except argparse.ArgumentTypeError as exc:
+            raise UserError(f"{where}: {exc}") from None
     if action.type is int:
         if not isinstance(value, int) or isinstance(value, bool):
             raise UserError(f"{where} must be an integer, got {value!r}")
@@ -240,6 +396,8 @@ def _config_value(action: argparse.Action, value: Any, where: str) -> Any:
         raise UserError(f'{where} must be a positive integer or "none", got {value!r}')
     if not isinstance(value, str):
         raise UserError(f"{where} must be a string, got {value!r}")
+    if action.choices is not None and value not in action.choices:
+        raise UserError(f"{where} must be one of {', '.join(map(str, action.choices))}, got {value!r}")
     return Path(value) if action.type is Path else value
 
 
@@ -455,6 +613,30 @@ def _read_core(path: Path) -> Any:
     return {(int(k) if k.isdigit() else k): names(v, f"class {k!r}") for k, v in data.items()}
 
 
+def _read_baseline(path: Path, method: str) -> Any:
+    """--baseline FILE.npy: one baseline for every image (IG) or the reference set (expected gradients)."""
+    import numpy as np
+
+    if not path.is_file():
+        raise UserError(f"baseline file {path} does not exist")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise UserError(f"baseline file {path} is not a .npy array (object arrays are refused): {exc}") from None
+    if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.floating):
+        kind = array.dtype if isinstance(array, np.ndarray) else type(array).__name__
+        raise UserError(f"baseline file {path} must hold a floating-point array, got {kind}")
+    if method == "expected_gradients":
+        if array.ndim != 4:
+            raise UserError(f"baseline file {path}: a reference set is (R, H, W, C), got shape {array.shape}")
+    elif array.ndim == 4 and array.shape[0] != 1:
+        raise UserError(
+            f"baseline file {path}: one baseline for every image, (H, W, C) or broadcastable to it, got shape "
+            f"{array.shape}"
+        )
+    return array
+
+
 def _read_json(path: Path) -> Any:
     try:
         with path.open(encoding="utf-8") as fh:
@@ -488,11 +670,11 @@ def _coco_file_names(data: Any, path: Path) -> dict[str, Any]:
     return by_file
 
 
-def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
+def _write_parquet(frame: pl.DataFrame, path: Path, metadata: dict[str, str] | None = None) -> None:
     import polars as pl
 
     try:
-        frame.write_parquet(path)
+        frame.write_parquet(path, metadata=metadata)
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise UserError(f"cannot write {path}: {_first_line(exc)}") from None
 
@@ -530,6 +712,15 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError(f"unknown --method {args.method!r}; choose one of {', '.join(methods)}")
     if args.batch_size < 1 or args.steps < 1:
         raise UserError("--batch-size and --steps must be positive")
+    if args.method == "gradcam" and args.layer is None:
+        raise UserError("--method gradcam needs --layer (the name of a Flax linen layer, e.g. Conv_1)")
+    if args.layer is not None and args.method != "gradcam":
+        raise UserError(f"--layer is used only by --method gradcam, not by {args.method}")
+    if args.baseline is not None and args.method not in ("integrated_gradients", "expected_gradients"):
+        raise UserError(f"--baseline is used only by integrated_gradients and expected_gradients, not by {args.method}")
+    if args.method == "expected_gradients" and not isinstance(args.baseline, Path):
+        raise UserError("--method expected_gradients needs --baseline FILE.npy, a reference set (R, H, W, C)")
+    baseline = _read_baseline(args.baseline, args.method) if isinstance(args.baseline, Path) else args.baseline
     if args.device is not None:
         jax.config.update("jax_default_device", _device(args.device))  # type: ignore[no-untyped-call]
     factory = load_factory(args.model)
@@ -588,14 +779,37 @@ def _run(args: argparse.Namespace) -> int:
             batch_segs = [bundle.transform.segments(s) for s in batch_segs]
         labels = np.array([c for _, _, c in rows])
         logits = np.asarray(bundle.apply(batch))
+        if logits.ndim == 2 and logits.shape[1] != len(bundle.class_names):
+            raise UserError(
+                f"the model returns {logits.shape[1]} logits per image but its factory names "
+                f"{len(bundle.class_names)} classes"
+            )
         predicted = logits.argmax(1)
-        maps = saliency(bundle.apply, batch, targets=labels, method=args.method, steps=args.steps, seed=args.seed)
-        tables.append(
+        options: dict[str, Any] = {
+            "method": args.method,
+            "steps": args.steps,
+            "samples": args.samples,
+            "noise": args.noise,
+            "seed": args.seed,
+            "output": args.output,
+            "layer": args.layer,
+        }
+        if baseline is not None:
+            options["baseline"] = baseline
+        if args.targets == "all":
+            classes = list(range(len(bundle.class_names)))
+            maps = np.asarray(saliency(bundle.apply, batch, classes=classes, **options))  # (B, T, H, W)
+            explained = [np.full(len(rows), c) for c in classes]
+        else:  # one target per image: its label or the prediction
+            explained = [labels if args.targets == "label" else predicted]
+            maps = np.asarray(saliency(bundle.apply, batch, targets=explained[0], **options))[:, None]
+        # One row set per explained class: one row per (image, target, segment).
+        parts = [
             segment_table(
-                np.asarray(maps),
+                maps[:, t],
                 segments=batch_segs,
                 image_ids=[i for i, _, _ in rows],
-                targets=labels,
+                targets=targets,
                 metadata={
                     "label": labels,
                     "predicted": predicted,
@@ -605,7 +819,9 @@ def _run(args: argparse.Namespace) -> int:
                 },
                 class_names=bundle.class_names,
             )
-        )
+            for t, targets in enumerate(explained)
+        ]
+        tables.append(pl.concat(parts, how="vertical_relaxed"))
         # Append batch by batch: a crash keeps what was done.
         _write_parquet(tables[-1], out / f"sat-part-{start // args.batch_size:06d}.parquet")
         bar.update()
@@ -616,13 +832,21 @@ def _run(args: argparse.Namespace) -> int:
         part.unlink()
     agg = aggregate(sat, by=("target",))
     _write_parquet(agg, out / "aggregate.parquet")
-    flags = flag_shortcuts(agg, core=core)
+    flags = flag_shortcuts(
+        agg,
+        core=core,
+        share_min=args.share_min,
+        density_min=args.density_min,
+        presence_min=args.presence_min,
+        excess_min=args.excess_min,
+    )
     _write_parquet(flags, out / "flags.parquet")
     _write_report(report, out / "report.html", agg, flags=flags, title=f"SATs of {args.model}")
     print(summary(agg, flags=flags, format="text"))
     skipped = f", {len(missing)} skipped without masks" if missing else ""
+    per_class = f" for each of the {len(bundle.class_names)} classes" if args.targets == "all" else ""
     print(
-        f"\nexplained {len(index)} images{skipped}; "
+        f"\nexplained {len(index)} images{per_class}{skipped}; "
         f"wrote {out / 'sat.parquet'}, aggregate.parquet, flags.parquet, report.html"
     )
     return 0
@@ -661,7 +885,7 @@ def _schema_change(a: dict[str, Any], b: dict[str, Any]) -> str:
     return "; ".join(differ)
 
 
-def _emit(frame: pl.DataFrame, out: Path | None) -> int:
+def _emit(frame: pl.DataFrame, out: Path | None, metadata: dict[str, str] | None = None) -> int:
     import polars as pl
 
     if out is None:
@@ -679,7 +903,7 @@ def _emit(frame: pl.DataFrame, out: Path | None) -> int:
         if frame.height > shown:
             print(f"... {frame.height - shown} more rows ({frame.height} in all); write them all with --out FILE")
     else:
-        _write_parquet(frame, out)
+        _write_parquet(frame, out, metadata=metadata)
         print(f"wrote {out} ({frame.height} rows)")
     return 0
 
@@ -690,10 +914,38 @@ def _aggregate(args: argparse.Namespace) -> int:
     return _emit(aggregate(_read(args.tables), by=tuple(args.by), value=args.value), args.out)
 
 
+_SIDES_KEY = "sat_fast.sides"
+
+
 def _compare(args: argparse.Namespace) -> int:
     from sat_fast.comparison import compare
 
-    return _emit(compare(_read([args.a]), _read([args.b]), by=tuple(args.by)), args.out)
+    sides = _sides(args.sides, "--sides")
+    frame = compare(_read([args.a]), _read([args.b]), by=tuple(args.by))
+    print(f"a = {sides[0]} ({args.a}), b = {sides[1]} ({args.b}); diff = mean_b - mean_a")
+    # The names travel in the Parquet file's metadata: `sat-fast report --comparison` labels the sides with them.
+    return _emit(frame, args.out, metadata={_SIDES_KEY: json.dumps(list(sides))})
+
+
+def _sides(values: Sequence[str], option: str) -> tuple[str, str]:
+    a, b = (str(v).strip() for v in values)
+    if not a or not b or a == b:
+        raise UserError(f"{option} needs two different, non-empty names, got {list(values)!r}")
+    return a, b
+
+
+def _stored_sides(path: Path) -> tuple[str, str] | None:
+    """The side names `sat-fast compare --sides` stored in a comparison Parquet file, if any."""
+    import polars as pl
+
+    try:
+        text = pl.read_parquet_metadata(path).get(_SIDES_KEY)
+        value = json.loads(text) if text is not None else None
+    except (pl.exceptions.PolarsError, OSError, json.JSONDecodeError):
+        return None
+    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) and v for v in value):
+        return value[0], value[1]
+    return None
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -702,7 +954,11 @@ def _report(args: argparse.Namespace) -> int:
     agg = _read([args.aggregate]).collect()
     flags = _read([args.flags]).collect() if args.flags else None
     comparison = _read([args.comparison]).collect() if args.comparison else None
-    path = _write_report(report, args.out, agg, flags=flags, comparison=comparison)
+    if args.sides is not None:
+        sides = _sides(args.sides, "--sides")
+    else:
+        sides = (_stored_sides(args.comparison) if args.comparison else None) or ("a", "b")
+    path = _write_report(report, args.out, agg, flags=flags, comparison=comparison, sides=sides)
     print(f"wrote {path}")
     return 0
 
@@ -726,6 +982,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         print(f"sat-fast: error: {exc}", file=sys.stderr)
+        return 2
+    except argparse.ArgumentError as exc:
+        # A bad option value (type or choice): one line naming the option, as for every user error.
+        if debug:
+            raise
+        print(f"sat-fast: error: {exc} (see sat-fast --help)", file=sys.stderr)
         return 2
     except (ValueError, TypeError, OSError, RecursionError) as exc:
         # Problems in the user's data surface as these from the library; one line, unless --debug.

@@ -452,3 +452,196 @@ def test_a_mask_of_another_size_than_its_image_stops_the_run(example_data, tmp_p
     err = _error(capsys, argv)
     assert f"image '{first.parent.name}/{first.stem}'" in err
     assert f"but its mask is {h - 8}x{w}" in err
+
+
+# ------------------------------------------------------------ run options on par with the API (issue 10)
+
+
+def _run_argv(example_data, out, *extra):
+    return ["run", "--model", FACTORY, "--images", str(example_data / "images"), "--masks", str(example_data / "masks"),
+            "--names", str(example_data / "names.csv"), "--steps", "1", "--batch-size", "9", "--no-progress",
+            "--out", str(out), *extra]  # fmt: skip
+
+
+def _sat(out):
+    return pl.read_parquet(out / "sat.parquet").sort("image_id", "target", "segment")
+
+
+def test_gradcam_with_a_layer(example_data, tmp_path, capsys):
+    assert cli.main(_run_argv(example_data, tmp_path / "cam", "--method", "gradcam", "--layer", "Conv_0")) == 0
+    cam = _sat(tmp_path / "cam")
+    assert cam["image_id"].n_unique() == 9 and cam["mean"].is_finite().all()
+    assert cli.main(_run_argv(example_data, tmp_path / "cam1", "--method", "gradcam", "--layer", "Conv_1")) == 0
+    assert not np.allclose(cam["mean"].to_numpy(), _sat(tmp_path / "cam1")["mean"].to_numpy())  # another layer
+    capsys.readouterr()
+    err = _error(capsys, _run_argv(example_data, tmp_path / "o", "--method", "gradcam", "--layer", "Conv_9"))
+    assert "unknown gradcam layer 'Conv_9'" in err and "Conv_0, Conv_1" in err
+    assert "--method gradcam needs --layer" in _error(
+        capsys, _run_argv(example_data, tmp_path / "o", "--method", "gradcam")
+    )
+    err = _error(capsys, _run_argv(example_data, tmp_path / "o", "--layer", "Conv_0"))
+    assert "--layer is used only by --method gradcam, not by integrated_gradients" in err
+
+
+def test_targets_label_predicted_and_all(example_data, run_output, tmp_path, capsys):
+    assert cli.main(_run_argv(example_data, tmp_path / "all", "--targets", "all")) == 0
+    assert "explained 9 images for each of the 3 classes" in capsys.readouterr().out
+    sat = _sat(tmp_path / "all")
+    per_image = sat.group_by("image_id").agg(pl.col("target").n_unique(), pl.col("label").n_unique())
+    assert (per_image["target"] == 3).all() and (per_image["label"] == 1).all()
+    assert sat.select("image_id", "target", "segment").is_duplicated().sum() == 0  # one row per (image, target, seg.)
+    assert set(sat["class"].cast(pl.String)) == {"fish", "bird", "cat"}
+    # the rows of the label's class are those of the default run (same steps): --targets label is the default
+    assert cli.main(_run_argv(example_data, tmp_path / "label")) == 0
+    label = _sat(tmp_path / "label")
+    assert (label["target"] == label["label"]).all()
+    own = sat.filter(pl.col("target") == pl.col("label"))
+    assert own["mean"].to_list() == pytest.approx(label["mean"].to_list(), rel=1e-5, abs=1e-9)
+    agg = pl.read_parquet(tmp_path / "all" / "aggregate.parquet")
+    assert agg.group_by("target").agg(pl.col("images").max())["images"].to_list() == [9, 9, 9]
+    assert cli.main(_run_argv(example_data, tmp_path / "pred", "--targets", "predicted")) == 0
+    pred = _sat(tmp_path / "pred")
+    assert (pred["target"] == pred["predicted"]).all()
+    err = _error(capsys, _run_argv(example_data, tmp_path / "o", "--targets", "everything"))
+    assert "argument --targets: invalid choice: 'everything'" in err
+
+
+def test_baselines_samples_noise_and_output(example_data, tmp_path, capsys):
+    def means(out, *extra):
+        assert cli.main(_run_argv(example_data, tmp_path / out, *extra)) == 0
+        return _sat(tmp_path / out)["mean"].to_numpy()
+
+    zeros = means("zeros", "--steps", "2")
+    assert not np.allclose(zeros, means("blur", "--steps", "2", "--baseline", "blur"))
+    half = means("half", "--steps", "2", "--baseline", "0.5")
+    np.save(tmp_path / "half.npy", np.full((32, 32, 3), 0.5, np.float32))
+    np.testing.assert_allclose(means("half_npy", "--steps", "2", "--baseline", str(tmp_path / "half.npy")), half)
+    assert not np.allclose(half, zeros)
+    np.save(tmp_path / "refs.npy", np.random.default_rng(0).random((4, 32, 32, 3), np.float32))
+    eg = means("eg", "--method", "expected_gradients", "--baseline", str(tmp_path / "refs.npy"), "--samples", "2")
+    assert np.isfinite(eg).all()
+    # without noise every sample is the image itself: the number of samples does not matter; with noise it does
+    smooth = means("sg0", "--method", "smoothgrad", "--samples", "2", "--noise", "0")
+    np.testing.assert_allclose(means("sg0_1", "--method", "smoothgrad", "--samples", "1", "--noise", "0"), smooth)
+    noisy = means("sg5", "--method", "smoothgrad", "--samples", "2", "--noise", "0.5")
+    assert not np.allclose(smooth, noisy)
+    assert not np.allclose(noisy, means("sg5_3", "--method", "smoothgrad", "--samples", "3", "--noise", "0.5"))
+    assert not np.allclose(zeros, means("prob", "--steps", "2", "--output", "probability"))
+
+    def error(*extra):
+        return _error(capsys, _run_argv(example_data, tmp_path / "o", *extra))
+
+    assert "argument --baseline: expected zeros, blur, uniform, a number or a .npy file, got 'black'" in error(
+        "--baseline", "black"
+    )
+    assert "argument --samples: expected a positive integer, got '0'" in error("--samples", "0")
+    assert "argument --noise: expected a number >= 0, got '-1'" in error("--noise", "-1")
+    assert "argument --output: invalid choice: 'softmax'" in error("--output", "softmax")
+    assert "--method expected_gradients needs --baseline FILE.npy" in error("--method", "expected_gradients")
+    assert "--baseline is used only by" in error("--method", "gradient", "--baseline", "blur")
+    assert "baseline file" in error("--baseline", str(tmp_path / "missing.npy"))
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object))
+    assert "object arrays are refused" in error("--baseline", str(tmp_path / "objects.npy"))
+    np.save(tmp_path / "ints.npy", np.zeros((32, 32, 3), np.int32))
+    assert "must hold a floating-point array, got int32" in error("--baseline", str(tmp_path / "ints.npy"))
+    assert "one baseline for every image" in error("--baseline", str(tmp_path / "refs.npy"))
+    np.save(tmp_path / "small.npy", np.zeros((8, 8, 3), np.float32))
+    assert "does not broadcast to images" in error("--baseline", str(tmp_path / "small.npy"))
+    assert "(R, H, W, C)" in error("--method", "expected_gradients", "--baseline", str(tmp_path / "half.npy"))
+
+
+def test_flag_thresholds(example_data, tmp_path, capsys):
+    core = tmp_path / "core.json"
+    core.write_text(json.dumps(["body"]))
+    assert cli.main(_run_argv(example_data, tmp_path / "default", "--core", str(core))) == 0
+    assert cli.main(_run_argv(example_data, tmp_path / "low", "--core", str(core), "--share-min", "0")) == 0
+    default = pl.read_parquet(tmp_path / "default" / "flags.parquet")
+    low = pl.read_parquet(tmp_path / "low" / "flags.parquet")
+    assert low.height > default.height
+    assert (
+        low.height
+        == pl.read_parquet(tmp_path / "low" / "aggregate.parquet")
+        .filter((pl.col("segment") != "body") & (pl.col("presence") >= 0.05))
+        .height
+    )  # every present non-core segment
+    assert cli.main(_run_argv(example_data, tmp_path / "rare", "--core", str(core), "--share-min", "0",
+                              "--presence-min", "1")) == 0  # fmt: skip
+    assert (pl.read_parquet(tmp_path / "rare" / "flags.parquet")["presence"] == 1).all()
+    assert cli.main(_run_argv(example_data, tmp_path / "excess", "--excess-min", "-1")) == 0  # no --core
+    excess = pl.read_parquet(tmp_path / "excess" / "flags.parquet")
+    agg = pl.read_parquet(tmp_path / "excess" / "aggregate.parquet")
+    assert "excess" in excess.columns and excess.height == agg.filter(pl.col("presence") >= 0.05).height
+    capsys.readouterr()
+    err = _error(capsys, _run_argv(example_data, tmp_path / "o", "--share-min", "2"))
+    assert "argument --share-min: expected a number in [0, 1], got '2'" in err
+    assert "argument --density-min: expected a number, got 'high'" in _error(
+        capsys, _run_argv(example_data, tmp_path / "o", "--density-min", "high")
+    )
+    assert "argument --excess-min: expected a finite number, got 'nan'" in _error(
+        capsys, _run_argv(example_data, tmp_path / "o", "--excess-min", "nan")
+    )
+
+
+def test_compare_names_its_sides(run_output, tmp_path, capsys, monkeypatch):
+    sat = str(run_output / "sat.parquet")
+    capsys.readouterr()
+    assert cli.main(["compare", sat, sat, "--sides", "train", "ood"]) == 0
+    assert capsys.readouterr().out.startswith(f"a = train ({sat}), b = ood ({sat}); diff = mean_b - mean_a\n")
+    out = tmp_path / "c.parquet"
+    assert cli.main(["compare", sat, sat, "--sides", "train", "ood", "--out", str(out)]) == 0
+    assert json.loads(pl.read_parquet_metadata(out)["sat_fast.sides"]) == ["train", "ood"]
+    assert "mean_a" in pl.read_parquet(out).columns  # the columns keep their names: report reads them
+
+    from sat_fast import plots
+
+    seen = []
+    original = plots.plot_comparison
+    monkeypatch.setattr(plots, "plot_comparison", lambda cmp, sides: seen.append(sides) or original(cmp, sides=sides))
+    agg = str(run_output / "aggregate.parquet")
+    assert cli.main(["report", agg, "--comparison", str(out), "--out", str(tmp_path / "r.html")]) == 0
+    assert (
+        cli.main(["report", agg, "--comparison", str(out), "--sides", "x", "y", "--out", str(tmp_path / "r.html")]) == 0
+    )
+    assert cli.main(["compare", sat, sat, "--out", str(tmp_path / "plain.parquet")]) == 0
+    assert (
+        cli.main(["report", agg, "--comparison", str(tmp_path / "plain.parquet"), "--out", str(tmp_path / "r.html")])
+        == 0
+    )
+    assert seen == [("train", "ood"), ("x", "y"), ("a", "b")]
+    capsys.readouterr()
+    assert "--sides needs two different, non-empty names" in _error(capsys, ["compare", sat, sat, "--sides", "A", "A"])
+    assert "argument --sides: expected 2 arguments" in _error(capsys, ["compare", sat, sat, "--sides", "A"])
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('[run]\ntargets = "everything"\n', "targets must be one of label, predicted, all, got 'everything'"),
+        ("[run]\nsamples = 0\n", "samples: expected a positive integer, got '0'"),
+        ('[run]\nsamples = "4"\n', "samples must be an integer, got '4'"),
+        ("[run]\nnoise = true\n", "noise must be a number, got True"),
+        ("[run]\nshare-min = 1.5\n", "share-min: expected a number in \\[0, 1\\], got '1.5'"),
+        ('[run]\nbaseline = "black"\n', "baseline: expected zeros, blur, uniform, a number or a .npy file"),
+        ('[compare]\nsides = ["x"]\n', "sides must be a list of 2 strings, got \\['x'\\]"),
+    ],
+)
+def test_config_values_of_new_options_are_checked(tmp_path, capsys, toml, message):
+    config = tmp_path / "c.toml"
+    config.write_text(toml)
+    assert re.search(f"config file .*: {message}", _error(capsys, ["--config", str(config), "aggregate", "x.parquet"]))
+
+
+def test_config_values_of_new_options_are_used(example_data, tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text(
+        '[run]\ntargets = "all"\nmethod = "smoothgrad"\nsamples = 2\nnoise = 0.1\nshare-min = 0\n'
+        'output = "log_probability"\n[compare]\nsides = ["before", "after"]\n'
+    )
+    assert cli.main(["--config", str(config), *_run_argv(example_data, tmp_path / "o")]) == 0
+    assert _sat(tmp_path / "o").group_by("image_id").agg(pl.col("target").n_unique())["target"].to_list() == [3] * 9
+    config.write_text("[run]\nbaseline = 0.5\n")
+    assert cli.main(["--config", str(config), *_run_argv(example_data, tmp_path / "b")]) == 0
+    assert cli.main(_run_argv(example_data, tmp_path / "c", "--baseline", "0.5")) == 0
+    assert cli.main(_run_argv(example_data, tmp_path / "d")) == 0
+    assert _sat(tmp_path / "b")["mean"].to_list() == _sat(tmp_path / "c")["mean"].to_list()
+    assert _sat(tmp_path / "b")["mean"].to_list() != _sat(tmp_path / "d")["mean"].to_list()
