@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import pkgutil
 import subprocess
 import sys
@@ -94,3 +95,11 @@ def test_source_tree_without_core_says_to_install(tmp_path):
     )
     assert done.returncode != 0
     assert "compiled core" in done.stderr and "pip install" in done.stderr, done.stderr[-1500:]
+
+
+def test_no_module_holds_many_ideas():
+    """A module past about 800 lines has grown a second idea: split it (issue 9's rule)."""
+    from pathlib import Path
+
+    sizes = {m: len(Path(importlib.util.find_spec(m).origin).read_text().splitlines()) for m in MODULES}
+    assert max(sizes.values()) <= 800, sorted(sizes.items(), key=lambda kv: -kv[1])[:3]
