@@ -83,17 +83,7 @@ class SegmentStats(Mapping[str, np.ndarray]):
 
         ``pixels`` (B,) replaces ``height * width`` as each image's pixel count (covered pixels).
         """
-        pos, neg = raw["pos_sum"], raw["neg_sum"]
-        full = {
-            "count": raw["count"],
-            "sum": pos + neg,
-            "pos_sum": pos,
-            "neg_sum": neg,
-            "abs_sum": pos - neg,
-            "sq_sum": raw["sq_sum"],
-            "min": raw["min"],
-            "max": raw["max"],
-        }
+        full = _derived(raw)
         b = raw["count"].shape[0]
         data: dict[str, np.ndarray] = {k: np.ascontiguousarray(a[:, :-1]) for k, a in full.items()}
         data["total_sum"] = raw["total_pos"] + raw["total_neg"]
@@ -211,7 +201,7 @@ def saliency_list(saliency: Any, segs: Sequence[Segments]) -> list[np.ndarray]:
 
 
 def _derived(raw: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """SegmentStats keys from the RLE kernel's raw pos/neg sums."""
+    """SegmentStats keys from a kernel's raw positive and negative sums (every kernel returns those)."""
     pos, neg = raw["pos_sum"], raw["neg_sum"]
     return {
         "count": raw["count"],
