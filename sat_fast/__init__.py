@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # what the lazy table below resolves to, for type checkers an
     from sat_fast import transforms as transforms
     from sat_fast._errors import KernelInputError as KernelInputError
     from sat_fast.aggregation import AGGREGATE_COLUMNS as AGGREGATE_COLUMNS
+    from sat_fast.aggregation import DuplicateRowsError as DuplicateRowsError
     from sat_fast.aggregation import aggregate as aggregate
     from sat_fast.attribution import saliency as saliency
     from sat_fast.comparison import compare as compare
@@ -48,6 +49,7 @@ if TYPE_CHECKING:  # what the lazy table below resolves to, for type checkers an
 # public name -> the module that defines it (imported on first access)
 _LAZY = {
     "AGGREGATE_COLUMNS": "sat_fast.aggregation",
+    "DuplicateRowsError": "sat_fast.aggregation",
     "KernelInputError": "sat_fast._errors",
     "LoadReport": "sat_fast.segments",
     "PackedMasks": "sat_fast.packed",

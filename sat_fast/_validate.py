@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from sat_fast._typing import Nonfinite, check_choice
+
 MAX_SEGMENTS = 1 << 24
 #: The most worker threads a call accepts (``_core.MAX_THREADS``).
 MAX_THREADS = 1024
@@ -112,9 +114,7 @@ def num_segments_value(k: Any) -> int:
 
 def nonfinite_mode(mode: str) -> bool:
     """True when non-finite saliency pixels are to be skipped."""
-    if mode not in ("raise", "skip"):
-        raise ValueError(f"nonfinite must be 'raise' or 'skip', got {mode!r}")
-    return mode == "skip"
+    return bool(check_choice(mode, "nonfinite", Nonfinite) == "skip")
 
 
 def label_array(labels: Any, shape: tuple[int, ...], ignore_index: int | None) -> np.ndarray:

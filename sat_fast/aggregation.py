@@ -57,6 +57,11 @@ AGGREGATE_COLUMNS = (
     "mean_rank",
 )
 
+
+class DuplicateRowsError(ValueError):
+    """A table holds more than one row per (group, image, segment): aggregating would double count."""
+
+
 # Median selection: at most _MEDIAN_BINS histogram bins per cell and about
 # _MEDIAN_GROUPS (cell, bin) groups per pass (the streaming group-by's memory
 # grows with its group count), and the row count below which the remaining
@@ -360,7 +365,7 @@ def _duplicates_error(lf: pl.LazyFrame, out: pl.DataFrame, keys: list[str], run_
             "the table likely joins several runs over the same images: add the column that tells them apart "
             f"(e.g. {RUN_COLUMN!r}, 'model', 'split') to by, or drop the duplicated rows"
         )
-    return ValueError(
+    return DuplicateRowsError(
         f"table has more than one row per {where}, so counts and means would double count: "
         f"{'; '.join(shown) or 'see present > images'}; {hint}"
     )

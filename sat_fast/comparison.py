@@ -17,7 +17,7 @@ from sat_fast._frames import (
     value_expr,
 )
 from sat_fast._typing import Correction, SortKey, TestKind, check_choice
-from sat_fast.aggregation import aggregate
+from sat_fast.aggregation import DuplicateRowsError, aggregate
 
 __all__ = ["compare"]
 
@@ -177,10 +177,8 @@ def compare(
 def _aggregate_side(lf: pl.LazyFrame, keys: list[str], value: Any, name: str) -> pl.DataFrame:
     try:
         return aggregate(lf, keys, value=value)
-    except ValueError as exc:
-        if "more than one row per" not in str(exc):
-            raise
-        raise ValueError(f"{name}: {exc}") from None
+    except DuplicateRowsError as exc:
+        raise DuplicateRowsError(f"{name}: {exc}") from None
 
 
 def _welch(

@@ -22,7 +22,7 @@ import polars as pl
 
 from sat_fast._deprecation import renamed_keywords, warn_deprecated
 from sat_fast._frames import aggregate_keys, group_labels, require_columns
-from sat_fast._typing import SummaryFormat
+from sat_fast._typing import SummaryFormat, check_choice
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -146,8 +146,7 @@ def summary(
     fur      0.5       0.2
     """
     agg = _check_agg(agg)
-    if format not in ("markdown", "text"):
-        raise ValueError(f"format must be 'markdown' or 'text', got {format!r}")
+    check_choice(format, "format", SummaryFormat)
     if max_groups is not None and (not isinstance(max_groups, int) or max_groups < 1):
         raise ValueError(f"max_groups must be a positive int or None, got {max_groups!r}")
     parts = ["# Segment attribution summary"]

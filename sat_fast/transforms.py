@@ -25,17 +25,16 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from sat_fast import _validate as v
+from sat_fast._typing import Interpolation, check_choice
 from sat_fast.packed import pack_masks
 from sat_fast.segments import Segments, rle_encode
 
 __all__ = ["CenterCrop", "Compose", "Pad", "Resize", "ResizeShorter", "Transform", "resize_saliency"]
-
-Interpolation = Literal["bilinear", "nearest"]
 
 
 def _size_pair(size: Any, what: str) -> tuple[int, int]:
@@ -162,8 +161,7 @@ class Transform:
 
     def image(self, image: Any, *, interpolation: Interpolation = "bilinear") -> np.ndarray:
         """The transformed image, same dtype (integers are rounded and clipped)."""
-        if interpolation not in ("bilinear", "nearest"):
-            raise ValueError(f"interpolation must be 'bilinear' or 'nearest', got {interpolation!r}")
+        check_choice(interpolation, "interpolation", Interpolation)
         a = v.as_numpy(image, "image")
         if a.ndim not in (2, 3):
             raise ValueError(f"image must be (H, W) or (H, W, C), got {v.shape_str(a.shape)}")

@@ -83,7 +83,7 @@ def test_nonfinite_saliency_raises_by_default(bad):
 
 
 def test_nonfinite_mode_is_checked():
-    with pytest.raises(ValueError, match="nonfinite must be 'raise' or 'skip', got 'ignore'"):
+    with pytest.raises(ValueError, match="nonfinite must be one of 'raise', 'skip'; got 'ignore'"):
         sat_fast.segment_stats(SAL, LAB, num_segments=1, nonfinite="ignore")
 
 
