@@ -5,8 +5,8 @@ Attribution Table (SAT) sums it over named semantic segments ("eye",
 "background", "watermark") so that reliance on concepts, and on shortcuts,
 can be read and aggregated across a whole dataset.
 
-``import sat_fast`` loads numpy, polars and the compiled kernel only; JAX,
-matplotlib and scipy load on first use of the functions that need them.
+``import sat_fast`` is instant: every public name below is imported on first
+use, so JAX, matplotlib and scipy load only with the functions that need them.
 """
 
 from __future__ import annotations
