@@ -36,12 +36,9 @@ def _max_pixels(text: str) -> int | None:
     if text.strip().lower() == "none":
         return None
     try:
-        value = int(text)
-    except ValueError:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"expected a positive integer or 'none', got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'none', got {text!r}")
-    return value
 
 
 def _positive_int(text: str) -> int:

@@ -115,3 +115,19 @@ def covered_stats(saliency, member, k, coverage):
             for key, val in _segment_values(saliency[i][member(i, s) & coverage[i]]).items():
                 out[key][i, s] = val
     return out
+
+
+def encode_rle_string(counts: np.ndarray) -> str:
+    """pycocotools' rleToString in Python: 5-bit groups, differences to the count two before from the third on."""
+    out = []
+    for i, c in enumerate(counts.astype(np.int64)):
+        x = int(c) - (int(counts[i - 2]) if i > 2 else 0)
+        more = True
+        while more:
+            ch = x & 0x1F
+            x >>= 5
+            more = (x != -1) if (ch & 0x10) else (x != 0)
+            if more:
+                ch |= 0x20
+            out.append(chr(ch + 48))
+    return "".join(out)

@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from sat_reference import encode_rle_string
 
 import sat_fast
 from sat_fast import _core
@@ -420,22 +421,6 @@ def test_rle_segments(images, skip, unassigned, threads):
 # ----------------------------------------------------------------------------- RLE strings
 
 
-def encode_string(counts: np.ndarray) -> str:
-    """pycocotools' rleToString in Python: 5-bit groups, differences to the count two before from the third on."""
-    out = []
-    for i, c in enumerate(counts.astype(np.int64)):
-        x = int(c) - (int(counts[i - 2]) if i > 2 else 0)
-        more = True
-        while more:
-            ch = x & 0x1F
-            x >>= 5
-            more = (x != -1) if (ch & 0x10) else (x != 0)
-            if more:
-                ch |= 0x20
-            out.append(chr(ch + 48))
-    return "".join(out)
-
-
 def decode_string(s: bytes) -> list[int] | None:
     """The reference decoder with the documented limits: None when malformed, over-long or out of range."""
     counts: list[int] = []
@@ -480,7 +465,7 @@ def decode_string(s: bytes) -> list[int] | None:
 )
 def test_rle_from_strings(counts, garbage):
     arr = np.array(counts, np.uint32)
-    good = encode_string(arr)
+    good = encode_rle_string(arr)
     strings: list[str | bytes] = [good, *garbage]
     refs = [decode_string(s if isinstance(s, bytes) else s.encode()) for s in strings]
     assert refs[0] == counts
