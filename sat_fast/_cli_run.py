@@ -393,13 +393,6 @@ def run_command(args: argparse.Namespace) -> int:
         if bundle.transform is not None:
             batch_segs = [bundle.transform.segments(s) for s in batch_segs]
         labels = np.array([c for _, _, c in rows])
-        logits = np.asarray(bundle.apply(batch))
-        if logits.ndim == 2 and logits.shape[1] != len(bundle.class_names):
-            raise UserError(
-                f"the model returns {logits.shape[1]} logits per image but its factory names "
-                f"{len(bundle.class_names)} classes"
-            )
-        predicted = logits.argmax(1)
         options: dict[str, Any] = {
             "method": args.method,
             "steps": args.steps,
@@ -408,16 +401,31 @@ def run_command(args: argparse.Namespace) -> int:
             "seed": args.seed,
             "output": args.output,
             "layer": args.layer,
+            "return_info": True,
         }
         if baseline is not None:
             options["baseline"] = baseline
+        # The predictions come from the saliency computation's own forward pass (one forward, not two).
         if args.targets == "all":
             classes = list(range(len(bundle.class_names)))
-            maps = np.asarray(saliency(bundle.apply, batch, classes=classes, **options))  # (B, T, H, W)
+            maps, info = saliency(bundle.apply, batch, classes=classes, **options)  # (B, T, H, W)
+            maps = np.asarray(maps)
             explained = [np.full(len(rows), c) for c in classes]
         else:  # one target per image: its label or the prediction
-            explained = [labels if args.targets == "label" else predicted]
-            maps = np.asarray(saliency(bundle.apply, batch, targets=explained[0], **options))[:, None]
+            explained = [labels] if args.targets == "label" else []
+            chosen: Any = labels if args.targets == "label" else "predicted"
+            maps, info = saliency(bundle.apply, batch, targets=chosen, **options)
+            maps = np.asarray(maps)[:, None]
+        if start == 0:  # traced (saliency has run it), not run again: the outputs must name the factory's classes
+            out_shape = jax.eval_shape(bundle.apply, jax.ShapeDtypeStruct(batch.shape, batch.dtype)).shape
+            if len(out_shape) == 2 and out_shape[1] != len(bundle.class_names):
+                raise UserError(
+                    f"the model returns {out_shape[1]} logits per image but its factory names "
+                    f"{len(bundle.class_names)} classes"
+                )
+        predicted = np.asarray(info["predicted"])
+        if args.targets == "predicted":
+            explained = [predicted]
         # One row set per explained class: one row per (image, target, segment).
         parts = [
             segment_table(

@@ -306,6 +306,13 @@ def test_target_list_adds_a_target_axis_and_predicted_is_argmax():
         np.testing.assert_allclose(np.asarray(both)[:, k], np.asarray(one), rtol=1e-6, atol=1e-7)
     _, info = sat_fast.saliency(fn, x, method="gradient", return_info=True)
     np.testing.assert_array_equal(np.asarray(info["targets"]), np.asarray(fn(jnp.asarray(x))).argmax(1))
+    # the prediction comes with any targets (the pipeline needs no second forward pass)
+    assert info["predicted"].shape == (3,)
+    np.testing.assert_array_equal(np.asarray(info["predicted"]), np.asarray(fn(jnp.asarray(x))).argmax(1))
+    _, info = sat_fast.saliency(fn, x, classes=[1, 3], method="gradient", return_info=True)
+    np.testing.assert_array_equal(np.asarray(info["predicted"]), np.asarray(fn(jnp.asarray(x))).argmax(1))
+    _, info = sat_fast.saliency(fn, x[:0], method="gradient", return_info=True)
+    assert info["predicted"].shape == (0,)
 
 
 def test_classes_equals_a_per_image_target_array():

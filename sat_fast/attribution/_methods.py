@@ -206,11 +206,13 @@ def explain_outputs(
     index: jax.Array,
     seed: jax.Array,
 ) -> dict[str, jax.Array]:
-    """Targets (b, T) and the explained outputs at the images and (integrated gradients) at the baselines."""
+    """Targets (b, T), predicted classes (b,) and the explained outputs at the images and (IG) at the baselines."""
     out = explained(x)
-    if config.predicted:  # softmax is monotonic: the argmax of any output kind is the predicted class
-        targets = jnp.argmax(out, axis=1)[:, None]
-    result = {"targets": targets.astype(jnp.int32), "output": select(out, targets)}
+    # softmax is monotonic: the argmax of any output kind is the predicted class
+    predicted = jnp.argmax(out, axis=1).astype(jnp.int32)
+    if config.predicted:
+        targets = predicted[:, None]
+    result = {"targets": targets.astype(jnp.int32), "output": select(out, targets), "predicted": predicted}
     if config.method == "integrated_gradients":
         base = jax.vmap(functools.partial(baseline, config))(x, user, image_keys(seed, index))
         result["baseline_output"] = select(explained(base), targets)

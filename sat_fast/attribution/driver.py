@@ -209,7 +209,8 @@ def saliency(
         whole images or to a divisor of the points per image).
     return_info
         Also return a dict of per-image extras: ``targets`` (B,) or (B, T),
-        ``output`` (explained output at the images), and for integrated
+        ``predicted`` (B,) (the model's predicted class, from the same forward
+        pass), ``output`` (explained output at the images), and for integrated
         gradients ``baseline_output``, ``completeness_error`` =
         |sum of attributions - (f(x) - f(baseline))| and
         ``relative_completeness_error`` (divided by |f(x) - f(baseline)|; inf
@@ -346,7 +347,7 @@ def saliency(
     maps, parts = _run(chosen, arrays, host, user, refs, target_array, np.uint32(seed % 2**32))
 
     def per_image(value: np.ndarray) -> np.ndarray:
-        return value if target_axis else value[:, 0]
+        return value if target_axis or value.ndim == 1 else value[:, 0]
 
     result = _to_jax(per_image(maps))
     if not return_info:
@@ -398,9 +399,13 @@ def _run(
         for name, value in dict(prepared, total=total).items():
             parts.setdefault(name, []).append(np.asarray(value)[: stop - start])
     empty = np.zeros((0, config.n_targets), images.dtype)
-    names = ["targets", "output", "total"] + ["baseline_output"] * (config.method == "integrated_gradients")
+    names = ["targets", "predicted", "output", "total"]
+    names += ["baseline_output"] * (config.method == "integrated_gradients")
+    integer = ("targets", "predicted")
     info = {
-        name: np.concatenate(parts[name]) if n else empty.astype(np.int32 if name == "targets" else empty.dtype)
+        name: np.concatenate(parts[name])
+        if n
+        else (empty[:, 0] if name == "predicted" else empty).astype(np.int32 if name in integer else empty.dtype)
         for name in names
     }
     return maps, info
