@@ -417,7 +417,8 @@ def run_command(args: argparse.Namespace) -> int:
             maps, info = saliency(bundle.apply, batch, targets=chosen, **options)
             maps = np.asarray(maps)[:, None]
         if start == 0:  # traced (saliency has run it), not run again: the outputs must name the factory's classes
-            out_shape = jax.eval_shape(bundle.apply, jax.ShapeDtypeStruct(batch.shape, batch.dtype)).shape
+            spec = jax.ShapeDtypeStruct(batch.shape, batch.dtype)  # type: ignore[no-untyped-call]  # unannotated in jax
+            out_shape = jax.eval_shape(bundle.apply, spec).shape
             if len(out_shape) == 2 and out_shape[1] != len(bundle.class_names):
                 raise UserError(
                     f"the model returns {out_shape[1]} logits per image but its factory names "
