@@ -19,6 +19,7 @@ __all__ = [
     "Output",
     "QuadratureRule",
     "Reduction",
+    "SegmentReduction",
     "SegmentsKind",
     "SortKey",
     "SummaryFormat",
@@ -63,6 +64,8 @@ Correction: TypeAlias = Literal["bh", "bonferroni"]
 SortKey: TypeAlias = Literal["effect", "diff", "p"]
 #: Text format of :func:`sat_fast.summary`.
 SummaryFormat: TypeAlias = Literal["markdown", "text"]
+#: Formulation of :func:`sat_fast.functional.segment_stats` for label maps.
+SegmentReduction: TypeAlias = Literal["auto", "one_hot", "scatter", "sort", "blocks"]
 
 
 def check_choice(value: Any, name: str, alias: Any, *, allow_none: bool = False) -> Any:

@@ -203,8 +203,50 @@ def _check_unassigned(unassigned: Any, names: Sequence[str]) -> None:
         raise ValueError(f"unassigned name {unassigned!r} is already a segment name")
 
 
+def _checked_functional(stats: Any, nonfinite: Nonfinite) -> SegmentStats:
+    """Host :class:`SegmentStats` of a ``sat_fast.functional`` result, raising on what it counted.
+
+    Under ``jax.jit`` nothing can raise, so the functional statistics count
+    invalid labels and non-finite pixels instead; here is where they raise.
+    Leading batch dimensions are flattened in C order (image ``i`` of the
+    table is ``np.unravel_index(i, lead)``).
+    """
+    skip = v.nonfinite_mode(nonfinite)
+    arrays = {key: np.asarray(value) for key, value in stats._asdict().items()}
+    lead = arrays["count"].shape[:-1]
+    k = arrays["count"].shape[-1]
+
+    def where(i: int) -> str:
+        return (
+            f"image {i}" if len(lead) == 1 else f"image {i} (index {tuple(int(j) for j in np.unravel_index(i, lead))})"
+        )
+
+    invalid = arrays["invalid"].reshape(-1)
+    if invalid.any():
+        i = int(np.flatnonzero(invalid)[0])
+        raise ValueError(
+            f"{where(i)} has {int(invalid[i])} pixels with labels outside [0, {k}) that are not ignore_index "
+            "(counted by sat_fast.functional.segment_stats, which cannot raise under jit)"
+        )
+    nonfinite_counts = arrays["nonfinite"].reshape(-1)
+    if not skip and nonfinite_counts.any():
+        i = int(np.flatnonzero(nonfinite_counts)[0])
+        raise ValueError(
+            f"{where(i)} has {int(nonfinite_counts[i])} pixels with NaN or infinite saliency (left out of every "
+            "statistic by sat_fast.functional.segment_stats); pass nonfinite='skip' to accept that"
+        )
+    data = {}
+    for key, a in arrays.items():
+        if key == "invalid":
+            continue
+        flat = a.reshape((-1, k)) if key in SEGMENT_KEYS else a.reshape(-1)
+        integer = key in ("count", "pixels", "nonfinite")
+        data[key] = np.ascontiguousarray(flat, np.int64 if integer else np.float64)
+    return SegmentStats(data)
+
+
 def stats_table(
-    stats: SegmentStats,
+    stats: Any,
     *,
     names: Sequence[str],
     image_ids: Any = None,
@@ -212,8 +254,19 @@ def stats_table(
     metadata: Mapping[str, Any] | None = None,
     unassigned: str | None = None,
     class_names: Sequence[str] | None = None,
+    nonfinite: Nonfinite = "raise",
 ) -> pl.DataFrame:
     """Turn :class:`SegmentStats` into a per-image SAT (see :func:`segment_table`).
+
+    ``stats`` may also be the :class:`sat_fast.functional.JaxSegmentStats` of
+    :func:`sat_fast.functional.segment_stats` or
+    :func:`sat_fast.functional.explain` (leading batch dimensions are
+    flattened in C order). Those cannot raise under ``jax.jit``, so they count
+    invalid labels and non-finite pixels, and this raises a ``ValueError``
+    when any image has invalid labels, or non-finite saliency unless
+    ``nonfinite="skip"`` (such pixels were left out of every statistic).
+    :class:`SegmentStats` applied its ``nonfinite`` choice when it was
+    computed.
 
     Examples
     --------
@@ -222,6 +275,14 @@ def stats_table(
     >>> sat_fast.stats_table(st, names=["sky", "dog"])["segment"].to_list()
     ['sky', 'dog']
     """
+    if not isinstance(stats, SegmentStats):
+        if not (hasattr(stats, "_asdict") and "invalid" in getattr(stats, "_fields", ())):
+            raise TypeError(
+                f"stats must be SegmentStats or sat_fast.functional.JaxSegmentStats, got {type(stats).__name__}"
+            )
+        if unassigned is not None:
+            raise ValueError("functional statistics have no unassigned pixels; unassigned= does not apply")
+        stats = _checked_functional(stats, nonfinite)
     b, k = stats.shape
     names_list = v.segment_names(names, k)
     _check_unassigned(unassigned, names_list)
