@@ -139,9 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = add(
         "demo",
-        help="train a shortcut and a control model on synthetic data and show what the SATs reveal",
-        description="Generate a synthetic dataset with a watermark shortcut, train a shortcut and a control "
-        "model (cached), explain them with integrated gradients and write tables, figures and an HTML report.",
+        help="train shortcut, control and attribution-prior models on synthetic data and show what the SATs reveal",
+        description="Generate a synthetic dataset with a watermark shortcut, train a shortcut model, a control "
+        "model and a model with an attribution prior against the watermark (all cached), explain them with "
+        "integrated gradients and write tables, figures and an HTML report.",
         epilog="example: sat-fast demo --quick --out demo_out",
     )
     d.add_argument("--out", type=Path, default=Path("sat_fast_demo_out"), help="output folder (default: %(default)s)")

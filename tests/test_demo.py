@@ -6,6 +6,7 @@ import polars as pl
 import pytest
 
 from sat_fast import cli
+from sat_fast.demo.experiment import format_summary
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +35,21 @@ def test_accuracy_hides_what_the_table_shows(demo):
 
 
 @pytest.mark.slow
+def test_the_attribution_prior_takes_the_watermark_off_the_table(demo):
+    _, r = demo
+    print(r.watermark_rank, r.watermark_flagged, r.ood_gap, r.train_seconds)
+    # trained on the shortcut data with a penalty on the watermark's share of gradient x input:
+    # for the watermark's class the SAT ranks the watermark below the top three and does not flag it ...
+    assert r.watermark_rank["prior"] is not None and r.watermark_rank["prior"] > 3
+    assert not r.watermark_flagged["prior"]
+    # ... and its out-of-distribution gap is within 3 points of the control's
+    assert abs(r.ood_gap["prior"] - r.ood_gap["control"]) <= 0.03
+    assert r.accuracy[("prior", "test")] > 0.7
+    summary = format_summary(r, r.tables["aggregate"])
+    assert f"watermark rank {r.watermark_rank['prior']}, flagged False" in summary
+
+
+@pytest.mark.slow
 def test_outputs_are_written(demo):
     out, r = demo
     for name in ("sat", "aggregate", "flags", "comparison", "deletion"):
@@ -44,14 +60,15 @@ def test_outputs_are_written(demo):
     assert set(sat["class"].cast(pl.String)) == {"fish", "bird", "cat"}
     assert set(sat["predicted_class"].cast(pl.String)) <= {"fish", "bird", "cat"}
     assert pl.read_parquet(out / "flags.parquet")["class"].cast(pl.String).is_in(["fish", "bird", "cat"]).all()
-    assert set(sat["split"]) == {"test", "ood"} and set(sat["model"]) == {"shortcut", "control"}
+    assert set(sat["split"]) == {"test", "ood"} and set(sat["model"]) == {"shortcut", "control", "prior"}
     assert len(list(out.glob("figure_*.png"))) == len(list(out.glob("figure_*.svg"))) >= 5
     page = (out / "report.html").read_text()
     assert "<img" in page
     # each of the demo's figures once: the report's default charts (a second comparison chart among them) are off
-    assert page.count("<figure>") == len(list(out.glob("figure_*.png"))) == 6
+    assert page.count("<figure>") == len(list(out.glob("figure_*.png"))) == 7
+    assert "prior model" in page
     # one parameter cache per trained model (test_demo_command_reuses_the_cached_models checks their reuse)
-    assert len(list((out / "cache").glob("*.msgpack"))) == len(r.accuracy) // 2 == 2
+    assert len(list((out / "cache").glob("*.msgpack"))) == len(r.accuracy) // 2 == 3
 
 
 def test_demo_command_rejects_bad_options(capsys):

@@ -1,9 +1,12 @@
 """The demo experiment: a watermark shortcut that accuracy hides and the SAT shows.
 
-Two models learn the synthetic classes (:mod:`sat_fast.demo.data`): the
+Three models learn the synthetic classes (:mod:`sat_fast.demo.data`): the
 *shortcut* model on images where a watermark co-occurs with one class (and a
 background kind with another), the *control* model on the same images with
-watermark and background independent of the class. Both are evaluated in
+watermark and background independent of the class, and the *prior* model on
+the shortcut model's images with an attribution prior in its loss (a penalty
+on the share of gradient x input saliency that falls on the watermark,
+:func:`sat_fast.functional.segment_share_penalty`). All are evaluated in
 distribution ("test") and out of distribution ("ood", shortcuts decorrelated);
 integrated gradients explain every image, per-image SATs are aggregated per
 class, shortcuts are flagged against each class's core parts, and a deletion
@@ -29,7 +32,7 @@ from sat_fast.comparison import compare
 from sat_fast.deletion import segment_deletion
 from sat_fast.demo.data import CLASS_NAMES, SEGMENT_NAMES, DataConfig, SyntheticImages, make_splits
 from sat_fast.demo.model import SmallCNN
-from sat_fast.demo.train import TrainConfig, predict, train_model
+from sat_fast.demo.train import TrainConfig, cache_key, predict, train_model
 from sat_fast.flags import flag_shortcuts
 from sat_fast.plots import (
     plot_class_bars,
@@ -42,7 +45,10 @@ from sat_fast.plots import (
 from sat_fast.reports import report
 from sat_fast.table import new_run_id, segment_table
 
-__all__ = ["CORE_PARTS", "DemoConfig", "DemoResult", "run_demo"]
+__all__ = ["CORE_PARTS", "MODELS", "DemoConfig", "DemoResult", "run_demo"]
+
+#: The demo's models, in the order they are trained, tabled and printed.
+MODELS: tuple[str, ...] = ("shortcut", "control", "prior")
 
 #: The parts that legitimately identify each class (everything else is context).
 CORE_PARTS: dict[str, tuple[str, ...]] = {
@@ -74,6 +80,11 @@ class DemoConfig:
     # (segment_deletion's default): it takes away a segment's detail, not its
     # colour, so a removed part does not become a hole of another colour.
     deletion_fill: str = "blur"
+    # The prior model's loss: cross-entropy + prior_weight * the batch's mean
+    # share of |gradient x input| (of the true class's log-probability) on
+    # the prior_segment.
+    prior_segment: str = "watermark"
+    prior_weight: float = 20.0
 
     @classmethod
     def full(cls) -> DemoConfig:
@@ -99,11 +110,13 @@ class DemoResult:
     tables: dict[str, pl.DataFrame]
     files: list[Path]
     seconds: float
+    #: Seconds each model took to train in this run (None: loaded from the cache).
+    train_seconds: dict[str, float | None] = field(default_factory=dict)
 
     @property
     def ood_gap(self) -> dict[str, float]:
         """In-distribution minus out-of-distribution accuracy, per model."""
-        return {m: self.accuracy[(m, "test")] - self.accuracy[(m, "ood")] for m in ("shortcut", "control")}
+        return {m: self.accuracy[(m, "test")] - self.accuracy[(m, "ood")] for m in MODELS}
 
 
 def _log(progress: bool) -> Callable[[str], None]:
@@ -164,16 +177,22 @@ def run_demo(
     models: dict[str, Any] = {}
     params: dict[str, Any] = {}
     network = SmallCNN(num_classes=len(CLASS_NAMES), widths=config.train.widths)
-    for model_name, split in (("shortcut", "train"), ("control", "train_control")):
+    train_seconds: dict[str, float | None] = {}
+    for model_name, split in (("shortcut", "train"), ("control", "train_control"), ("prior", "train")):
+        prior = (config.prior_segment, config.prior_weight) if model_name == "prior" else None
+        key = cache_key(config.data, config.train, model_name, prior)
+        cached = any(cache.glob(f"{model_name}-{key}.msgpack"))
+        t0 = time.perf_counter()
         params[model_name] = train_model(
-            splits[split], config.data, config.train, role=model_name, cache_dir=cache, progress=progress
+            splits[split], config.data, config.train, role=model_name, cache_dir=cache, progress=progress, prior=prior
         )
+        train_seconds[model_name] = None if cached else time.perf_counter() - t0
         models[model_name] = functools.partial(network.apply, params[model_name])
 
     accuracy: dict[tuple[str, str], float] = {}
     tables = []
     run = new_run_id((config, time.time()))
-    steps = [(m, split) for m in ("shortcut", "control") for split in ("test", "ood")]
+    steps = [(m, split) for m in MODELS for split in ("test", "ood")]
     bar = Progress(len(steps), "integrated gradients", unit="split", enabled=progress)
     for model_name, split in steps:
         bar.update()
@@ -213,7 +232,7 @@ def run_demo(
     flags = {}
     rank: dict[str, int | None] = {}
     flagged: dict[str, bool] = {}
-    for model_name in ("shortcut", "control"):
+    for model_name in MODELS:
         view = class_view(model_name)
         flags[model_name] = flag_shortcuts(
             view,
@@ -276,6 +295,7 @@ def run_demo(
         tables={"sat": sat, "aggregate": agg, "flags": all_flags, "comparison": comparison, "deletion": deletion},
         files=files,
         seconds=time.perf_counter() - started,
+        train_seconds=train_seconds,
     )
     if summary:
         print(format_summary(result, agg))
@@ -317,6 +337,8 @@ def _write_outputs(
          plot_class_bars(shortcut_view)),
         ("control_classes", "control model: mean saliency per class (in distribution)",
          plot_class_bars(class_view("control"))),
+        ("prior_classes", "prior model (trained to ignore the watermark): mean saliency per class (in distribution)",
+         plot_class_bars(class_view("prior"))),
         ("shortcut_heatmap", "shortcut model: class x segment", plot_heatmap(shortcut_view)),
         ("shortcut_presence", "shortcut model: presence against mean attribution",
          plot_presence_scatter(shortcut_view)),
@@ -346,12 +368,12 @@ def _write_outputs(
 def format_summary(result: DemoResult, agg: pl.DataFrame) -> str:
     """The terminal summary: accuracies, top segments per class, flags and the deletion check."""
     lines = ["", "accuracy          in-distribution   out-of-distribution   gap"]
-    for m in ("shortcut", "control"):
+    for m in MODELS:
         lines.append(
             f"  {m:<16}{result.accuracy[(m, 'test')]:>10.3f}{result.accuracy[(m, 'ood')]:>20.3f}"
             f"{result.ood_gap[m]:>9.3f}"
         )
-    for m in ("shortcut", "control"):
+    for m in MODELS:
         lines.append(f"\n{m} model, top segments by mean saliency (in distribution):")
         view = agg.filter((pl.col("model") == m) & (pl.col("split") == "test"))
         for cls in sorted(view["target"].unique().to_list()):
@@ -368,11 +390,21 @@ def format_summary(result: DemoResult, agg: pl.DataFrame) -> str:
             f"share {row['share']:.3f} density {row['density']:.2f} presence {row['presence']:.2f}"
         )
     cls = result.watermark_class
+    ranks = ", ".join(f"{m} {result.watermark_rank[m]}" for m in MODELS)
+    flagged = ", ".join(f"{m} {result.watermark_flagged[m]}" for m in MODELS)
+    lines.append(f"\nwatermark in class {cls!r}: rank by mean saliency  {ranks}; flagged  {flagged}")
+    gap = result.ood_gap["prior"] - result.ood_gap["control"]
     lines.append(
-        f"\nwatermark in class {cls!r}: rank by mean saliency  shortcut {result.watermark_rank['shortcut']}, "
-        f"control {result.watermark_rank['control']}; flagged  shortcut {result.watermark_flagged['shortcut']}, "
-        f"control {result.watermark_flagged['control']}"
+        f"prior model (trained with a penalty on the watermark's share of gradient x input): watermark rank "
+        f"{result.watermark_rank['prior']}, flagged {result.watermark_flagged['prior']}, OOD gap "
+        f"{gap * 100:+.1f} points from the control's"
     )
+    shortcut_s, prior_s = result.train_seconds.get("shortcut"), result.train_seconds.get("prior")
+    if shortcut_s and prior_s:
+        lines.append(
+            f"the prior's training cost: {prior_s:.0f} s against {shortcut_s:.0f} s for the same data without it "
+            f"({prior_s / shortcut_s:.1f}x)"
+        )
     for m in ("shortcut", "control"):
         d = result.deletion_drop[m]
         lines.append(

@@ -13,10 +13,16 @@ Examples
 [[16], [16]]
 """
 
+from sat_fast.functional._explain import explain as explain
+from sat_fast.functional._prior import segment_share as segment_share
+from sat_fast.functional._prior import segment_share_penalty as segment_share_penalty
 from sat_fast.functional._stats import JaxSegmentStats as JaxSegmentStats
 from sat_fast.functional._stats import segment_stats as segment_stats
 
 __all__ = [
     "JaxSegmentStats",
+    "explain",
+    "segment_share",
+    "segment_share_penalty",
     "segment_stats",
 ]
