@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 import flax.serialization
 import jax
@@ -164,8 +163,13 @@ def train_model(
         loss: jax.Array = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
         if prior is None:
             return loss
+
+        def logits_of(images: jax.Array) -> jax.Array:
+            # linen's apply is typed to also return (output, state); without mutable= it is the output
+            return cast(jax.Array, model.apply(p, images))
+
         penalty = segment_share_penalty(
-            functools.partial(model.apply, p),
+            logits_of,
             x,
             segments.astype(jnp.int32),
             num_segments=len(SEGMENT_NAMES),

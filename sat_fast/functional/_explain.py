@@ -78,7 +78,7 @@ def explain(
     >>> step = jax.jit(lambda x, m, t: F.explain(model, x, m, num_segments=2, targets=t, method="gradient_x_input"))
     >>> stats = step(images, halves, jnp.array([0, 1]))
     >>> stats.sum.round(3).tolist()
-    [[0.5, 0.0], [0.0, 0.5]]
+    [[1.0, 0.0], [0.0, 1.0]]
     >>> sat_fast.stats_table(stats, names=["left", "right"])["segment"].to_list()
     ['left', 'right', 'left', 'right']
     """
