@@ -66,7 +66,7 @@ def test_outputs_are_written(demo):
     assert "<img" in page
     # each of the demo's figures once: the report's default charts (a second comparison chart among them) are off
     assert page.count("<figure>") == len(list(out.glob("figure_*.png"))) == 7
-    assert "prior model" in page
+    assert f"for fish the watermark ranks {r.watermark_rank['prior']} and is not flagged" in page
     # one parameter cache per trained model (test_demo_command_reuses_the_cached_models checks their reuse)
     assert len(list((out / "cache").glob("*.msgpack"))) == len(r.accuracy) // 2 == 3
 

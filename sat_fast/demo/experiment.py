@@ -284,7 +284,14 @@ def run_demo(
         drops[model_name]["core part (same area)"] = drops[model_name][core_part]
     deletion = pl.concat(deletions)
 
-    files = _write_outputs(out, sat, agg, all_flags, comparison, deletion, class_view, splits, models, names)
+    prior_title = (
+        f"prior model (trained with a penalty on the watermark's share of gradient x input): mean saliency per "
+        f"class (in distribution); for {wm_name} the watermark ranks {rank['prior']} and is "
+        f"{'flagged' if flagged['prior'] else 'not flagged'}"
+    )
+    files = _write_outputs(
+        out, sat, agg, all_flags, comparison, deletion, class_view, splits, models, names, prior_title
+    )
     result = DemoResult(
         accuracy=accuracy,
         watermark_class=wm_name,
@@ -313,6 +320,7 @@ def _write_outputs(
     splits: Mapping[str, SyntheticImages],
     models: Mapping[str, Callable[..., Any]],
     names: Sequence[str],
+    prior_title: str,
 ) -> list[Path]:
     files: list[Path] = []
     for name, frame in (
@@ -337,8 +345,7 @@ def _write_outputs(
          plot_class_bars(shortcut_view)),
         ("control_classes", "control model: mean saliency per class (in distribution)",
          plot_class_bars(class_view("control"))),
-        ("prior_classes", "prior model (trained to ignore the watermark): mean saliency per class (in distribution)",
-         plot_class_bars(class_view("prior"))),
+        ("prior_classes", prior_title, plot_class_bars(class_view("prior"))),
         ("shortcut_heatmap", "shortcut model: class x segment", plot_heatmap(shortcut_view)),
         ("shortcut_presence", "shortcut model: presence against mean attribution",
          plot_presence_scatter(shortcut_view)),
