@@ -21,7 +21,7 @@ __all__ = ["IMAGE_SUFFIXES", "apply_config", "build_parser"]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 _EXAMPLES = """\
 examples:
-  sat-fast demo                       # the synthetic shortcut experiment (about 2 minutes)
+  sat-fast demo                       # the synthetic shortcut experiment (about 3 minutes)
   sat-fast demo --quick --out demo    # a smaller, faster run
   sat-fast run --model examples/user_model.py:make_model --images data/images \\
       --masks data/masks --names data/names.csv --out results
