@@ -256,7 +256,12 @@ def _pure_jax_masks(saliency: jax.Array, masks: jax.Array) -> JaxSegmentStats:
 
 
 def _ffi_reduction() -> Callable[..., tuple[jax.Array, ...]] | None:
-    """The FFI kernel when it is registered and the computation runs on CPU; None until it is wired."""
+    """The C++ kernel as an XLA FFI custom call, when this build registered it; None until that is wired.
+
+    Wiring it is this one line: return ``sat_fast.functional._ffi.segment_stats_ffi`` when
+    ``ffi_available()``. Its signature is :func:`segment_stats`'s (``saliency, label_map, *, masks,
+    num_segments, ignore_index``) and it returns the fields of :class:`JaxSegmentStats` as a tuple, in order.
+    """
     return None
 
 
@@ -268,14 +273,38 @@ def _reduce(
     ignore_index: int | None,
     reduction: SegmentReduction,
 ) -> JaxSegmentStats:
-    """The one dispatch point between the FFI kernel and the pure-JAX formulations (flattened inputs)."""
+    """The one dispatch point between the FFI kernel (on CPU) and the pure-JAX formulations.
+
+    Inputs are flattened: saliency and labels (N, P), masks (N, K, P).
+    """
+
+    def pure(x: jax.Array, segments: jax.Array) -> JaxSegmentStats:
+        if label_map is not None:
+            return _pure_jax_labels(x, segments, k, ignore_index, reduction)
+        return _pure_jax_masks(x, segments)
+
+    segments = label_map if label_map is not None else masks
+    assert segments is not None
     ffi = _ffi_reduction() if reduction == "auto" else None
-    if ffi is not None:
-        return JaxSegmentStats(*ffi(saliency, label_map, masks, num_segments=k, ignore_index=ignore_index))
-    if label_map is not None:
-        return _pure_jax_labels(saliency, label_map, k, ignore_index, reduction)
-    assert masks is not None
-    return _pure_jax_masks(saliency, masks)
+    if ffi is None:
+        return pure(saliency, segments)
+    expected = jax.eval_shape(pure, saliency, segments)
+
+    def kernel(x: jax.Array, seg: jax.Array) -> JaxSegmentStats:
+        # each (P,) row is one image of height 1 for the kernel; dtypes as the pure-JAX path gives them
+        one_row = seg[:, None, :] if label_map is not None else seg[:, :, None, :]
+        out = ffi(
+            x[:, None, :],
+            one_row if label_map is not None else None,
+            masks=None if label_map is not None else one_row,
+            num_segments=k,
+            ignore_index=ignore_index,
+        )
+        return JaxSegmentStats(*(a.astype(e.dtype) for a, e in zip(out, expected, strict=True)))
+
+    # chosen when XLA lowers for a platform: the kernel on CPU, the pure-JAX formulation elsewhere
+    result: JaxSegmentStats = lax.platform_dependent(saliency, segments, cpu=kernel, default=pure)
+    return result
 
 
 def _shape(shape: tuple[int, ...]) -> str:
