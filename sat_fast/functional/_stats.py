@@ -211,7 +211,7 @@ _LABEL_REDUCTIONS: dict[str, _LabelReduction] = {
 def _labels_auto(prep: _Prepared, slot: jax.Array, k: int) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """The fastest deterministic formulation per backend, chosen when XLA lowers for a platform.
 
-    XLA:CPU: the scatter (``jax.ops.segment_sum``), measured 3-12x faster than
+    XLA:CPU: the scatter (``jax.ops.segment_sum``), measured 2-12x faster than
     the one-hot contraction, sorting and per-block partials at K = 8, 16 and
     64 (benchmarks/RESULTS.md); CPU scatters run in order, so it is
     deterministic there. Elsewhere (GPU, TPU): the one-hot contraction, which
