@@ -265,18 +265,54 @@ def test_gradients_match_finite_differences(form):
         finite_difference_check(jax.jit(objective), x, rng)
 
 
-def test_min_max_gradient_is_split_among_ties_as_jnp_max_does():
-    x = np.array([[[3.0, 1.0, 3.0, -2.0]], [[-2.0, 0.5, 3.0, 0.5]]], np.float32)  # two 1 x 4 images
-    lab = np.array([[[0, 0, 0, 0]], [[0, 1, 1, 1]]], np.uint8)
+def jnp_reference_objective(member, weights):
+    """The same weighted statistics written with plain jnp reductions over (B, K, H, W) masks (JAX's subgradients)."""
 
     def objective(s):
-        out = segment_stats_ffi(s, lab, num_segments=2)
-        return out[7][0, 0] + 2 * out[6][0, 0] + 5 * out[6][1, 1]
+        v = s[:, None]
+        stats = {
+            "sum": jnp.sum(jnp.where(member, v, 0), axis=(-2, -1)),
+            "pos_sum": jnp.sum(jnp.where(member, jnp.maximum(v, 0), 0), axis=(-2, -1)),
+            "neg_sum": jnp.sum(jnp.where(member, jnp.minimum(v, 0), 0), axis=(-2, -1)),
+            # documented: abs_sum differentiates as pos_sum - neg_sum (0 at 0), total_abs as jnp.abs (1 at 0)
+            "abs_sum": jnp.sum(jnp.where(member, jnp.maximum(v, 0) - jnp.minimum(v, 0), 0), axis=(-2, -1)),
+            "sq_sum": jnp.sum(jnp.where(member, v * v, 0), axis=(-2, -1)),
+            "min": jnp.min(jnp.where(member, v, jnp.inf), axis=(-2, -1)),
+            "max": jnp.max(jnp.where(member, v, -jnp.inf), axis=(-2, -1)),
+            "total_sum": jnp.sum(s, axis=(-2, -1)),
+            "total_abs": jnp.sum(jnp.abs(s), axis=(-2, -1)),
+        }
+        return sum(jnp.sum(stats[key] * w) for key, w in weights.items())
 
-    def reference(s):  # image 0 is all segment 0; segment 1 of image 1 is its last three pixels
-        return jnp.max(s[0]) + 2 * jnp.min(s[0]) + 5 * jnp.min(s[1, 0, 1:])
+    return objective
 
-    np.testing.assert_allclose(jax.grad(objective)(x), jax.grad(reference)(x), rtol=0, atol=0)
+
+@pytest.mark.parametrize("form", ["labels", "masks"])
+def test_subgradients_at_ties_and_zeros_are_jnps(form):
+    """Ties at min/max share the cotangent evenly, pos/neg sums split it at 0: what jnp.max/jnp.maximum do.
+
+    These are the subgradients of sat_fast.functional's pure-JAX formulation too, so both paths agree.
+    """
+    x = np.array([[[3.0, 0.0, 3.0, -2.0]], [[-2.0, 0.5, 0.0, 0.5]], [[0.0, 0.0, 1.0, 1.0]]], np.float32)
+    lab = np.array([[[0, 0, 0, 0]], [[0, 1, 1, 1]], [[1, 1, 1, 1]]], np.uint8)  # three 1 x 4 images
+    member = lab[:, None] == np.arange(2)[:, None, None]
+    if form == "masks":
+        member[1, 0, 0, 2] = True  # an overlap: pixel 2 of image 1 in both segments
+
+        def fn(s):
+            return segment_stats_ffi(s, masks=member)
+
+    else:
+
+        def fn(s):
+            return segment_stats_ffi(s, lab, num_segments=2)
+
+    rng = np.random.default_rng(11)
+    weights = {key: rng.normal(size=(3, 2) if key in KEYS else (3,)).astype(np.float32) for key in FLOAT_KEYS}
+    weights["min"][2, 0] = weights["max"][2, 0] = 0  # segment 0 of image 2 is empty
+    got = jax.grad(weighted_objective(fn, FLOAT_KEYS, weights))(x)
+    want = jax.grad(jnp_reference_objective(member, weights))(x)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
 def test_gradient_through_low_precision_saliency_and_vmap():

@@ -188,14 +188,15 @@ def _stats_bwd(static: _Static, residuals: tuple[jax.Array, ...], cts: tuple[jax
     sign = jnp.sign(xf)
     grad = (
         spread(ct_sum)
-        + spread(ct_pos) * (xf > 0)
-        + spread(ct_neg) * (xf < 0)
+        # at exactly 0 half of the tangent goes to each part, as jnp.maximum(s, 0)/jnp.minimum(s, 0) do
+        + spread(ct_pos) * (0.5 + 0.5 * sign)
+        + spread(ct_neg) * (0.5 - 0.5 * sign)
         + spread(ct_abs) * sign
         + spread(ct_sq) * 2 * xf
         + extreme(mn, ct_min)
         + extreme(mx, ct_max)
         + ct_total_sum[..., None, None]
-        + ct_total_abs[..., None, None] * sign
+        + ct_total_abs[..., None, None] * jnp.where(xf >= 0, 1, -1)  # 1 at 0, as jnp.abs
     )
     return jnp.where(finite, grad, 0).astype(x.dtype), None
 
@@ -265,12 +266,13 @@ def segment_stats_ffi(
     -----
     Gradients with respect to the saliency (integer results have none): a
     pixel ``p`` of segment ``k`` gets ``d sum_k = 1``, ``d pos_sum_k = [s_p > 0]``,
-    ``d neg_sum_k = [s_p < 0]``, ``d abs_sum_k = sign(s_p)``,
-    ``d sq_sum_k = 2 s_p``, and every pixel ``d total_sum = 1``,
-    ``d total_abs = sign(s_p)`` (so 0 at ``s_p = 0``). ``min``/``max`` take
-    the subgradient that ``jnp.min``/``jnp.max`` take: the cotangent is
-    split evenly among the pixels of the segment that attain the extreme.
-    Non-finite pixels get zero gradient. Only reverse mode is defined
+    ``d neg_sum_k = [s_p < 0]`` (each 1/2 at ``s_p = 0``, as ``jnp.maximum(s, 0)``
+    and ``jnp.minimum(s, 0)`` give), ``d abs_sum_k = sign(s_p)`` (0 at 0, as
+    ``pos_sum - neg_sum``), ``d sq_sum_k = 2 s_p``, and every finite pixel
+    ``d total_sum = 1``, ``d total_abs = sign(s_p)`` (1 at 0, as ``jnp.abs``). ``min``/``max`` take the subgradient that
+    ``jnp.min``/``jnp.max`` take: the cotangent is split evenly among the
+    pixels of the segment that attain the extreme (an empty segment passes
+    none). Non-finite pixels get zero gradient. Only reverse mode is defined
     (``jax.custom_vjp``): ``jax.jvp`` is not.
 
     Raises
