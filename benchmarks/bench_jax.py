@@ -99,14 +99,19 @@ def functional_methods(k: int) -> tuple[dict[str, Callable], str]:
 def interleaved(methods: dict[str, Callable[[], object]], rounds: int) -> dict[str, tuple[float, float]]:
     """Median wall-clock and median process CPU seconds (every thread) per call, one call of each method per round.
 
-    CPU time is the steadier figure on a shared machine: what the call costs, whoever else is running.
+    CPU time is the steadier figure on a shared machine: what the call costs, whoever else is running. The
+    order rotates every round, and each call starts after a short pause: XLA's CPU thread pool keeps spinning
+    for a while after a jitted call, which would otherwise be charged to whichever method runs next.
     """
     for fn in methods.values():
         fn()  # warm-up and compilation
     wall: dict[str, list[float]] = {name: [] for name in methods}
     cpu: dict[str, list[float]] = {name: [] for name in methods}
-    for _ in range(rounds):
-        for name, fn in methods.items():
+    names = list(methods)
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            fn = methods[name]
+            time.sleep(0.05)
             c0, t0 = time.process_time(), time.perf_counter()
             fn()
             wall[name].append(time.perf_counter() - t0)
