@@ -195,13 +195,30 @@ def test_one_image_without_batch_axes():
     )
 
 
-def test_results_do_not_depend_on_threads():
+@pytest.mark.parametrize("bad_input", [False, True])
+def test_results_do_not_depend_on_threads(bad_input):
     rng = np.random.default_rng(8)
     x = rng.normal(size=(5, 300, 301)).astype(np.float32)  # > 65,536 pixels: several chunks per image
-    lab = blobs(rng, 5, 300, 301, 40).astype(np.uint8)
+    lab = blobs(rng, 5, 300, 301, 40).astype(np.int32)
+    if bad_input:  # the second pass: invalid labels routed to the ignore slot, non-finite pixels skipped
+        lab[1, 250, :7] = -3
+        lab[3, 10, 10] = 40
+        x[2, 299, 300] = np.nan
     one, many = (as_dict(segment_stats_ffi(x, lab, num_segments=40, threads=t)) for t in (1, 3))
     for key in RESULT_KEYS:
         np.testing.assert_array_equal(one[key], many[key], err_msg=key)
+    np.testing.assert_array_equal(one["invalid"], [0, 7, 0, 1, 0] if bad_input else 0)
+    np.testing.assert_array_equal(one["nonfinite"], [0, 0, 1, 0, 0] if bad_input else 0)
+    assert_stats_close(one, label_stats(x, lab, 40, skip=True), rtol=1e-6, atol=1e-6)
+
+
+def test_empty_batches_and_images():
+    none = as_dict(segment_stats_ffi(np.zeros((0, 5, 6), np.float32), np.zeros((0, 5, 6), np.uint8), num_segments=3))
+    assert none["sum"].shape == (0, 3) and none["invalid"].shape == (0,)
+    blank = as_dict(segment_stats_ffi(np.zeros((2, 0, 6), np.float32), np.zeros((2, 0, 6), np.uint8), num_segments=3))
+    np.testing.assert_array_equal(blank["count"], 0)
+    assert np.isnan(blank["min"]).all() and np.isnan(blank["max"]).all()
+    np.testing.assert_array_equal(blank["pixels"], 0)
 
 
 @settings(max_examples=20, deadline=None)
