@@ -114,6 +114,16 @@ def test_random_shapes_and_segment_counts(lead, h, w, k, reduction, with_ignore,
     assert not np.asarray(got.invalid).any()
 
 
+@pytest.mark.parametrize("reduction", FORMULATIONS)
+def test_ignore_index_inside_the_segment_range_empties_that_segment(reduction):
+    sal = RNG.standard_normal((2, 5, 6)).astype(np.float32)
+    lab = RNG.integers(0, 4, sal.shape).astype(np.int32)
+    got = F.segment_stats(sal, lab, num_segments=4, ignore_index=3, reduction=reduction)
+    assert np.asarray(got.count)[:, 3].tolist() == [0, 0] and np.isnan(np.asarray(got.min)[:, 3]).all()
+    assert_matches(got, sat_fast.segment_stats(sal, lab, num_segments=4, ignore_index=3))
+    assert_matches(got, label_stats(sal.astype(np.float64), np.where(lab == 3, 99, lab), 4))
+
+
 def test_vmap_over_extra_batch_axes_equals_the_flat_call():
     sal = RNG.standard_normal((2, 3, 4, 11, 13)).astype(np.float32)
     lab = RNG.integers(0, 5, sal.shape).astype(np.int32)

@@ -238,7 +238,8 @@ def _pure_jax_labels(
     in_range = (lab >= 0) & (lab < k)
     ignored = jnp.zeros_like(in_range) if ignore_index is None else lab == ignore_index
     invalid = (~in_range & ~ignored).sum(axis=-1)
-    slot = jnp.where(in_range & prep.finite, lab, k)
+    # an ignore_index inside [0, K) takes its pixels out of that segment, as in the kernel
+    slot = jnp.where(in_range & ~ignored & prep.finite, lab, k)
     reduce = _labels_auto if reduction == "auto" else _LABEL_REDUCTIONS[reduction]
     count, sums, smallest, largest = reduce(prep, slot, k)
     return _finish(prep, count, sums, smallest, largest, invalid)
@@ -256,13 +257,14 @@ def _pure_jax_masks(saliency: jax.Array, masks: jax.Array) -> JaxSegmentStats:
 
 
 def _ffi_reduction() -> Callable[..., tuple[jax.Array, ...]] | None:
-    """The C++ kernel as an XLA FFI custom call, when this build registered it; None until that is wired.
+    """The C++ kernel as an XLA FFI custom call when this build registered it (``SAT_FAST_XLA_FFI=ON``), else None.
 
-    Wiring it is this one line: return ``sat_fast.functional._ffi.segment_stats_ffi`` when
-    ``ffi_available()``. Its signature is :func:`segment_stats`'s (``saliency, label_map, *, masks,
-    num_segments, ignore_index``) and it returns the fields of :class:`JaxSegmentStats` as a tuple, in order.
+    :func:`sat_fast.functional._ffi.segment_stats_ffi` has :func:`segment_stats`'s signature and returns the
+    fields of :class:`JaxSegmentStats` as a tuple, in order.
     """
-    return None
+    from sat_fast.functional import _ffi  # registers the custom calls on first import
+
+    return _ffi.segment_stats_ffi if _ffi.ffi_available() else None
 
 
 def _reduce(
@@ -332,8 +334,10 @@ def segment_stats(
     ----------
     saliency
         (..., H, W) floating-point maps (float16, bfloat16, float32, float64)
-        with any number of leading (batch) dimensions. Accumulated in float32,
-        or float64 when ``jax_enable_x64`` is on.
+        with any number of leading (batch) dimensions. The C++ kernel (the
+        default on CPU) accumulates in float64; the pure-JAX formulations in
+        float32, or float64 when ``jax_enable_x64`` is on. Results are float32
+        (float64 with ``jax_enable_x64``).
     label_map
         (..., H, W) integer label map of the same shape: pixel value ``s`` in
         ``[0, num_segments)`` belongs to segment ``s``.
@@ -351,10 +355,12 @@ def segment_stats(
         ``"scatter"`` (``jax.ops.segment_sum``: not deterministic on GPU),
         ``"sort"`` (sort by label, then reduce sorted runs) or ``"blocks"``
         (one-hot partials per block of 1024 pixels). ``"auto"`` picks per
-        platform when XLA compiles: the scatter on CPU (measured fastest
-        there for K = 8, 16 and 64, and deterministic on CPU), the one-hot
-        contraction on GPU and TPU (deterministic; GPU timings are missing,
-        see benchmarks/RESULTS.md). Masks always contract (a boolean
+        platform when XLA compiles: on CPU the C++ kernel as an XLA FFI
+        custom call (:mod:`sat_fast.functional._ffi`, when this build has
+        it), else the scatter (the fastest pure-JAX formulation on CPU for
+        K = 8, 16 and 64, and deterministic there); on GPU and TPU the
+        one-hot contraction (deterministic; GPU timings are missing, see
+        benchmarks/RESULTS.md). Masks always contract (a boolean
         (..., K, P) by (..., P, 3) product).
 
     Returns
