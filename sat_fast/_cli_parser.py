@@ -263,6 +263,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=_positive_int, default=2, help="threads reading images and masks (default: %(default)s)"
     )
     r.add_argument(
+        "--backend",
+        choices=("stream", "ray"),
+        default="stream",
+        help="stream: threads and one device on this machine; ray: a Ray Data job, local or on a cluster (extra "
+        "sat_fast[ray]; see the README) (default: %(default)s)",
+    )
+    r.add_argument(
+        "--ray-address", help="with --backend ray: the Ray cluster (default: RAY_ADDRESS, else a local instance)"
+    )
+    r.add_argument(
         "--resume",
         action="store_true",
         help="continue the run in --out: keep its finished shards, redo unfinished or corrupted ones; other "

@@ -63,7 +63,7 @@ def _read_baseline(path: Path, method: str) -> Any:
 _SAME_NAME = (
     "out", "images", "labels", "masks", "names", "ignore_index", "max_pixels", "checkpoint", "method", "steps",
     "samples", "noise", "seed", "output", "layer", "targets", "batch_size", "shard_size", "device", "share_min",
-    "density_min", "presence_min", "excess_min", "resume", "workers",
+    "density_min", "presence_min", "excess_min", "resume", "workers", "backend", "ray_address",
 )  # fmt: skip
 
 
@@ -97,6 +97,13 @@ def run_command(args: argparse.Namespace) -> int:
         print(
             "sat-fast: --skip-missing is deprecated (it skips every kind of bad item); use --skip-bad", file=sys.stderr
         )
+    if args.backend == "ray":
+        from sat_fast.pipeline._ray import require_ray
+
+        try:
+            require_ray()
+        except ImportError as exc:
+            raise UserError(str(exc)) from None
     baseline = _read_baseline(args.baseline, args.method) if isinstance(args.baseline, Path) else args.baseline
     core = _read_core(args.core) if args.core is not None else None
     # Options whose dest is run()'s keyword go through as they are; the rest are translated.

@@ -176,6 +176,7 @@ def run(
     workers: int = 2,
     backend: Backend = "stream",
     run_id: str | None = None,
+    ray_address: str | None = None,
 ) -> RunSummary:
     """Explain every image of a dataset and write its SATs as resumable Parquet shards, then aggregate.
 
@@ -230,9 +231,13 @@ def run(
     workers
         Threads reading and decoding images and masks.
     backend
-        ``"stream"``: this machine, threads and one device.
+        ``"stream"``: this machine, threads and one device. ``"ray"``: the same stages as a Ray Data job (extra
+        ``sat_fast[ray]``): loading and the reduction in Ray tasks, saliency in actors holding the model (one per
+        GPU), the same shards, manifest and resume; the run folder and inputs must be on a shared filesystem.
     run_id
         The ``run`` column's value (default: a new 8-hex id; kept on resume).
+    ray_address
+        With ``backend="ray"``: the cluster to connect to (default: ``RAY_ADDRESS``, else a new local instance).
 
     Returns
     -------
@@ -252,6 +257,10 @@ def run(
     (6, ['aggregate.parquet', 'flags.parquet', 'manifest.jsonl', 'report.html', 'run.json', 'sat'])
     """
     check_choice(backend, "backend", Backend)
+    if backend == "ray" or ray_address is not None:  # before anything is written
+        from sat_fast.pipeline._ray import check_ray_options
+
+        check_ray_options(backend, ray_address)
     check_choice(targets, "targets", RunTargets)
     check_choice(output, "output", Output)
     check_choice(method, "method", Method)
@@ -381,6 +390,25 @@ def run(
                 raise
             return Skipped(item, str(exc))
 
+    def finish() -> RunSummary:
+        return _finish(
+            out_dir, prov, finished, items=len(items), explained=todo_items, resumed=resumed, model_id=model_id,
+            per_class=len(names_of_classes or ()) if targets == "all" else 1, timings=timings,
+            flag_options={"core": core, "share_min": share_min, "density_min": density_min,
+                          "presence_min": presence_min, "excess_min": excess_min},
+        )  # fmt: skip
+
+    if backend == "ray":  # the same stages as a Ray Data job, writing the same shards and manifest
+        from sat_fast.pipeline._ray import RayJob, run_on_ray
+
+        job = RayJob(
+            out_dir, items, todo, shard_size, batch_size, skip_bad, mask_src, parquet_metadata, metadata,
+            names_of_classes, model=model, checkpoint=checkpoint, bundle=bundle, maps=maps_source, targets=targets,
+            options=options if bundle is not None else {}, device=device,
+        )  # fmt: skip
+        timings.update(run_on_ray(job, finished, address=ray_address, progress=progress))
+        return finish()
+
     from sat_fast._progress import Progress
 
     bar = Progress(todo_items, "explaining", unit="img", enabled=progress)
@@ -434,12 +462,7 @@ def run(
         pool.shutdown(wait=True, cancel_futures=True)
     bar.close()
     timings.update(stage_time)
-    return _finish(
-        out_dir, prov, finished, items=len(items), explained=todo_items, resumed=resumed, model_id=model_id,
-        per_class=len(names_of_classes or ()) if targets == "all" else 1, timings=timings,
-        flag_options={"core": core, "share_min": share_min, "density_min": density_min,
-                      "presence_min": presence_min, "excess_min": excess_min},
-    )  # fmt: skip
+    return finish()
 
 
 def _eta(bar: Any) -> None:
