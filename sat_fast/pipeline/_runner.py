@@ -78,7 +78,8 @@ class RunSummary:
     files
         The SAT shards, in the canonical row order.
     aggregate, flags
-        The per-class aggregate and the shortcut flags (also written to the folder).
+        The per-class aggregate and the shortcut flags (also written to the folder); None with
+        ``summarize=False``.
     """
 
     out: Path
@@ -89,8 +90,8 @@ class RunSummary:
     skipped: list[dict[str, str]]
     rows: int
     files: list[Path]
-    aggregate: pl.DataFrame
-    flags: pl.DataFrame
+    aggregate: pl.DataFrame | None
+    flags: pl.DataFrame | None
     per_class: int = 1
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -101,7 +102,11 @@ class RunSummary:
             f"explained {self.items - len(self.skipped)} images{per_class} ({self.items - len(self.skipped)} of "
             f"{self.items}; {self.explained} handled in this call, {self.resumed_shards} shards kept from before); "
             f"{self.rows} rows in {len(self.files)} shards under {self.out / SAT_DIR}; "
-            "wrote aggregate.parquet, flags.parquet, report.html, run.json"
+            + (
+                "wrote aggregate.parquet, flags.parquet, report.html, run.json"
+                if self.aggregate is not None
+                else "wrote run.json"
+            )
         ]
         if self.skipped:
             lines.append(f"skipped {len(self.skipped)} bad items (all listed in run.json):")
@@ -176,6 +181,7 @@ def run(
     workers: int = 2,
     backend: Backend = "stream",
     run_id: str | None = None,
+    summarize: bool = True,
 ) -> RunSummary:
     """Explain every image of a dataset and write its SATs as resumable Parquet shards, then aggregate.
 
@@ -233,6 +239,9 @@ def run(
         ``"stream"``: this machine, threads and one device.
     run_id
         The ``run`` column's value (default: a new 8-hex id; kept on resume).
+    summarize
+        Compute and write the aggregate, flags and report at the end (``False``: the shards and ``run.json``
+        only, e.g. to aggregate several runs together later).
 
     Returns
     -------
@@ -437,7 +446,7 @@ def run(
     return _finish(
         out_dir, prov, finished, items=len(items), explained=todo_items, resumed=resumed, model_id=model_id,
         per_class=len(names_of_classes or ()) if targets == "all" else 1, timings=timings,
-        flag_options={"core": core, "share_min": share_min, "density_min": density_min,
+        summarize=summarize, flag_options={"core": core, "share_min": share_min, "density_min": density_min,
                       "presence_min": presence_min, "excess_min": excess_min},
     )  # fmt: skip
 
@@ -505,6 +514,7 @@ def _finish(
     model_id: str,
     per_class: int,
     timings: dict[str, float],
+    summarize: bool,
     flag_options: dict[str, Any],
 ) -> RunSummary:
     """Aggregate, flags and report by streaming over the shards; the final ``run.json``."""
@@ -520,6 +530,11 @@ def _finish(
     if not files:
         write_json_atomic(out / RUN_JSON, {**final, "status": "failed: no image could be explained"})
         raise ValueError(f"no image could be explained ({len(skipped)} skipped; see {out / RUN_JSON})")
+    if not summarize:
+        write_json_atomic(out / RUN_JSON, final)
+        return RunSummary(
+            out, str(prov["run"]), items, explained, resumed, skipped, rows, files, None, None, per_class, timings
+        )
     t0 = time.perf_counter()
     agg = aggregate(pl.scan_parquet(files), by=("target",))
     timings["aggregate"] = time.perf_counter() - t0
