@@ -155,7 +155,7 @@ def run(
     names: Any = None,
     ignore_index: int | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    saliency_maps: str | os.PathLike[str] | None = None,
+    saliency_maps: str | os.PathLike[str] | MapShards | None = None,
     class_names: Sequence[str] | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     method: Method = "integrated_gradients",
@@ -287,10 +287,11 @@ def run(
             raise ValueError(
                 f"precomputed maps explain the class they were made for; targets={targets!r} needs a model"
             )
-        maps_source = MapShards(saliency_maps)
+        # A MapShards (or a subclass serving maps from elsewhere, as the benchmark does), or its path.
+        maps_source = saliency_maps if isinstance(saliency_maps, MapShards) else MapShards(saliency_maps)
         items = maps_source.items()
         names_of_classes = tuple(class_names) if class_names is not None else None
-        model_id = f"precomputed:{saliency_maps}"
+        model_id = f"precomputed:{saliency_maps if not isinstance(saliency_maps, MapShards) else maps_source.source}"
     if masks is None:
         raise ValueError("run needs masks (a PNG folder with names, a COCO .json or an .npz bundle)")
     mask_src = mask_source(masks, names=names, ignore_index=ignore_index, max_pixels=max_pixels)
@@ -382,7 +383,8 @@ def run(
         explain = maps_of
     state = {"checked": False}
 
-    def load_or_skip(item: Item) -> Loaded | Skipped:
+    def load_or_skip(position: int) -> Loaded | Skipped:
+        item = items[position]
         try:
             return load(item)
         except BadItemError as exc:
@@ -393,13 +395,16 @@ def run(
     from sat_fast._progress import Progress
 
     bar = Progress(todo_items, "explaining", unit="img", enabled=progress)
-    window = max(2 * batch_size, 4 * workers)
-    stage_time = {"explain": 0.0, "reduce": 0.0, "write": 0.0}
+    # Items are loaded in chunks (one task per chunk keeps the per-item cost of the pool small); at most
+    # `window` chunks are in flight, which bounds what is held ahead of the model.
+    chunk = max(1, min(batch_size, 64))
+    window = 2 * workers + 2
+    stage_time = {"wait": 0.0, "explain": 0.0, "reduce": 0.0, "write": 0.0}
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sat-fast-load")
     try:
         stream = ordered_prefetch(
-            lambda item: pool.submit(load_or_skip, item),
-            (item for n in todo for item in items[n * shard_size : (n + 1) * shard_size]),
+            lambda part: pool.submit(lambda: [load_or_skip(item) for item in part]),
+            _chunks(todo, len(items), shard_size, chunk),
             window,
         )
         for n in todo:
@@ -418,7 +423,9 @@ def run(
                 _eta(bar)
 
             for _ in range(start, stop):
+                t0 = time.perf_counter()
                 got = next(stream)
+                stage_time["wait"] += time.perf_counter() - t0
                 if isinstance(got, Skipped):
                     skipped.append({"image_id": got.item.image_id, "reason": got.reason})
                     bar.update(1)
@@ -449,6 +456,14 @@ def run(
         summarize=summarize, flag_options={"core": core, "share_min": share_min, "density_min": density_min,
                       "presence_min": presence_min, "excess_min": excess_min},
     )  # fmt: skip
+
+
+def _chunks(todo: list[int], count: int, shard_size: int, chunk: int) -> Any:
+    """Position ranges of the shards to do, cut into chunks (a chunk never spans two shards)."""
+    for n in todo:
+        stop = min(count, (n + 1) * shard_size)
+        for start in range(n * shard_size, stop, chunk):
+            yield range(start, min(stop, start + chunk))
 
 
 def _eta(bar: Any) -> None:
@@ -538,10 +553,12 @@ def _finish(
     t0 = time.perf_counter()
     agg = aggregate(pl.scan_parquet(files), by=("target",))
     timings["aggregate"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     flags = flag_shortcuts(agg, **flag_options)
     agg.write_parquet(out / "aggregate.parquet")
     flags.write_parquet(out / "flags.parquet")
     report(agg, out / "report.html", flags=flags, title=f"SATs of {model_id}")
+    timings["flags_report"] = time.perf_counter() - t0
     write_json_atomic(out / RUN_JSON, final)
     return RunSummary(
         out, str(prov["run"]), items, explained, resumed, skipped, rows, files, agg, flags, per_class, timings
