@@ -231,3 +231,24 @@ def test_options_are_checked(maps_data, tmp_path):
         sat_fast.run("m.py:f", saliency_maps=maps_data["maps"], masks=maps_data["masks"], out=tmp_path / "o")
     assert not (tmp_path / "o").exists()
     assert os.fspath(tmp_path)  # the folder itself was not touched by the refused calls
+
+
+def test_a_batch_of_one_vocabulary_is_reduced_as_the_per_image_segments_are():
+    """The batched label-map path of reduce_batch gives the rows segment_table gives per-image Segments."""
+    from sat_fast.pipeline import Explained, Item, Loaded, reduce_batch
+    from sat_fast.segments import Segments
+
+    rng = np.random.default_rng(3)
+    names = tuple(f"s{k}" for k in range(12))
+    label_maps = rng.integers(0, 13, (5, 20, 20)).astype(np.uint8)  # 12 = no segment
+    segments = [Segments(names, 20, 20, label_map=lab) for lab in label_maps]
+    maps = rng.standard_normal((5, 1, 20, 20)).astype(np.float32)
+    batch = [Loaded(Item(10 + i, f"i{i}", 0), maps[i, 0], segments[i]) for i in range(5)]
+    explained = Explained(maps, [np.arange(5) % 3], None)
+    got = pl.concat(reduce_batch(batch, explained, metadata={"run": "x"}, class_names=["a", "b", "c"]))
+    want = sat_fast.segment_table(
+        maps[:, 0], segments=segments, image_ids=[f"i{i}" for i in range(5)], targets=np.arange(5) % 3,
+        metadata={"run": "x"}, class_names=["a", "b", "c"],
+    )  # fmt: skip
+    assert got.drop("__position").equals(want)
+    assert got["__position"].to_list() == [10 + int(i[1]) for i in got["image_id"]]
