@@ -117,7 +117,8 @@ def run_command(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         **same,
     )
-    print(summary(done.aggregate, flags=done.flags, format="text"))
+    if done.aggregate is not None:
+        print(summary(done.aggregate, flags=done.flags, format="text"))
     print()
     print(done.text())
     return 0

@@ -670,3 +670,17 @@ def test_config_values_of_new_options_are_used(example_data, tmp_path):
     assert cli.main(_run_argv(example_data, tmp_path / "d")) == 0
     assert _sat(tmp_path / "b")["mean"].to_list() == _sat(tmp_path / "c")["mean"].to_list()
     assert _sat(tmp_path / "b")["mean"].to_list() != _sat(tmp_path / "d")["mean"].to_list()
+
+
+def test_resume_continues_a_run_and_refuses_other_settings(example_data, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert cli.main(_run_argv(example_data, out, "--shard-size", "4")) == 0
+    first = _table(out)
+    capsys.readouterr()
+    err = _error(capsys, _run_argv(example_data, out, "--shard-size", "4", "--steps", "2", "--resume"))
+    assert "cannot resume the run in" in err and "steps: 1 then, 2 now" in err
+    assert "already holds a run" in _error(capsys, _run_argv(example_data, out, "--shard-size", "4"))
+    (out / "sat" / "part-000001.parquet").unlink()  # as if the run had stopped before its second shard
+    assert cli.main(_run_argv(example_data, out, "--shard-size", "4", "--resume")) == 0
+    assert "4 handled in this call, 2 shards kept from before" in capsys.readouterr().out
+    assert _table(out).equals(first)

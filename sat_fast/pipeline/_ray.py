@@ -9,8 +9,9 @@ can be resumed with either backend):
    the shard's batches and lists its skipped items.
 2. **explain** (Ray actors, models only): each actor builds the model once (the factory is called in the actor)
    and runs :func:`explain_batch`; one actor per GPU where the cluster has GPUs (``num_gpus=1`` each).
-3. **reduce** (Ray tasks): :func:`reduce_batch`, the C++ kernels, turns a batch into rows; for precomputed maps
-   the explain step is :func:`maps_of` here, and Ray fuses load and reduce into one task per shard.
+3. **reduce** (Ray tasks): :func:`reduce_batch`, the C++ kernels, turns a batch into rows. Precomputed maps
+   need no model: their explain step is :func:`maps_of`, and the load tasks reduce their batches themselves, so
+   only table rows, never maps, leave a task.
 
 The driver collects each shard's rows, and once its end row and all its batches are in, puts them in canonical
 order (:func:`finish_shard`), writes ``sat/part-NNNNNN.parquet`` atomically and appends the manifest line: the
@@ -140,7 +141,7 @@ def _loader(job: dict[str, Any]) -> Callable[[Item], Loaded]:
     """The load step of one item, with the maps source or the model's transform made in this worker."""
     masks = job["masks"]
     if job["maps"] is not None:
-        maps = _worker_maps(job["maps"])
+        maps = _worker_maps(job["maps"]) if isinstance(job["maps"], str) else job["maps"]
         return lambda item: load_map_item(item, maps, masks)
     transform = job["transform"]
     if isinstance(transform, _FactoryTransform):
@@ -149,8 +150,19 @@ def _loader(job: dict[str, Any]) -> Callable[[Item], Loaded]:
 
 
 def _load_shard(batch: Mapping[str, np.ndarray], job: dict[str, Any]) -> Iterator[dict[str, np.ndarray]]:
-    """Load stage (Ray tasks): one shard's items, loaded and batched as the streaming path batches them."""
+    """Load stage (Ray tasks): one shard's items, loaded and batched as the streaming path batches them.
+
+    Precomputed maps are reduced here too (their explain step is the maps themselves), so that only table rows,
+    not maps, leave the task.
+    """
     load = _loader(job)
+
+    def emit(shard: int, loaded: list[Loaded]) -> dict[str, np.ndarray]:
+        if job["maps"] is None:
+            return _rows(_BATCH, shard, loaded)
+        frames = reduce_rows(loaded, maps_of(loaded), metadata=job["metadata"], class_names=job["names"])
+        return _rows(_ROWS, shard, (len(loaded), frames))
+
     for _, shard, items in _each(batch):
         batcher, skipped, batches = ShapeBatcher(job["batch_size"]), [], 0
         for item in items:
@@ -165,10 +177,10 @@ def _load_shard(batch: Mapping[str, np.ndarray], job: dict[str, Any]) -> Iterato
             full = batcher.add(loaded)
             if full is not None:
                 batches += 1
-                yield _rows(_BATCH, shard, full)
+                yield emit(shard, full)
         for rest in batcher.flush():
             batches += 1
-            yield _rows(_BATCH, shard, rest)
+            yield emit(shard, rest)
         yield _rows(_END, shard, (batches, skipped))
 
 
@@ -204,16 +216,13 @@ def _concat(rows: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 
 def _reduce(batch: Mapping[str, np.ndarray], job: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Reduce stage (CPU tasks): a batch and its explanation (or its precomputed maps) to table rows."""
+    """Reduce stage (CPU tasks): a batch and its explanation to table rows."""
     out = []
     for kind, shard, payload in _each(batch):
-        if kind == _BATCH:  # precomputed maps: their explain step is the maps themselves
-            loaded, explained = payload, maps_of(payload)
-        elif kind == _EXPLAINED:
-            loaded, explained = payload
-        else:
+        if kind != _EXPLAINED:
             out.append(_rows(kind, shard, payload))
             continue
+        loaded, explained = payload
         frames = reduce_rows(loaded, explained, metadata=job["metadata"], class_names=job["names"])
         out.append(_rows(_ROWS, shard, (len(loaded), frames)))
     return _concat(out)
@@ -228,6 +237,8 @@ def _absolute_item(item: Item) -> Item:
 
 def _absolute_masks(masks: MaskSource) -> MaskSource:
     """The mask source with an absolute folder/file path, for workers in other folders or on other nodes."""
+    if not isinstance(getattr(masks, "path", None), Path):  # a source of the caller's own, not files
+        return masks
     moved = copy.copy(masks)
     moved.path = masks.path.resolve()
     return moved
@@ -298,7 +309,9 @@ def _execute(ray: Any, job: RayJob, finished: dict[int, ShardRecord], *, progres
         "masks": _absolute_masks(job.masks),
         "batch_size": job.batch_size,
         "skip_bad": job.skip_bad,
-        "maps": None if job.maps is None else os.path.abspath(job.maps.source),
+        # A MapShards is opened again in each worker from its absolute path (its file cache is per process); a
+        # source of the caller's own travels pickled.
+        "maps": os.path.abspath(job.maps.source) if type(job.maps) is MapShards else job.maps,
         "metadata": job.metadata,
         "names": None if job.class_names is None else list(job.class_names),
         "transform": None,
@@ -319,7 +332,7 @@ def _execute(ray: Any, job: RayJob, finished: dict[int, ShardRecord], *, progres
             _Explain, fn_constructor_args=(model_ref, job.targets, job.options, job.device), batch_size=1,
             concurrency=actors, num_gpus=gpus,
         )  # fmt: skip
-    dataset = dataset.map_batches(_reduce, fn_kwargs={"job": stage}, batch_size=1)
+        dataset = dataset.map_batches(_reduce, fn_kwargs={"job": stage}, batch_size=1)
 
     total = sum(len(items) for items in shards.values())
     bar = Progress(total, "explaining (ray)", unit="img", enabled=progress)

@@ -78,7 +78,8 @@ class RunSummary:
     files
         The SAT shards, in the canonical row order.
     aggregate, flags
-        The per-class aggregate and the shortcut flags (also written to the folder).
+        The per-class aggregate and the shortcut flags (also written to the folder); None with
+        ``summarize=False``.
     """
 
     out: Path
@@ -89,8 +90,8 @@ class RunSummary:
     skipped: list[dict[str, str]]
     rows: int
     files: list[Path]
-    aggregate: pl.DataFrame
-    flags: pl.DataFrame
+    aggregate: pl.DataFrame | None
+    flags: pl.DataFrame | None
     per_class: int = 1
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -101,7 +102,11 @@ class RunSummary:
             f"explained {self.items - len(self.skipped)} images{per_class} ({self.items - len(self.skipped)} of "
             f"{self.items}; {self.explained} handled in this call, {self.resumed_shards} shards kept from before); "
             f"{self.rows} rows in {len(self.files)} shards under {self.out / SAT_DIR}; "
-            "wrote aggregate.parquet, flags.parquet, report.html, run.json"
+            + (
+                "wrote aggregate.parquet, flags.parquet, report.html, run.json"
+                if self.aggregate is not None
+                else "wrote run.json"
+            )
         ]
         if self.skipped:
             lines.append(f"skipped {len(self.skipped)} bad items (all listed in run.json):")
@@ -150,7 +155,7 @@ def run(
     names: Any = None,
     ignore_index: int | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    saliency_maps: str | os.PathLike[str] | None = None,
+    saliency_maps: str | os.PathLike[str] | MapShards | None = None,
     class_names: Sequence[str] | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     method: Method = "integrated_gradients",
@@ -176,6 +181,7 @@ def run(
     workers: int = 2,
     backend: Backend = "stream",
     run_id: str | None = None,
+    summarize: bool = True,
     ray_address: str | None = None,
 ) -> RunSummary:
     """Explain every image of a dataset and write its SATs as resumable Parquet shards, then aggregate.
@@ -236,6 +242,9 @@ def run(
         GPU), the same shards, manifest and resume; the run folder and inputs must be on a shared filesystem.
     run_id
         The ``run`` column's value (default: a new 8-hex id; kept on resume).
+    summarize
+        Compute and write the aggregate, flags and report at the end (``False``: the shards and ``run.json``
+        only, e.g. to aggregate several runs together later).
     ray_address
         With ``backend="ray"``: the cluster to connect to (default: ``RAY_ADDRESS``, else a new local instance).
 
@@ -287,10 +296,11 @@ def run(
             raise ValueError(
                 f"precomputed maps explain the class they were made for; targets={targets!r} needs a model"
             )
-        maps_source = MapShards(saliency_maps)
+        # A MapShards (or a subclass serving maps from elsewhere, as the benchmark does), or its path.
+        maps_source = saliency_maps if isinstance(saliency_maps, MapShards) else MapShards(saliency_maps)
         items = maps_source.items()
         names_of_classes = tuple(class_names) if class_names is not None else None
-        model_id = f"precomputed:{saliency_maps}"
+        model_id = f"precomputed:{saliency_maps if not isinstance(saliency_maps, MapShards) else maps_source.source}"
     if masks is None:
         raise ValueError("run needs masks (a PNG folder with names, a COCO .json or an .npz bundle)")
     mask_src = mask_source(masks, names=names, ignore_index=ignore_index, max_pixels=max_pixels)
@@ -382,7 +392,8 @@ def run(
         explain = maps_of
     state = {"checked": False}
 
-    def load_or_skip(item: Item) -> Loaded | Skipped:
+    def load_or_skip(position: int) -> Loaded | Skipped:
+        item = items[position]
         try:
             return load(item)
         except BadItemError as exc:
@@ -394,7 +405,7 @@ def run(
         return _finish(
             out_dir, prov, finished, items=len(items), explained=todo_items, resumed=resumed, model_id=model_id,
             per_class=len(names_of_classes or ()) if targets == "all" else 1, timings=timings,
-            flag_options={"core": core, "share_min": share_min, "density_min": density_min,
+            summarize=summarize, flag_options={"core": core, "share_min": share_min, "density_min": density_min,
                           "presence_min": presence_min, "excess_min": excess_min},
         )  # fmt: skip
 
@@ -412,13 +423,16 @@ def run(
     from sat_fast._progress import Progress
 
     bar = Progress(todo_items, "explaining", unit="img", enabled=progress)
-    window = max(2 * batch_size, 4 * workers)
-    stage_time = {"explain": 0.0, "reduce": 0.0, "write": 0.0}
+    # Items are loaded in chunks (one task per chunk keeps the per-item cost of the pool small); at most
+    # `window` chunks are in flight, which bounds what is held ahead of the model.
+    chunk = max(1, min(batch_size, 64))
+    window = 2 * workers + 2
+    stage_time = {"wait": 0.0, "explain": 0.0, "reduce": 0.0, "write": 0.0}
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sat-fast-load")
     try:
         stream = ordered_prefetch(
-            lambda item: pool.submit(load_or_skip, item),
-            (item for n in todo for item in items[n * shard_size : (n + 1) * shard_size]),
+            lambda part: pool.submit(lambda: [load_or_skip(item) for item in part]),
+            _chunks(todo, len(items), shard_size, chunk),
             window,
         )
         for n in todo:
@@ -437,7 +451,9 @@ def run(
                 _eta(bar)
 
             for _ in range(start, stop):
+                t0 = time.perf_counter()
                 got = next(stream)
+                stage_time["wait"] += time.perf_counter() - t0
                 if isinstance(got, Skipped):
                     skipped.append({"image_id": got.item.image_id, "reason": got.reason})
                     bar.update(1)
@@ -463,6 +479,14 @@ def run(
     bar.close()
     timings.update(stage_time)
     return finish()
+
+
+def _chunks(todo: list[int], count: int, shard_size: int, chunk: int) -> Any:
+    """Position ranges of the shards to do, cut into chunks (a chunk never spans two shards)."""
+    for n in todo:
+        stop = min(count, (n + 1) * shard_size)
+        for start in range(n * shard_size, stop, chunk):
+            yield range(start, min(stop, start + chunk))
 
 
 def _eta(bar: Any) -> None:
@@ -528,6 +552,7 @@ def _finish(
     model_id: str,
     per_class: int,
     timings: dict[str, float],
+    summarize: bool,
     flag_options: dict[str, Any],
 ) -> RunSummary:
     """Aggregate, flags and report by streaming over the shards; the final ``run.json``."""
@@ -543,13 +568,20 @@ def _finish(
     if not files:
         write_json_atomic(out / RUN_JSON, {**final, "status": "failed: no image could be explained"})
         raise ValueError(f"no image could be explained ({len(skipped)} skipped; see {out / RUN_JSON})")
+    if not summarize:
+        write_json_atomic(out / RUN_JSON, final)
+        return RunSummary(
+            out, str(prov["run"]), items, explained, resumed, skipped, rows, files, None, None, per_class, timings
+        )
     t0 = time.perf_counter()
     agg = aggregate(pl.scan_parquet(files), by=("target",))
     timings["aggregate"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     flags = flag_shortcuts(agg, **flag_options)
     agg.write_parquet(out / "aggregate.parquet")
     flags.write_parquet(out / "flags.parquet")
     report(agg, out / "report.html", flags=flags, title=f"SATs of {model_id}")
+    timings["flags_report"] = time.perf_counter() - t0
     write_json_atomic(out / RUN_JSON, final)
     return RunSummary(
         out, str(prov["run"]), items, explained, resumed, skipped, rows, files, agg, flags, per_class, timings

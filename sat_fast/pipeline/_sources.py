@@ -329,8 +329,9 @@ class MapShards:
                 raise ValueError(f"saliency map file {f} needs a 'target' (the class each map explains) or 'label'")
             if len(explained) != len(ids):
                 raise ValueError(f"saliency map file {f}: {len(ids)} image ids but {len(explained)} targets")
+            first = len(out)
             out.extend(
-                Item(len(out) + row, str(image_id), int(explained[row]), where=(n, row))
+                Item(first + row, str(image_id), int(explained[row]), where=(n, row))
                 for row, image_id in enumerate(ids.tolist())
             )
         return out

@@ -28,6 +28,7 @@ __all__ = [
     "maps_of",
     "ordered_prefetch",
     "reduce_batch",
+    "shared_label_map",
 ]
 
 #: Temporary column: the item's position in the source, for the canonical row order of a shard.
@@ -85,14 +86,14 @@ def load_map_item(item: Item, maps: MapShards, masks: MaskSource) -> Loaded:
     return Loaded(item, array, segments, values)
 
 
-def ordered_prefetch(submit: Callable[[Item], Any], items: Iterable[Item], window: int) -> Iterator[Loaded | Skipped]:
-    """Results of ``submit(item)`` futures in item order, at most ``window`` in flight (bounded memory)."""
+def ordered_prefetch(submit: Callable[[Any], Any], parts: Iterable[Any], window: int) -> Iterator[Loaded | Skipped]:
+    """The items of ``submit(part)`` futures (each a list), in order, at most ``window`` parts in flight."""
     from collections import deque
 
     pending: deque[Any] = deque()
-    source = iter(items)
-    for item in source:
-        pending.append(submit(item))
+    source = iter(parts)
+    for part in source:
+        pending.append(submit(part))
         if len(pending) >= window:
             break
     while pending:
@@ -100,7 +101,7 @@ def ordered_prefetch(submit: Callable[[Item], Any], items: Iterable[Item], windo
         following = next(source, None)
         if following is not None:
             pending.append(submit(following))
-        yield future.result()
+        yield from future.result()
 
 
 class ShapeBatcher:
@@ -150,19 +151,36 @@ def reduce_batch(
     position_of = {x.item.image_id: x.item.position for x in batch}
     # A callable value is computed from the batch and its explanation (labels, predictions).
     per_image = {k: (v(batch, explained) if callable(v) else v) for k, v in metadata.items()}
+    shared = shared_label_map(segments)
     frames = []
     for t, targets in enumerate(explained.targets):
-        table = segment_table(
-            explained.maps[:, t],
-            segments=segments,
-            image_ids=ids,
-            targets=targets,
-            metadata=per_image,
-            class_names=class_names,
-        )
+        if shared is not None:  # one vocabulary, dense label maps: one (B, H, W) kernel call, no per-image work
+            label_map, names = shared
+            table = segment_table(
+                explained.maps[:, t], label_map, names=names, ignore_index=len(names), image_ids=ids,
+                targets=targets, metadata=per_image, class_names=class_names,
+            )  # fmt: skip
+        else:
+            table = segment_table(
+                explained.maps[:, t], segments=segments, image_ids=ids, targets=targets, metadata=per_image,
+                class_names=class_names,
+            )  # fmt: skip
         positions = table["image_id"].replace_strict(position_of, return_dtype=pl.Int64).alias(POSITION)
         frames.append(table.with_columns(positions))
     return frames
+
+
+def shared_label_map(segments: Sequence[Segments]) -> tuple[np.ndarray, list[str]] | None:
+    """The batch's label maps stacked, when every image has a dense label map of one size and one vocabulary."""
+    first = segments[0]
+    if first.label_map is None:
+        return None
+    label_maps = []
+    for seg in segments:
+        if seg.label_map is None or seg.names != first.names or seg.shape != first.shape:
+            return None
+        label_maps.append(seg.label_map)
+    return np.stack(label_maps), list(first.names)
 
 
 def finish_shard(frames: list[pl.DataFrame]) -> pl.DataFrame | None:
