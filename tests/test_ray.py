@@ -49,6 +49,10 @@ class Slow:
 
 def make_slow(checkpoint=None):
     return make(checkpoint)[0], ("a", "b"), Slow()
+
+
+def make_wrong(checkpoint=None):
+    return make(checkpoint)[0], ("a", "b", "c")  # two logits, three class names
 """
 
 
@@ -251,6 +255,16 @@ def test_a_bad_item_stops_the_ray_run_naming_it(ray_local, maps_data, tmp_path):
             skip_bad=False,
             class_names=None,
         )
+
+
+def test_an_error_in_an_actor_is_the_users_one_line_error(ray_local, tmp_path, capsys):
+    data = _mixed_images(tmp_path / "data", [(12, 12), (10, 14)])
+    argv = ["run", "--model", f"{data / 'factory.py'}:make_wrong", "--images", str(data / "images"), "--masks",
+            str(data / "masks"), "--names", str(data / "names.csv"), "--steps", "1", "--no-progress", "--backend",
+            "ray", "--out", str(tmp_path / "out")]  # fmt: skip
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "sat-fast: error: the model returns 2 logits per image but its factory names 3 classes"
 
 
 def test_without_ray_the_error_says_how_to_install_it(tmp_path, monkeypatch, capsys, maps_data):

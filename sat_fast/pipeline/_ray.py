@@ -43,7 +43,9 @@ from sat_fast.pipeline._stages import reduce_batch as reduce_rows
 __all__ = ["RayJob", "check_ray_options", "require_ray", "run_on_ray"]
 
 #: Rows flowing through the job: a batch of loaded items, its explanation, its table rows, or a shard's end.
-_BATCH, _EXPLAINED, _ROWS, _END, _BAD = "batch", "explained", "rows", "end", "bad"
+_BATCH, _EXPLAINED, _ROWS, _END, _BAD, _ERROR = "batch", "explained", "rows", "end", "bad", "error"
+#: Errors of the user's inputs or model that travel to the driver as they are (Ray would wrap them in its own).
+_USER_ERRORS = (ValueError, TypeError, OSError)
 
 
 def require_ray() -> Any:
@@ -132,6 +134,15 @@ def _rows(kind: str, shard: int, payload: Any) -> dict[str, np.ndarray]:
     return {"kind": np.array([kind]), "shard": np.array([shard], np.int64), "payload": blob}
 
 
+def _error_row(shard: int, exc: BaseException) -> dict[str, np.ndarray]:
+    """The error as a row, raised again by the driver: one line naming the file or setting, not Ray's wrapper."""
+    try:
+        error = pickle.loads(pickle.dumps(exc))
+    except Exception:  # an exception whose constructor takes other arguments than its args: its message
+        error = ValueError(str(exc))
+    return _rows(_ERROR, shard, error)
+
+
 def _each(batch: Mapping[str, np.ndarray]) -> Iterator[tuple[str, int, Any]]:
     for kind, shard, blob in zip(batch["kind"], batch["shard"], batch["payload"], strict=True):
         yield str(kind), int(shard), pickle.loads(blob)
@@ -155,7 +166,6 @@ def _load_shard(batch: Mapping[str, np.ndarray], job: dict[str, Any]) -> Iterato
     Precomputed maps are reduced here too (their explain step is the maps themselves), so that only table rows,
     not maps, leave the task.
     """
-    load = _loader(job)
 
     def emit(shard: int, loaded: list[Loaded]) -> dict[str, np.ndarray]:
         if job["maps"] is None:
@@ -164,23 +174,28 @@ def _load_shard(batch: Mapping[str, np.ndarray], job: dict[str, Any]) -> Iterato
         return _rows(_ROWS, shard, (len(loaded), frames))
 
     for _, shard, items in _each(batch):
-        batcher, skipped, batches = ShapeBatcher(job["batch_size"]), [], 0
-        for item in items:
-            try:
-                loaded = load(item)
-            except BadItemError as exc:
-                if not job["skip_bad"]:
-                    yield _rows(_BAD, shard, (exc.item, exc.reason))
-                    return
-                skipped.append({"image_id": item.image_id, "reason": str(exc)})
-                continue
-            full = batcher.add(loaded)
-            if full is not None:
+        try:
+            load = _loader(job)
+            batcher, skipped, batches = ShapeBatcher(job["batch_size"]), [], 0
+            for item in items:
+                try:
+                    loaded = load(item)
+                except BadItemError as exc:
+                    if not job["skip_bad"]:
+                        yield _rows(_BAD, shard, (exc.item, exc.reason))
+                        return
+                    skipped.append({"image_id": item.image_id, "reason": str(exc)})
+                    continue
+                full = batcher.add(loaded)
+                if full is not None:
+                    batches += 1
+                    yield emit(shard, full)
+            for rest in batcher.flush():
                 batches += 1
-                yield emit(shard, full)
-        for rest in batcher.flush():
-            batches += 1
-            yield emit(shard, rest)
+                yield emit(shard, rest)
+        except _USER_ERRORS as exc:
+            yield _error_row(shard, exc)
+            return
         yield _rows(_END, shard, (batches, skipped))
 
 
@@ -188,10 +203,14 @@ class _Explain:
     """Explain stage, in a Ray actor: the model is built (and jitted on first use) once per actor."""
 
     def __init__(self, model_ref: tuple[str, Any, Any], targets: str, options: dict[str, Any], device: Any) -> None:
-        if device is not None:
-            select_device(device)
-        self.bundle = _worker_bundle(model_ref)
         self.targets, self.options, self.checked = targets, options, False
+        self.error: BaseException | None = None
+        try:
+            if device is not None:
+                select_device(device)
+            self.bundle = _worker_bundle(model_ref)
+        except _USER_ERRORS as exc:  # reported with the first batch, by the driver
+            self.error = exc
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = []
@@ -199,11 +218,17 @@ class _Explain:
             if kind != _BATCH:
                 out.append(_rows(kind, shard, payload))
                 continue
-            labels = np.array([x.item.label for x in payload])
-            explained = explain_batch(
-                self.bundle, np.stack([x.array for x in payload]), labels, targets=self.targets,
-                options=self.options, check_outputs=not self.checked,
-            )  # fmt: skip
+            try:
+                if self.error is not None:
+                    raise self.error
+                labels = np.array([x.item.label for x in payload])
+                explained = explain_batch(
+                    self.bundle, np.stack([x.array for x in payload]), labels, targets=self.targets,
+                    options=self.options, check_outputs=not self.checked,
+                )  # fmt: skip
+            except _USER_ERRORS as exc:
+                out.append(_error_row(shard, exc))
+                continue
             self.checked = True
             # The model inputs are not needed downstream: only the items, their segments and the maps travel on.
             light = [replace(x, array=np.empty(0, np.float32)) for x in payload]
@@ -223,7 +248,11 @@ def _reduce(batch: Mapping[str, np.ndarray], job: dict[str, Any]) -> dict[str, n
             out.append(_rows(kind, shard, payload))
             continue
         loaded, explained = payload
-        frames = reduce_rows(loaded, explained, metadata=job["metadata"], class_names=job["names"])
+        try:
+            frames = reduce_rows(loaded, explained, metadata=job["metadata"], class_names=job["names"])
+        except _USER_ERRORS as exc:
+            out.append(_error_row(shard, exc))
+            continue
         out.append(_rows(_ROWS, shard, (len(loaded), frames)))
     return _concat(out)
 
@@ -264,17 +293,6 @@ def _explain_pool(ray: Any, device: str | None) -> tuple[int, float]:
     if gpus and not (device or "").startswith("cpu"):
         return gpus, 1.0
     return max(1, int(resources.get("CPU", 1)) // 4), 0.0
-
-
-def _unwrap(exc: BaseException) -> BaseException:
-    """The user's error inside Ray's wrappers (a ValueError naming the bad file or setting), if there is one."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, (ValueError, TypeError, OSError)) and "ray" not in type(seen).__module__:
-            return seen
-        cause = getattr(seen, "cause", None) if not isinstance(getattr(seen, "cause", None), str) else None
-        seen = seen.__cause__ or cause
-    return exc
 
 
 def run_on_ray(
@@ -325,7 +343,10 @@ def _execute(ray: Any, job: RayJob, finished: dict[int, ShardRecord], *, progres
         else:
             model_ref = ("bundle", job.bundle, None)
             stage["transform"] = job.bundle.transform
-    dataset = dataset.map_batches(_load_shard, fn_kwargs={"job": stage}, batch_size=1)
+    # With a model, loading gets half a CPU: it is mostly waiting on files, and resources other than the actors'
+    # keep Ray from fusing it into the actors, so the model's inputs are read while the model runs.
+    load_cpus = 0.5 if model_ref is not None else 1.0
+    dataset = dataset.map_batches(_load_shard, fn_kwargs={"job": stage}, batch_size=1, num_cpus=load_cpus)
     if model_ref is not None:
         actors, gpus = _explain_pool(ray, job.device)
         dataset = dataset.map_batches(
@@ -344,6 +365,8 @@ def _execute(ray: Any, job: RayJob, finished: dict[int, ShardRecord], *, progres
                 state = pending[shard]
                 if kind == _BAD:
                     raise BadItemError(*payload)
+                if kind == _ERROR:
+                    raise payload
                 if kind == _ROWS:
                     count, frames = payload
                     state["frames"].extend(frames)
@@ -363,14 +386,9 @@ def _execute(ray: Any, job: RayJob, finished: dict[int, ShardRecord], *, progres
                     finished[shard] = record
                     del pending[shard]
                     write_time += time.perf_counter() - w0
-    except BadItemError:
-        bar.close()
-        raise
-    except Exception as exc:
-        bar.close()
-        cause = _unwrap(exc)
-        if cause is not exc:
-            raise cause from None
+    except BaseException:
+        if bar.bar is not None:  # the terminal's bar goes; a log gets no final count for a failed run
+            bar.bar.close()
         raise
     bar.close()
     if pending:  # every shard ends with its end row: a missing one is a bug, never a silently short table
