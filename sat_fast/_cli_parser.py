@@ -165,13 +165,22 @@ def build_parser() -> argparse.ArgumentParser:
         "function(checkpoint) and returning (apply, class_names[, transform])",
     )
     r.add_argument("--checkpoint", type=Path, help="passed to the factory")
-    r.add_argument("--images", type=Path, help="image folder: one sub-folder per class, or flat with --labels")
+    r.add_argument(
+        "--images",
+        type=Path,
+        help="image folder: one sub-folder per class, or flat with --labels; or a Parquet dataset (*.parquet: "
+        "columns image (bytes), label (class name or index), optionally image_id)",
+    )
     r.add_argument("--labels", type=Path, help="CSV with columns image_id,label (class name or index)")
     r.add_argument(
         "--masks",
         type=Path,
         help="segments: a folder of PNG label maps named like the images (needs --names), "
         "a COCO JSON file, or a sat_fast .npz bundle",
+    )
+    r.add_argument(
+        "--mask-column",
+        help="with --images DATASET.parquet: its column of PNG label-map bytes (named by --names), instead of --masks",
     )
     r.add_argument("--names", type=Path, help="names table for PNG label maps (CSV value,name or JSON)")
     r.add_argument("--ignore-index", type=int, help="label value of unlabelled pixels in PNG label maps")

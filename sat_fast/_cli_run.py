@@ -63,7 +63,7 @@ def _read_baseline(path: Path, method: str) -> Any:
 _SAME_NAME = (
     "out", "images", "labels", "masks", "names", "ignore_index", "max_pixels", "checkpoint", "method", "steps",
     "samples", "noise", "seed", "output", "layer", "targets", "batch_size", "shard_size", "device", "share_min",
-    "density_min", "presence_min", "excess_min", "resume", "workers", "backend", "ray_address",
+    "density_min", "presence_min", "excess_min", "resume", "workers", "mask_column", "backend", "ray_address",
 )  # fmt: skip
 
 
@@ -74,6 +74,8 @@ def run_command(args: argparse.Namespace) -> int:
 
     maps = args.saliency_maps
     needed = ("masks", "out") if maps is not None else ("model", "images", "out")
+    if args.mask_column is not None:
+        needed = ("model", "images", "out")
     for opt in needed:
         if getattr(args, opt) is None:
             raise UserError(f"--{opt} is required")

@@ -192,7 +192,7 @@ def test_help_explains_every_command(tmp_path):
     )
     for option in ("--model", "--checkpoint", "--images", "--labels", "--masks", "--method", "--steps",
                    "--batch-size", "--seed", "--device", "--skip-bad", "--resume", "--shard-size",
-                   "--saliency-maps", "--out"):  # fmt: skip
+                   "--saliency-maps", "--mask-column", "--out"):  # fmt: skip
         assert option in run_help.stdout
 
 

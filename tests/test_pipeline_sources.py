@@ -127,3 +127,24 @@ def test_captum_example_writes_shards_the_pipeline_reads(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     with np.load(tmp_path / "maps" / "part-0000.npz") as z:
         assert z["maps"].ndim == 3 and len(z["image_id"]) == len(z["maps"]) == len(z["target"])
+
+
+def test_a_parquet_dataset_with_image_and_mask_columns_gives_the_folders_tables(model_run, tmp_path):
+    data, out = model_run
+    paths = sorted((data / "images").rglob("*.png"))
+    ids = [p.relative_to(data / "images").with_suffix("").as_posix() for p in paths]
+    pl.DataFrame(
+        {
+            "image_id": ids,
+            "image": [{"bytes": p.read_bytes(), "path": p.name} for p in paths],  # as Hugging Face datasets store it
+            "label": [i.split("/")[0] for i in ids],  # class names (indices work too)
+            "mask": [(data / "masks" / f"{i}.png").read_bytes() for i in ids],
+        }
+    ).write_parquet(tmp_path / "dataset.parquet", row_group_size=4)
+    sat_fast.run(
+        _model(), images=tmp_path / "dataset.parquet", mask_column="mask", names=data / "names.csv",
+        out=tmp_path / "pq", steps=4, batch_size=9, progress=False,
+    )  # fmt: skip
+    assert _sat(tmp_path / "pq").drop("run").equals(_sat(out).drop("run"))
+    with pytest.raises(ValueError, match="mask_column= names a column of a Parquet image dataset"):
+        sat_fast.run(_model(), images=data / "images", mask_column="mask", names=data / "names.csv", out=tmp_path / "x")

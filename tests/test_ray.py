@@ -281,3 +281,10 @@ def test_without_ray_the_error_says_how_to_install_it(tmp_path, monkeypatch, cap
         sat_fast.run(
             saliency_maps=maps_data / "maps" / "a.npz", masks=maps_data / "masks.npz", out=tmp_path, ray_address="x:1"
         )
+
+
+def test_a_parquet_image_dataset_is_refused_before_anything_is_written(tmp_path, maps_data):
+    with pytest.raises(ValueError, match="backend='ray' reads image folders and precomputed maps; the Parquet"):
+        sat_fast.run(FACTORY, images=tmp_path / "d.parquet", masks=maps_data / "masks.npz", out=tmp_path / "o",
+                     backend="ray")  # fmt: skip
+    assert not (tmp_path / "o").exists()

@@ -60,10 +60,15 @@ def require_ray() -> Any:
     return ray
 
 
-def check_ray_options(backend: str, address: str | None) -> None:
-    """Before a run writes anything: Ray is installed, and ``ray_address`` comes only with ``backend="ray"``."""
+def check_ray_options(backend: str, address: str | None, *, images: Any) -> None:
+    """Before a run writes anything: Ray is there, ``ray_address`` only with ``backend="ray"``, a source it reads."""
     if address is not None and backend != "ray":
         raise ValueError(f"ray_address={address!r} is used only with backend='ray' (sat-fast run --backend ray)")
+    if str(images).endswith(".parquet"):
+        raise ValueError(
+            f"backend='ray' reads image folders and precomputed maps; the Parquet image dataset {images} runs with "
+            "backend='stream' for now"
+        )
     require_ray()
 
 

@@ -17,6 +17,7 @@ import polars as pl
 
 from sat_fast._typing import Backend, Method, Output, RunTargets, check_choice
 from sat_fast.pipeline._model import ModelBundle, as_bundle, explain_batch, file_sha256, load_factory, select_device
+from sat_fast.pipeline._parquet_source import ParquetImages, ParquetMasks
 from sat_fast.pipeline._provenance import PROVENANCE_KEY, provenance, settings_difference
 from sat_fast.pipeline._shards import (
     MANIFEST,
@@ -38,6 +39,7 @@ from sat_fast.pipeline._sources import (
     image_folder_items,
     items_digest,
     mask_source,
+    read_image,
 )
 from sat_fast.pipeline._stages import (
     Loaded,
@@ -152,6 +154,7 @@ def run(
     images: str | os.PathLike[str] | None = None,
     labels: str | os.PathLike[str] | None = None,
     masks: str | os.PathLike[str] | MaskSource | None = None,
+    mask_column: str | None = None,
     names: Any = None,
     ignore_index: int | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -201,12 +204,16 @@ def run(
     out
         The run folder (created). A folder holding finished shards of a run is refused unless ``resume``.
     images
-        Image folder: one sub-folder per class (named after the model's classes), or flat with ``labels``.
+        Image folder: one sub-folder per class (named after the model's classes), or flat with ``labels``; or a
+        Parquet dataset (``*.parquet``: a file or a glob) with an ``image`` column of encoded bytes (or
+        ``{"bytes": ...}`` structs), a ``label`` column (class index or name) and optionally ``image_id``.
     labels
         CSV file with columns ``image_id,label`` (class name or index).
     masks, names, ignore_index, max_pixels
         Segments: a folder of PNG label maps named like the images (with the ``names`` table), a COCO JSON file
         (matched by ``file_name``) or a sat_fast ``.npz`` bundle; loaded per image, never all at once.
+    mask_column
+        With a Parquet image dataset: its column of PNG label maps (named by ``names``), instead of ``masks``.
     saliency_maps
         Instead of a model: precomputed maps (``.npz``/``.npy`` shards with an ``image_id`` array, or a
         Parquet file with a ``saliency`` column; see :class:`sat_fast.pipeline.MapShards`), matched to the
@@ -269,7 +276,7 @@ def run(
     if backend == "ray" or ray_address is not None:  # before anything is written
         from sat_fast.pipeline._ray import check_ray_options
 
-        check_ray_options(backend, ray_address)
+        check_ray_options(backend, ray_address, images=images)
     check_choice(targets, "targets", RunTargets)
     check_choice(output, "output", Output)
     check_choice(method, "method", Method)
@@ -280,6 +287,7 @@ def run(
     started = time.perf_counter()
     bundle: ModelBundle | None = None
     maps_source: MapShards | None = None
+    dataset: ParquetImages | None = None
     if saliency_maps is None:
         if model is None or images is None:
             raise ValueError("run needs a model and images (or saliency_maps= instead of both)")
@@ -287,7 +295,14 @@ def run(
             select_device(device)
         bundle = as_bundle(load_factory(model)(checkpoint) if isinstance(model, str) else model)
         names_of_classes: tuple[str, ...] | None = bundle.class_names
-        items = image_folder_items(Path(images), Path(labels) if labels is not None else None, bundle.class_names)
+        if str(images).endswith(".parquet"):
+            if labels is not None:
+                raise ValueError("a Parquet image dataset has its own 'label' column; pass it without labels")
+            dataset = ParquetImages(images, bundle.class_names)
+            items, read = dataset.items(), dataset.read
+        else:
+            items = image_folder_items(Path(images), Path(labels) if labels is not None else None, bundle.class_names)
+            read = read_image
         model_id = _model_id(model, bundle)
     else:
         if model is not None or images is not None:
@@ -301,9 +316,16 @@ def run(
         items = maps_source.items()
         names_of_classes = tuple(class_names) if class_names is not None else None
         model_id = f"precomputed:{saliency_maps if not isinstance(saliency_maps, MapShards) else maps_source.source}"
-    if masks is None:
+    if mask_column is not None:
+        if masks is not None or dataset is None:
+            raise ValueError("mask_column= names a column of a Parquet image dataset (images=*.parquet), not masks=")
+        mask_src: MaskSource = ParquetMasks(
+            dataset, items, mask_column, names=names, ignore_index=ignore_index, max_pixels=max_pixels
+        )
+    elif masks is None:
         raise ValueError("run needs masks (a PNG folder with names, a COCO .json or an .npz bundle)")
-    mask_src = mask_source(masks, names=names, ignore_index=ignore_index, max_pixels=max_pixels)
+    else:
+        mask_src = mask_source(masks, names=names, ignore_index=ignore_index, max_pixels=max_pixels)
     missing = [item.image_id for item in items if not mask_src.has(item.image_id)]
     if missing and not skip_bad:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
@@ -328,7 +350,7 @@ def run(
         "targets": targets,
         "batch_size": batch_size,
         "shard_size": shard_size,
-        "images": _absolute(images),
+        "images": _absolute(images) if dataset is None else dataset.describe(),
         "labels": _absolute(labels),
         "saliency_maps": None if maps_source is None else maps_source.describe(),
         "class_names": None if names_of_classes is None else list(names_of_classes),
@@ -367,7 +389,7 @@ def run(
         transform, active = bundle.transform, bundle
 
         def load(item: Item) -> Loaded:
-            return load_image_item(item, mask_src, transform)
+            return load_image_item(item, mask_src, transform, read)
 
         def explain(batch: list[Loaded]) -> Any:
             labels_arr = np.array([x.item.label for x in batch])

@@ -30,8 +30,10 @@ __all__ = [
     "MapShards",
     "MaskSource",
     "image_folder_items",
+    "input_files",
     "items_digest",
     "mask_source",
+    "read_image",
 ]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -298,15 +300,7 @@ class MapShards:
 
     def __init__(self, path: Any) -> None:
         text = str(path)
-        if any(ch in text for ch in "*?["):
-            import glob
-
-            files = sorted(Path(p) for p in glob.glob(text, recursive=True))
-        elif Path(text).is_dir():
-            files = sorted(p for p in Path(text).iterdir() if _is_maps_file(p))
-        else:
-            files = [Path(text)]
-        files = [f for f in files if _is_maps_file(f)]
+        files = input_files(path, _is_maps_file)
         if not files:
             raise ValueError(f"no saliency map files (.npz, .npy, .parquet) at {text}")
         for f in files:
@@ -391,6 +385,20 @@ class MapShards:
             while len(self._cache) > 2:
                 self._cache.popitem(last=False)
         return columns
+
+
+def input_files(path: Any, accept: Any) -> list[Path]:
+    """The files ``path`` names, in name order: a file, a folder's files that ``accept`` takes, or a glob."""
+    text = str(path)
+    if any(ch in text for ch in "*?["):
+        import glob
+
+        files = sorted(Path(p) for p in glob.glob(text, recursive=True))
+    elif Path(text).is_dir():
+        files = sorted(p for p in Path(text).iterdir() if accept(p))
+    else:
+        files = [Path(text)]
+    return [f for f in files if accept(f)]
 
 
 def _is_maps_file(path: Path) -> bool:

@@ -57,9 +57,15 @@ class Skipped:
     reason: str
 
 
-def load_image_item(item: Item, masks: MaskSource, transform: Any) -> Loaded:
-    """Read the image and its mask, check their sizes agree (before any transform), transform both alike."""
-    image = read_image(item)
+def load_image_item(
+    item: Item, masks: MaskSource, transform: Any, read: Callable[[Item], np.ndarray] = read_image
+) -> Loaded:
+    """Read the image (``read``: from its file by default) and its mask, check sizes, transform both alike.
+
+    The sizes are compared before any transform: image and mask are transformed alike, so a mismatch would pass
+    silently after.
+    """
+    image = read(item)
     segments = masks.load(item.image_id)
     # Before any transform: image and mask are transformed alike, so a size mismatch would pass silently after.
     if image.shape[:2] != segments.shape:
