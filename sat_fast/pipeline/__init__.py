@@ -10,8 +10,9 @@ Each stage is a plain function of one unit of work, with no state between
 calls, so that another executor (a Ray Data job, say) can run the same
 stages and write the same output:
 
-1. **list** (once): ``image_folder_items(root, labels_csv, class_names)`` or
-   ``MapShards(path).items()`` give the :class:`Item` s in canonical order;
+1. **list** (once): ``image_folder_items(root, labels_csv, class_names)``,
+   ``ParquetImages(path, class_names).items()`` or ``MapShards(path).items()``
+   give the :class:`Item` s in canonical order;
    shard ``n`` covers the items ``[n * shard_size, (n + 1) * shard_size)``.
 2. **load** (per item, on a thread pool): ``load_image_item(item, masks,
    transform)`` reads and decodes the image, loads its mask
@@ -48,6 +49,8 @@ from sat_fast.pipeline._model import Explained as Explained
 from sat_fast.pipeline._model import ModelBundle as ModelBundle
 from sat_fast.pipeline._model import explain_batch as explain_batch
 from sat_fast.pipeline._model import load_factory as load_factory
+from sat_fast.pipeline._parquet_source import ParquetImages as ParquetImages
+from sat_fast.pipeline._parquet_source import ParquetMasks as ParquetMasks
 from sat_fast.pipeline._provenance import PROVENANCE_KEY as PROVENANCE_KEY
 from sat_fast.pipeline._provenance import SCHEMA_VERSION as SCHEMA_VERSION
 from sat_fast.pipeline._runner import RunSummary as RunSummary
@@ -82,6 +85,8 @@ __all__ = [
     "MapShards",
     "MaskSource",
     "ModelBundle",
+    "ParquetImages",
+    "ParquetMasks",
     "RunSummary",
     "ShapeBatcher",
     "ShardRecord",
