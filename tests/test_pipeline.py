@@ -223,8 +223,8 @@ def test_bad_items_stop_the_run_or_are_skipped(maps_data, tmp_path):
 
 
 def test_options_are_checked(maps_data, tmp_path):
-    with pytest.raises(ValueError, match="backend must be one of 'stream'; got 'ray'"):
-        _run(maps_data, tmp_path / "o", backend="ray")
+    with pytest.raises(ValueError, match="backend must be one of 'stream', 'ray'; got 'spark'"):
+        _run(maps_data, tmp_path / "o", backend="spark")
     with pytest.raises(ValueError, match="shard_size must be a positive integer, got 0"):
         _run(maps_data, tmp_path / "o", shard_size=0)
     with pytest.raises(ValueError, match="saliency_maps= replaces the model and the images"):

@@ -284,10 +284,13 @@ def _connect(address: str | None) -> bool:
     if ray.is_initialized():
         return False
     quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
-    if address is None and not os.environ.get("RAY_ADDRESS"):
-        ray.init(include_dashboard=False, **quiet)
-    else:
-        ray.init(address=address, **quiet)
+    with warnings.catch_warnings():
+        # Ray starts its processes with fork + exec (subprocess), which JAX's fork warning does not concern.
+        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+        if address is None and not os.environ.get("RAY_ADDRESS"):
+            ray.init(include_dashboard=False, **quiet)
+        else:
+            ray.init(address=address, **quiet)
     return True
 
 
@@ -320,7 +323,9 @@ def _execute(ray: Any, job: RayJob, finished: dict[int, ShardRecord], *, progres
     from sat_fast._progress import Progress
 
     context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
+    context.enable_progress_bars = False  # the run's own bar counts images
+    # Ray Data logs its plan and progress at INFO and WARNING; the run reports its own progress and errors.
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
     t0 = time.perf_counter()
     size = job.shard_size
     shards = {n: [_absolute_item(i) for i in job.items[n * size : (n + 1) * size]] for n in job.todo}
@@ -356,7 +361,7 @@ def _execute(ray: Any, job: RayJob, finished: dict[int, ShardRecord], *, progres
         actors, gpus = _explain_pool(ray, job.device)
         dataset = dataset.map_batches(
             _Explain, fn_constructor_args=(model_ref, job.targets, job.options, job.device), batch_size=1,
-            concurrency=actors, num_gpus=gpus,
+            compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=gpus,
         )  # fmt: skip
         dataset = dataset.map_batches(_reduce, fn_kwargs={"job": stage}, batch_size=1)
 
