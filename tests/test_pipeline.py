@@ -229,6 +229,9 @@ def test_options_are_checked(maps_data, tmp_path):
         _run(maps_data, tmp_path / "o", shard_size=0)
     with pytest.raises(ValueError, match="saliency_maps= replaces the model and the images"):
         sat_fast.run("m.py:f", saliency_maps=maps_data["maps"], masks=maps_data["masks"], out=tmp_path / "o")
+    np.savez(tmp_path / "not_maps.npz", weights=np.zeros(3))  # a glob that also matches some other .npz
+    with pytest.raises(ValueError, match=r"not_maps.npz has no 'image_id' array \(or column\): is it a maps file"):
+        sat_fast.run(saliency_maps=tmp_path / "*.npz", masks=maps_data["masks"], out=tmp_path / "o")
     assert not (tmp_path / "o").exists()
     assert os.fspath(tmp_path)  # the folder itself was not touched by the refused calls
 

@@ -317,6 +317,8 @@ class MapShards:
         out: list[Item] = []
         for n, f in enumerate(self.files):
             columns = self._columns(n, ("image_id", "target", "label"))
+            if "image_id" not in columns:
+                raise ValueError(f"saliency map file {f} has no 'image_id' array (or column): is it a maps file?")
             ids = columns["image_id"]
             explained = columns.get("target", columns.get("label"))
             if explained is None:
