@@ -1,1 +1,1 @@
-"""SATs inside JAX code: saliency methods and segment statistics as pure functions under jit, vmap and grad."""
+"""JAX functions of sat_fast (placeholder of the ffi branch: the functional branch owns this file)."""
