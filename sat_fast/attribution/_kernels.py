@@ -36,6 +36,7 @@ from sat_fast.attribution._methods import (
     select,
 )
 from sat_fast.attribution._models import ModelSpec, apply_model, rebuild
+from sat_fast.attribution._options import SQUARE_METHODS
 
 __all__ = [
     "Spec",
@@ -169,6 +170,7 @@ def accumulate_kernel(
     j = j0 + jnp.arange(spec.rows)
     shard = functools.partial(shard_rows, spec)
     more_first, more_second = gradient_sums(explained_fn(spec, arrays), config, x, base, refs, keys, targets, j, shard)
+    # without squared gradients ``second`` is an empty placeholder, passed through
     return first + more_first, second if more_second is None else second + more_second
 
 
@@ -185,5 +187,5 @@ def finish_kernel(
     """The maps (b, T, H, W[, C]) and attribution totals (b, T) from the running sums over all points."""
     config = spec.config
     base = baselines(config, x, user, _keys(index, seed))
-    attribution = attributions(config, x, base, first, second)
+    attribution = attributions(config, x, base, first, second if config.method in SQUARE_METHODS else None)
     return reduce_channels(attribution, config.reduce), attribution.sum(axis=(2, 3, 4))

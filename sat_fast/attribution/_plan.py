@@ -2,10 +2,13 @@
 
 Chunk sizing for speed, measured with benchmarks/bench_saliency.py (see
 benchmarks/RESULTS.md). On XLA:CPU small batches win: the 64x64 CNN (5.5 MB of
-forward intermediates per point by the jaxpr count below) runs best at 8-16
-points per chunk and at half speed from 64 points; ResNet-18 at 224x224
-(136 MB per point) runs best one point at a time. A chunk of at most 64 MB of
-counted intermediates, rounded down to a power of two, fits both. On
+forward intermediates per point by the jaxpr count below) runs best at 1-8
+points per chunk (which of them depends on the machine's load) and at half
+speed from 64 points; ResNet-18 at 224x224 (136 MB per point) runs best one
+point at a time. A chunk of at most 64 MB of counted intermediates (times 1 +
+the number of targets), rounded down to a power of two, fits both. An
+on-device loop over the points (``lax.fori_loop``) was measured ~10x slower
+than one call per chunk on XLA:CPU, so the host loops over the chunks. On
 accelerators bigger batches keep winning, so there only the budget limits.
 """
 
@@ -27,6 +30,7 @@ from sat_fast.attribution._kernels import (
     finish_kernel,
     prepare_kernel,
 )
+from sat_fast.attribution._options import SQUARE_METHODS
 
 __all__ = ["CPU_CHUNK_BYTES", "MAX_CHUNK_POINTS", "Plan", "default_memory_budget", "example_block", "layout", "plan"]
 
@@ -107,11 +111,13 @@ def plan(
         spec = spec._replace(block=block, rows=rows)
         blocks = example_block(spec, image_shape, dtype)
         acc = np.zeros((block, spec.config.n_targets) + image_shape, dtype)
+        # without squared gradients the second running sum is an empty placeholder
+        second = acc if spec.config.method in SQUARE_METHODS else np.zeros((0,), dtype)
         whole = rows == spec.config.points
         if whole:
             kernel = compiled(block_kernel, spec, (arrays, *blocks, refs))
         else:
-            kernel = compiled(accumulate_kernel, spec, (arrays, *blocks, refs, np.int32(0), acc, acc))
+            kernel = compiled(accumulate_kernel, spec, (arrays, *blocks, refs, np.int32(0), acc, second))
         if cached or chunk_size is not None:
             break
         used = working_bytes(kernel)
@@ -123,7 +129,7 @@ def plan(
         return Plan(spec, kernel, None, None)
     x, user, _, index, seed = blocks
     prepare = compiled(prepare_kernel, spec, (arrays, *blocks))
-    finish = compiled(finish_kernel, spec, ([], x, user, index, seed, acc, acc))
+    finish = compiled(finish_kernel, spec, ([], x, user, index, seed, acc, second))
     return Plan(spec, kernel, prepare, finish)
 
 

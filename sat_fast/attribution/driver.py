@@ -12,6 +12,7 @@ chunks, so that
 
 from __future__ import annotations
 
+import collections
 import operator
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, TypeAlias, overload
@@ -24,11 +25,12 @@ from jax.typing import ArrayLike
 from sat_fast._typing import Method, Output, QuadratureRule, Reduction
 from sat_fast._validate import positive_int, shape_str
 from sat_fast.attribution._checks import check_baseline, check_images, check_targets
+from sat_fast.attribution._compile import COMPILED_MAX
 from sat_fast.attribution._gradcam import gradcam_layer_path
 from sat_fast.attribution._kernels import Spec
 from sat_fast.attribution._methods import BaselineKind, make_config
 from sat_fast.attribution._models import apply_model, rebuild, split_model
-from sat_fast.attribution._options import PATH_METHODS
+from sat_fast.attribution._options import PATH_METHODS, SQUARE_METHODS
 from sat_fast.attribution._plan import Plan, default_memory_budget, example_block, plan
 
 __all__ = ["Baseline", "Targets", "saliency"]
@@ -291,9 +293,9 @@ def saliency(
         raise ValueError(f"layer is only used by method='gradcam', got layer={layer!r} with method={method!r}")
 
     # The model's output must be (B, N), and the targets in range.
-    two = jax.ShapeDtypeStruct((2, *image_shape), dtype)  # type: ignore[no-untyped-call]  # unannotated in jax
+    probe_key = (model, tuple((a.shape, str(a.dtype)) for a in arrays), image_shape, str(dtype))
     try:
-        probe = jax.eval_shape(lambda z: apply_model(model, arrays, z), two)
+        probe = _output_shape(probe_key, model, arrays, image_shape, dtype)
     except TypeError as exc:  # jax.errors.JAXTypeError (tracer misuse) is one too
         # numpy or PyTorch code meets a tracer here: say what fn must be, and the way for such models.
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -361,10 +363,16 @@ def _run(
     block, n = spec.block, images.shape[0]
     image_shape = tuple(images.shape[1:])
     zeros_x, _, zeros_t, _, _ = example_block(spec, image_shape, images.dtype)
-    acc = np.zeros((block, config.n_targets, *image_shape), images.dtype)
     keeps_channels = config.reduce is None and config.method != "gradcam"
     maps = np.zeros((n, config.n_targets) + image_shape[:2] + image_shape[2:] * keeps_channels, images.dtype)
     pending: list[tuple[int, int, dict[str, jax.Array]]] = []
+    if chosen.prepare is not None:
+        # Inputs used by every chunk of a block go to the device once, not once per call.
+        refs_on_device, seed_on_device = jax.device_put((refs, seed))
+        starts = [jax.device_put(np.int32(j0)) for j0 in range(0, config.points, spec.rows)]
+        first_zeros = jax.device_put(np.zeros((block, config.n_targets, *image_shape), images.dtype))
+        squares = config.method in SQUARE_METHODS
+        second_zeros = first_zeros if squares else jax.device_put(np.zeros((0,), images.dtype))
     for start in range(0, n, block):
         stop = min(start + block, n)
         x = _pad(images[start:stop], block)
@@ -375,14 +383,14 @@ def _run(
             result = chosen.kernel(arrays, x, user_block, t, index, seed, refs)
         else:
             assert chosen.finish is not None  # set together with prepare
-            result = chosen.prepare(arrays, x, user_block, t, index, seed)
-            first = second = acc
-            for j0 in range(0, config.points, spec.rows):
+            x, user_block, index = jax.device_put((x, user_block, index))
+            result = dict(chosen.prepare(arrays, x, user_block, t, index, seed_on_device))
+            first, second = first_zeros, second_zeros
+            for j0 in starts:
                 first, second = chosen.kernel(
-                    arrays, x, user_block, result["targets"], index, seed, refs, np.int32(j0), first, second
+                    arrays, x, user_block, result["targets"], index, seed_on_device, refs_on_device, j0, first, second
                 )
-            result = dict(result)
-            result["maps"], result["total"] = chosen.finish([], x, user_block, index, seed, first, second)
+            result["maps"], result["total"] = chosen.finish([], x, user_block, index, seed_on_device, first, second)
         pending.append((start, stop, result))
     parts: dict[str, list[np.ndarray]] = {}
     for start, stop, result in pending:
@@ -401,6 +409,26 @@ def _run(
         for name in names
     }
     return maps, info
+
+
+_OUTPUT_SHAPES: collections.OrderedDict[Any, Any] = collections.OrderedDict()  # least recently used first
+
+
+def _output_shape(key: Any, model: Any, arrays: list[Any], image_shape: tuple[int, ...], dtype: Any) -> Any:
+    """The model's output shape for 2 images, traced once per model and input shapes.
+
+    Tracing a Flax model costs tens of milliseconds, a few percent of a small
+    batch's saliency run, so the answer is cached (keyed like the kernels).
+    """
+    shape = _OUTPUT_SHAPES.get(key)
+    if shape is None:
+        two = jax.ShapeDtypeStruct((2, *image_shape), dtype)  # type: ignore[no-untyped-call]  # unannotated in jax
+        shape = jax.eval_shape(lambda z: apply_model(model, arrays, z), two)
+        _OUTPUT_SHAPES[key] = shape
+        if len(_OUTPUT_SHAPES) > COMPILED_MAX:
+            _OUTPUT_SHAPES.popitem(last=False)
+    _OUTPUT_SHAPES.move_to_end(key)
+    return shape
 
 
 def _to_jax(value: np.ndarray) -> jax.Array:
