@@ -8,12 +8,9 @@ masks and RLE segments, and compare the portable and the dispatched kernel bit f
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
+from sat_reference import results_of_both_kernels
 
 from sat_fast import _core
 
@@ -76,18 +73,7 @@ def test_fused_adds_round_like_the_portable_kernel(tmp_path):
             masks[i, j] = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
     data["masks"] = masks
     np.savez(tmp_path / "in.npz", **data)
-    results = {}
-    for variant in ("generic", "default"):
-        env = dict(os.environ)
-        env.pop("SAT_FAST_KERNEL", None)
-        if variant == "generic":
-            env["SAT_FAST_KERNEL"] = "generic"
-        out = tmp_path / f"{variant}.npz"
-        subprocess.run(
-            [sys.executable, "-c", SCRIPT, str(tmp_path / "in.npz"), str(out)], env=env, check=True, cwd=tmp_path
-        )
-        with np.load(out) as z:
-            results[variant] = dict(z)
+    results = results_of_both_kernels(SCRIPT, tmp_path / "in.npz", tmp_path)
     assert str(results["generic"].pop("variant")) == "generic"
     assert str(results["default"].pop("variant")) != "generic"
     assert results["generic"].keys() == results["default"].keys()
