@@ -1,13 +1,14 @@
-"""Columns that every table builder shares: image ids and within-image ranks."""
+"""Columns that every table builder shares: image ids, within-image ranks and class names."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-__all__ = ["competition_rank", "image_id_series"]
+__all__ = ["class_name_list", "class_name_series", "competition_rank", "image_id_series"]
 
 
 def competition_rank(group: np.ndarray, value: np.ndarray) -> np.ndarray:
@@ -43,3 +44,27 @@ def image_id_series(image_ids: Any, b: int) -> pl.Series:
         dup = s.filter(s.is_duplicated()).first()
         raise ValueError(f"image_ids must be unique; {dup!r} appears more than once")
     return s
+
+
+def class_name_list(class_names: Sequence[str] | None) -> list[str] | None:
+    """``class_names`` as a list of strings (None stays None), or a TypeError."""
+    if class_names is None:
+        return None
+    if isinstance(class_names, str) or not isinstance(class_names, Sequence):
+        raise TypeError(f"class_names must be a sequence of class names, got {type(class_names).__name__}")
+    names = list(class_names)
+    if not all(isinstance(n, str) for n in names):
+        raise TypeError("class_names must hold strings (one per class index)")
+    return names
+
+
+def class_name_series(name: str, index: Any, classes: list[str], what: str) -> pl.Series:
+    """The class names of an integer index column (null where the index is null)."""
+    idx = pl.Series(index)
+    if not idx.dtype.is_integer():
+        raise TypeError(f"{what} must hold class indices (integers) to be named by class_names, got {idx.dtype}")
+    bad = idx.filter((idx < 0) | (idx >= len(classes)))
+    if bad.len():
+        raise ValueError(f"{what} {bad[0]} is not a class index: class_names has {len(classes)} names")
+    lookup = pl.Series(name, classes, dtype=pl.Categorical)
+    return lookup.gather(idx.cast(pl.Int64))

@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 
 from sat_fast import _validate as v
-from sat_fast._columns import competition_rank, image_id_series
+from sat_fast._columns import class_name_list, class_name_series, competition_rank, image_id_series
 from sat_fast._deprecation import warn_deprecated
 from sat_fast._typing import DeletionFill
 from sat_fast.packed import PackedMasks
@@ -198,6 +198,7 @@ def segment_deletion(
     metadata: Mapping[str, Any] | None = None,
     batch_size: int = 32,
     blur_sigma: float | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> pl.DataFrame:
     """Remove one named segment at a time and record the drop of the explained output.
 
@@ -240,12 +241,18 @@ def segment_deletion(
         compiles once.
     blur_sigma
         Standard deviation of the blur in pixels; default max(H, W) / 16.
+    class_names
+        The model's class names (index i is ``class_names[i]``): adds
+        ``class`` after ``target`` and ``label_class`` / ``predicted_class``
+        after ``label`` / ``predicted`` metadata, as in
+        :func:`sat_fast.segment_table`.
 
     Returns
     -------
     polars.DataFrame
         One row per (image, present segment), in image then segment order:
-        ``image_id``, ``target``, metadata, ``segment`` (Categorical),
+        ``image_id``, ``target``, ``class`` (with ``class_names``), metadata,
+        ``segment`` (Categorical),
         ``pixels``, ``area``, ``output`` (the explained output of the intact
         image), ``deleted`` (with the segment filled), ``drop`` (output -
         deleted: positive when the segment supported the prediction) and
@@ -308,6 +315,11 @@ def segment_deletion(
     ids = image_id_series(image_ids, b)
     target_arr = v.target_array(targets, b)
     meta = {name: v.per_image(vals, b, f"metadata[{name!r}]") for name, vals in (metadata or {}).items()}
+    classes = class_name_list(class_names)
+    named = {"class", "label_class", "predicted_class"} if classes is not None else set()
+    clash = sorted(set(meta) & ({"image_id", "target", "segment", "pixels", "area", "output", "deleted"} | named))
+    if clash:
+        raise ValueError(f"metadata column {clash[0]!r} clashes with a deletion column")
 
     def make_fill(x: jax.Array) -> jax.Array:
         if fill == "blur":
@@ -390,10 +402,15 @@ def segment_deletion(
     name_col = [rows_name[i] for i in order]
     output_col = outputs[image]
     drop = output_col - deleted_col
-    columns = [ids.gather(image), pl.Series("target", target_used[image], dtype=pl.Int64)]
+    target_col = pl.Series("target", target_used[image], dtype=pl.Int64)
+    columns = [ids.gather(image), target_col]
+    if classes is not None:
+        columns.append(class_name_series("class", target_col, classes, "target"))
     for name, arr in meta.items():
         values = arr.tolist() if arr.dtype == object else arr
         columns.append(pl.Series(name, values).gather(image))
+        if classes is not None and name in ("label", "predicted"):
+            columns.append(class_name_series(f"{name}_class", columns[-1], classes, f"metadata[{name!r}]"))
     columns += [
         pl.Series("segment", name_col, dtype=pl.Categorical),
         pl.Series("pixels", pixels_col, dtype=pl.Int64),

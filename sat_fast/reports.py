@@ -182,7 +182,8 @@ _FLAGS_NOTE = (
     "<code>density</code> (share per unit area) passes its threshold; without them, a segment whose share in a class "
     "exceeds its mean share in the other classes (<code>excess</code>). A flag is a question to check (look at the "
     "images, delete the segment), not a verdict; without core segments a background can be flagged simply because "
-    "one class has more of it. Strongest evidence first.</p>"
+    "one class has more of it. Strongest evidence first: <code>evidence</code> is the share (or excess) weighed by "
+    "<code>presence</code>, so a segment in few of a class's images ranks below a frequent one.</p>"
 )
 _EMPTY_CELLS_NOTE = (
     '<p class="note">Empty <code>std</code>, <code>sem</code>, <code>ci_low</code> and <code>ci_high</code> cells: '

@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 
 from sat_fast import _validate as v
-from sat_fast._columns import competition_rank, image_id_series
+from sat_fast._columns import class_name_list, class_name_series, competition_rank, image_id_series
 from sat_fast._deprecation import renamed_keywords
 from sat_fast._errors import KernelInputError, with_suffix
 from sat_fast._typing import Nonfinite
@@ -89,33 +89,10 @@ def table_schema(
     return pl.Schema(cols)
 
 
-def _class_list(class_names: Sequence[str] | None) -> list[str] | None:
-    if class_names is None:
-        return None
-    if isinstance(class_names, str) or not isinstance(class_names, Sequence):
-        raise TypeError(f"class_names must be a sequence of class names, got {type(class_names).__name__}")
-    names = list(class_names)
-    if not all(isinstance(n, str) for n in names):
-        raise TypeError("class_names must hold strings (one per class index)")
-    return names
-
-
-def _class_series(name: str, index: Any, classes: list[str], what: str) -> pl.Series:
-    """The class names of an integer index column (null where the index is null)."""
-    idx = pl.Series(index)
-    if not idx.dtype.is_integer():
-        raise TypeError(f"{what} must hold class indices (integers) to be named by class_names, got {idx.dtype}")
-    bad = idx.filter((idx < 0) | (idx >= len(classes)))
-    if bad.len():
-        raise ValueError(f"{what} {bad[0]} is not a class index: class_names has {len(classes)} names")
-    lookup = pl.Series(name, classes, dtype=pl.Categorical)
-    return lookup.gather(idx.cast(pl.Int64))
-
-
 def _target_names(target_arr: np.ndarray | None, classes: list[str] | None) -> pl.Series | None:
     if target_arr is None or classes is None:
         return None
-    return _class_series("class", target_arr, classes, "target")
+    return class_name_series("class", target_arr, classes, "target")
 
 
 def _metadata_series(metadata: Mapping[str, Any] | None, b: int, classes: list[str] | None) -> dict[str, pl.Series]:
@@ -127,7 +104,7 @@ def _metadata_series(metadata: Mapping[str, Any] | None, b: int, classes: list[s
         arr = v.per_image(values, b, f"metadata[{name!r}]")
         meta[name] = pl.Series(name, arr.tolist() if arr.dtype == object else arr)
         if classes is not None and name in ("label", "predicted"):
-            meta[f"{name}_class"] = _class_series(f"{name}_class", meta[name], classes, f"metadata[{name!r}]")
+            meta[f"{name}_class"] = class_name_series(f"{name}_class", meta[name], classes, f"metadata[{name!r}]")
     return meta
 
 
@@ -231,7 +208,7 @@ def stats_table(
         names_list = names_list + [unassigned]
     codes = np.broadcast_to(np.arange(len(names_list), dtype=np.int64), (b, len(names_list)))
     vocabulary = pl.Series("segment", names_list, dtype=pl.Categorical)
-    classes = _class_list(class_names)
+    classes = class_name_list(class_names)
     target_arr = v.target_array(targets, b)
     return _build(
         stats,
@@ -291,7 +268,7 @@ def _segments_table(
         image_ids = ids if ids and all(i is not None for i in ids) else list(range(b))
     id_series = image_id_series(image_ids, b)  # all ids checked (kind, count, uniqueness) before any chunk
     target_arr = v.target_array(targets, b)
-    classes = _class_list(class_names)
+    classes = class_name_list(class_names)
     target_names = _target_names(target_arr, classes)
     meta = _metadata_series(metadata, b, classes)
     index = {n: i for i, n in enumerate(vocab)}

@@ -450,15 +450,42 @@ def test_flag_shortcuts_with_core():
     looser = sat_fast.flag_shortcuts(
         agg, core={0: ["eye", "ear"], 1: ["eye"]}, presence_min=0.0, share_min=0.12, density_min=100
     )
+    # strongest evidence first: share * presence = 0.21, 0.15, 0.004 (the class-1 watermark is in 1% of images)
     assert looser.select("target", "segment", "reason").rows() == [
-        (1, "watermark", "share"),
         (0, "watermark", "share"),
         (0, "background", "share"),
+        (1, "watermark", "share"),
     ]
     only_class_0 = sat_fast.flag_shortcuts(agg, core={0: ["eye"]}, density_min=2.0)
     assert only_class_0.select("segment", "reason").rows() == [("watermark", "share+density"), ("ear", "density")]
     same_for_all = sat_fast.flag_shortcuts(agg, core=["eye", "ear"], presence_min=0.0)
     assert same_for_all["segment"].cast(pl.String).to_list() == ["watermark", "watermark"]
+
+
+def test_flags_are_ordered_by_strength_of_evidence_not_by_share_of_rare_segments():
+    # "blob" has the larger share/excess but is in 1 image of 10; "watermark" in 9 of 10: it is the stronger evidence
+    agg = pl.DataFrame(
+        {
+            "target": [0, 0, 0, 1, 1, 1],
+            "segment": ["fin", "blob", "watermark", "fin", "blob", "watermark"],
+            "images": [10] * 6,
+            "present": [10, 1, 9, 10, 1, 1],
+            "presence": [1.0, 0.1, 0.9, 1.0, 0.1, 0.1],
+            "mean": [0.3, 0.9, 0.6, 0.5, 0.1, 0.1],
+            "share": [0.2, 0.7, 0.5, 0.8, 0.1, 0.1],
+            "density": [1.0, 9.0, 5.0, 1.0, 1.0, 1.0],
+            "top1": [0.0, 0.1, 0.9, 1.0, 0.0, 0.0],
+            "mean_rank": [2.0, 1.0, 1.1, 1.0, 2.0, 3.0],
+        }
+    )
+    without_core = sat_fast.flag_shortcuts(agg, presence_min=0.0)
+    assert without_core.filter(pl.col("target") == 0)["segment"].cast(pl.String).to_list() == ["watermark", "blob"]
+    expected = [(0.5 - 0.1) * 0.9, (0.7 - 0.1) * 0.1]
+    np.testing.assert_allclose(without_core.filter(pl.col("target") == 0)["evidence"].to_numpy(), expected)
+    with_core = sat_fast.flag_shortcuts(agg, core={0: ["fin"]}, presence_min=0.0)
+    assert with_core["segment"].cast(pl.String).to_list() == ["watermark", "blob"]
+    np.testing.assert_allclose(with_core["evidence"].to_numpy(), [0.5 * 0.9, 0.7 * 0.1])
+    assert with_core.columns[-1] == "evidence" and without_core.columns[-1] == "evidence"
 
 
 def test_flag_shortcuts_without_core():

@@ -103,6 +103,32 @@ def test_frame_layout_and_join_with_sat():
         assert frame["drop_rank"].to_list() == expected, image_id
 
 
+def test_class_names_name_target_label_and_prediction_like_the_sat():
+    images, labels = data()
+    classes = ["fish", "bird", "cat"]
+    meta = {"label": np.arange(B) % 3, "predicted": np.zeros(B, np.int64)}
+    result = sat_fast.segment_deletion(
+        model, images, labels, names=NAMES, fill="zeros", targets=np.arange(B) % 2, metadata=meta,
+        class_names=classes,
+    )  # fmt: skip
+    assert result.columns[:7] == ["image_id", "target", "class", "label", "label_class", "predicted", "predicted_class"]
+    for column, index in (("class", "target"), ("label_class", "label"), ("predicted_class", "predicted")):
+        assert result.schema[column] == pl.Categorical
+        assert result[column].cast(pl.String).to_list() == [classes[i] for i in result[index].to_list()]
+    sat = sat_fast.segment_table(
+        images.mean(axis=3), labels, names=NAMES, targets=np.arange(B) % 2, metadata=meta,
+        class_names=classes,
+    )  # fmt: skip
+    joined = sat.join(result, on=["image_id", "target", "class", "segment"], how="inner")
+    assert joined.height == sat.height == result.height
+    with pytest.raises(ValueError, match="target 5 is not a class index"):
+        sat_fast.segment_deletion(
+            lambda x: jnp.zeros((x.shape[0], 6)), images, labels, names=NAMES, targets=5, class_names=classes
+        )
+    with pytest.raises(ValueError, match="metadata column 'class' clashes"):
+        sat_fast.segment_deletion(model, images, labels, names=NAMES, metadata={"class": 1}, class_names=classes)
+
+
 def test_segment_forms_agree():
     images, labels = data(1)
     base = sat_fast.segment_deletion(model, images, labels, names=NAMES, fill="mean", targets=0, batch_size=4)
