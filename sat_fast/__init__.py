@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # what the lazy table below resolves to, for type checkers an
     from sat_fast.flags import flag_shortcuts as flag_shortcuts
     from sat_fast.packed import PackedMasks as PackedMasks
     from sat_fast.packed import pack_masks as pack_masks
+    from sat_fast.pipeline import run as run
     from sat_fast.plots import plot_class_bars as plot_class_bars
     from sat_fast.plots import plot_comparison as plot_comparison
     from sat_fast.plots import plot_heatmap as plot_heatmap
@@ -66,6 +67,7 @@ _LAZY = {
     "plot_image": "sat_fast.plots",
     "plot_presence_scatter": "sat_fast.plots",
     "report": "sat_fast.reports",
+    "run": "sat_fast.pipeline",
     "saliency": "sat_fast.attribution",
     "save_figure": "sat_fast.plots",
     "segment_deletion": "sat_fast.deletion",

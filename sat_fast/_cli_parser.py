@@ -16,18 +16,18 @@ if TYPE_CHECKING:
 
 from sat_fast._cli_common import UserError
 
-__all__ = ["IMAGE_SUFFIXES", "apply_config", "build_parser"]
+__all__ = ["apply_config", "build_parser"]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 _EXAMPLES = """\
 examples:
   sat-fast demo                       # the synthetic shortcut experiment (about 2 minutes)
   sat-fast demo --quick --out demo    # a smaller, faster run
   sat-fast run --model examples/user_model.py:make_model --images data/images \\
       --masks data/masks --names data/names.csv --out results
-  sat-fast aggregate results/sat.parquet --by label correct --out by_class.parquet
-  sat-fast compare a/sat.parquet b/sat.parquet --by target --out change.parquet
-  sat-fast report results/aggregate.parquet --flags results/flags.parquet --out report.html
+  sat-fast run ... --out results --resume   # continue an interrupted run
+  sat-fast aggregate results --by label correct --out by_class.parquet
+  sat-fast compare a b --by target --out change.parquet   # two run folders
+  sat-fast report results --out report.html                # its aggregate.parquet and flags.parquet
 """
 
 
@@ -152,8 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = add(
         "run",
         help="SATs for your own model, images and masks",
-        description="Explain every image with the chosen saliency method and write per-image SATs "
-        "(sat.parquet), the per-class aggregate, shortcut flags and an HTML report.",
+        description="Explain every image with the chosen saliency method and write per-image SATs as "
+        "resumable Parquet shards (OUT/sat/part-*.parquet, listed in OUT/manifest.jsonl, provenance in "
+        "OUT/run.json), then the per-class aggregate, shortcut flags and an HTML report.",
         epilog="example: sat-fast run --model examples/user_model.py:make_model --images imgs --masks masks "
         "--names names.csv --out results",
     )
@@ -164,13 +165,22 @@ def build_parser() -> argparse.ArgumentParser:
         "function(checkpoint) and returning (apply, class_names[, transform])",
     )
     r.add_argument("--checkpoint", type=Path, help="passed to the factory")
-    r.add_argument("--images", type=Path, help="image folder: one sub-folder per class, or flat with --labels")
+    r.add_argument(
+        "--images",
+        type=Path,
+        help="image folder: one sub-folder per class, or flat with --labels; or a Parquet dataset (*.parquet: "
+        "columns image (bytes), label (class name or index), optionally image_id)",
+    )
     r.add_argument("--labels", type=Path, help="CSV with columns image_id,label (class name or index)")
     r.add_argument(
         "--masks",
         type=Path,
         help="segments: a folder of PNG label maps named like the images (needs --names), "
         "a COCO JSON file, or a sat_fast .npz bundle",
+    )
+    r.add_argument(
+        "--mask-column",
+        help="with --images DATASET.parquet: its column of PNG label-map bytes (named by --names), instead of --masks",
     )
     r.add_argument("--names", type=Path, help="names table for PNG label maps (CSV value,name or JSON)")
     r.add_argument("--ignore-index", type=int, help="label value of unlabelled pixels in PNG label maps")
@@ -245,17 +255,57 @@ def build_parser() -> argparse.ArgumentParser:
          "mean share in the other classes by this"),
     ):  # fmt: skip
         r.add_argument(flag, type=kind, default=default, help=f"{what} (default: %(default)s)")
-    r.add_argument("--skip-missing", action="store_true", help="skip images without masks instead of stopping")
+    r.add_argument(
+        "--saliency-maps",
+        type=Path,
+        help="precomputed saliency instead of --model/--images: .npz shards (maps, image_id, target and/or label), "
+        ".npy maps with NAME.image_id.npy beside them, or a Parquet file with a saliency column; a file, folder "
+        "or glob",
+    )
+    r.add_argument(
+        "--shard-size",
+        type=int,
+        default=1024,
+        help="images per output shard, the unit a resumed run redoes (default: %(default)s)",
+    )
+    r.add_argument(
+        "--workers", type=_positive_int, default=2, help="threads reading images and masks (default: %(default)s)"
+    )
+    r.add_argument(
+        "--backend",
+        choices=("stream", "ray"),
+        default="stream",
+        help="stream: threads and one device on this machine; ray: a Ray Data job, local or on a cluster (extra "
+        "sat_fast[ray]; see the README) (default: %(default)s)",
+    )
+    r.add_argument(
+        "--ray-address", help="with --backend ray: the Ray cluster (default: RAY_ADDRESS, else a local instance)"
+    )
+    r.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out: keep its finished shards, redo unfinished or corrupted ones; other "
+        "settings than the stored ones are an error",
+    )
+    r.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="skip bad items (unreadable image, missing mask, mask of another size than its image) and list them "
+        "in the summary and run.json, instead of stopping at the first",
+    )
+    r.add_argument("--skip-missing", action="store_true", help="deprecated: use --skip-bad")
     r.add_argument("--out", type=Path, help="output folder")
 
     a = add("aggregate", help="aggregate per-image SAT Parquet files per group x segment")
-    a.add_argument("tables", nargs="+", type=Path, help="per-image SAT Parquet files (globs allowed)")
+    a.add_argument(
+        "tables", nargs="+", type=Path, help="per-image SAT Parquet files (globs allowed) or run folders (their sat/)"
+    )
     a.add_argument("--by", nargs="*", default=["target"], help="grouping columns (default: target)")
     a.add_argument("--value", default="mean", help="per-image column to aggregate (default: %(default)s)")
     a.add_argument("--out", type=Path, required=False, help="output Parquet file (default: print)")
 
     c = add("compare", help="compare two SATs (models, splits) per group x segment")
-    c.add_argument("a", type=Path, help="first per-image (or aggregated) SAT Parquet file")
+    c.add_argument("a", type=Path, help="first per-image (or aggregated) SAT Parquet file, or a run folder")
     c.add_argument("b", type=Path, help="second one")
     c.add_argument("--by", nargs="*", default=["target"], help="grouping columns (default: target)")
     c.add_argument(
@@ -269,8 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", type=Path, help="output Parquet file (default: print)")
 
     rp = add("report", help="an HTML report from an aggregated SAT")
-    rp.add_argument("aggregate", type=Path, help="aggregated SAT Parquet file")
-    rp.add_argument("--flags", type=Path, help="flags Parquet file")
+    rp.add_argument("aggregate", type=Path, help="aggregated SAT Parquet file, or a run folder (its aggregate.parquet)")
+    rp.add_argument("--flags", type=Path, help="flags Parquet file (default with a run folder: its flags.parquet)")
     rp.add_argument("--comparison", type=Path, help="comparison Parquet file")
     rp.add_argument(
         "--sides",

@@ -10,6 +10,7 @@ from typing import Any, Literal, TypeAlias, get_args
 
 __all__ = [
     "AggregateEngine",
+    "Backend",
     "Correction",
     "DeletionFill",
     "Interpolation",
@@ -19,6 +20,7 @@ __all__ = [
     "Output",
     "QuadratureRule",
     "Reduction",
+    "RunTargets",
     "SegmentsKind",
     "SortKey",
     "SummaryFormat",
@@ -61,6 +63,11 @@ TestKind: TypeAlias = Literal["welch", "permutation"]
 Correction: TypeAlias = Literal["bh", "bonferroni"]
 #: Row order of :func:`sat_fast.compare`.
 SortKey: TypeAlias = Literal["effect", "diff", "p"]
+#: Where :func:`sat_fast.run` runs its stages (``"stream"``: threads and one device on this machine; ``"ray"``: a
+#: Ray Data job).
+Backend: TypeAlias = Literal["stream", "ray"]
+#: The class :func:`sat_fast.run` explains per image: its label, the model's prediction, or every class.
+RunTargets: TypeAlias = Literal["label", "predicted", "all"]
 #: Text format of :func:`sat_fast.summary`.
 SummaryFormat: TypeAlias = Literal["markdown", "text"]
 

@@ -35,6 +35,14 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_folder_tables(folder: Path) -> list[Path]:
+    """The per-image SAT shards of a `sat-fast run` folder (its sat/part-*.parquet, in shard order)."""
+    parts = sorted((folder / "sat").glob("part-*.parquet"))
+    if not parts:
+        raise UserError(f"{folder} is a folder but not a run folder: no sat/part-*.parquet in it")
+    return parts
+
+
 def _read(paths: Sequence[Path]) -> pl.LazyFrame:
     import polars as pl
 
@@ -42,6 +50,8 @@ def _read(paths: Sequence[Path]) -> pl.LazyFrame:
     for p in paths:
         # glob.glob takes absolute patterns too (Path().glob does not)
         matches = sorted(map(Path, glob.glob(str(p), recursive=True))) if any(ch in str(p) for ch in "*?[") else [p]
+        # A run folder stands for its per-image SAT shards.
+        matches = [t for m in matches for t in (_run_folder_tables(m) if m.is_dir() else [m])]
         for m in matches:
             if not m.is_file():
                 raise UserError(f"table {m} does not exist")
@@ -134,8 +144,13 @@ def _stored_sides(path: Path) -> tuple[str, str] | None:
 def _report(args: argparse.Namespace) -> int:
     from sat_fast.reports import report
 
-    agg = _read([args.aggregate]).collect()
-    flags = _read([args.flags]).collect() if args.flags else None
+    aggregate_path, flags_path = args.aggregate, args.flags
+    if aggregate_path.is_dir():  # a run folder: its aggregate and (unless --flags) its flags
+        aggregate_path = aggregate_path / "aggregate.parquet"
+        if flags_path is None and (args.aggregate / "flags.parquet").is_file():
+            flags_path = args.aggregate / "flags.parquet"
+    agg = _read([aggregate_path]).collect()
+    flags = _read([flags_path]).collect() if flags_path else None
     comparison = _read([args.comparison]).collect() if args.comparison else None
     if args.sides is not None:
         sides = _sides(args.sides, "--sides")

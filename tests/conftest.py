@@ -32,3 +32,15 @@ def _header_only_png(path, height, width, idat=b""):
 def header_only_png():
     """Writes a PNG header declaring any size (a decompression bomb, or a PNG whose pixels are garbage)."""
     return _header_only_png
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray instance for the whole session (starting one takes about 16 s here); its address."""
+    import ray
+
+    context = ray.init(num_cpus=2, object_store_memory=200 * 2**20, include_dashboard=False, log_to_driver=False)
+    try:
+        yield context.address_info["address"]
+    finally:
+        ray.shutdown()

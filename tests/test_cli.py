@@ -42,7 +42,7 @@ def run_output(example_data, tmp_path_factory):
 
 
 def test_run_writes_tables_and_report(run_output, example_data):
-    sat = pl.read_parquet(run_output / "sat.parquet")
+    sat = _table(run_output)
     assert {"image_id", "target", "label", "predicted", "correct", "model", "segment", "mean", "rank"} <= set(
         sat.columns
     )
@@ -65,11 +65,14 @@ def test_run_writes_tables_and_report(run_output, example_data):
     agg = pl.read_parquet(run_output / "aggregate.parquet")
     assert {"target", "segment", "presence", "mean", "ci_low"} <= set(agg.columns)
     assert (run_output / "report.html").read_text().startswith("<!DOCTYPE html>")
-    assert not list(run_output.glob("sat-part-*.parquet"))
+    # the per-image SAT is the run folder's shards, each listed in the manifest
+    shards = sorted((run_output / "sat").glob("*.parquet"))
+    manifest = [json.loads(line) for line in (run_output / "manifest.jsonl").read_text().splitlines()]
+    assert [run_output / m["file"] for m in manifest] == shards and sum(m["rows"] for m in manifest) == sat.height
 
 
 def test_aggregate_compare_report_commands(run_output, tmp_path, capsys):
-    sat = run_output / "sat.parquet"
+    sat = run_output  # a run folder stands for its per-image SAT shards
     assert cli.main(["aggregate", str(sat), "--by", "label", "correct", "--out", str(tmp_path / "a.parquet")]) == 0
     agg = pl.read_parquet(tmp_path / "a.parquet")
     assert agg.columns[:4] == ["label", "label_class", "correct", "segment"]
@@ -79,6 +82,8 @@ def test_aggregate_compare_report_commands(run_output, tmp_path, capsys):
     assert cli.main(["report", str(run_output / "aggregate.parquet"), "--out", str(tmp_path / "r.html")]) == 0
     assert (tmp_path / "r.html").stat().st_size > 1000
     assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'r.html'}"  # the report, not also the summary
+    assert cli.main(["report", str(run_output), "--out", str(tmp_path / "folder.html")]) == 0  # with its flags
+    assert "Shortcut flags" in (tmp_path / "folder.html").read_text(encoding="utf-8")
     assert cli.main(["aggregate", str(sat), "--by", "target"]) == 0  # no --out: printed
     out = capsys.readouterr().out
     header = next(line for line in out.splitlines() if "segment" in line)
@@ -93,11 +98,16 @@ def test_config_file_supplies_options(example_data, tmp_path):
         f'names = "{example_data / "names.csv"}"\nsteps = 2\nbatch-size = 9\nout = "{tmp_path / "out"}"\n'
     )
     assert cli.main(["--config", str(config), "run"]) == 0
-    assert pl.read_parquet(tmp_path / "out" / "sat.parquet")["image_id"].n_unique() == 9
+    assert _table(tmp_path / "out")["image_id"].n_unique() == 9
     # after the command too, as users type it; options on the command line still win
     (tmp_path / "out").rename(tmp_path / "first")
     assert cli.main(["run", "--config", str(config), "--steps", "1"]) == 0
-    assert pl.read_parquet(tmp_path / "out" / "sat.parquet")["image_id"].n_unique() == 9
+    assert _table(tmp_path / "out")["image_id"].n_unique() == 9
+
+
+def _table(out):
+    """The per-image SAT of a run folder: its shards, read with one glob."""
+    return pl.read_parquet(out / "sat" / "*.parquet")
 
 
 def _error(capsys, argv) -> str:
@@ -148,10 +158,18 @@ def test_images_without_masks_stop_unless_skipped(example_data, tmp_path, capsys
     argv = ["run", "--model", FACTORY, "--images", str(example_data / "images"), "--masks", str(masks),
             "--names", str(example_data / "names.csv"), "--steps", "2", "--out", str(tmp_path / "o")]  # fmt: skip
     err = _error(capsys, argv)
-    assert "3 of 9 images have no masks (bird/000, cat/000, fish/000); pass --skip-missing" in err
-    assert cli.main([*argv, "--skip-missing"]) == 0
-    assert "3 skipped without masks" in capsys.readouterr().out
-    assert pl.read_parquet(tmp_path / "o" / "sat.parquet")["image_id"].n_unique() == 6
+    assert "3 of 9 images have no masks (bird/000, cat/000, fish/000)" in err and "--skip-bad" in err
+    assert cli.main([*argv, "--skip-bad"]) == 0
+    out = capsys.readouterr().out
+    assert "explained 6 images (6 of 9;" in out and "skipped 3 bad items" in out and "bird/000" in out
+    assert _table(tmp_path / "o")["image_id"].n_unique() == 6
+    skipped = json.loads((tmp_path / "o" / "run.json").read_text())["skipped"]
+    assert [s["image_id"] for s in skipped] == ["bird/000", "cat/000", "fish/000"]
+    assert all("has no mask" in s["reason"] for s in skipped)
+    # the old spelling still works, with a notice
+    assert cli.main([*argv[:-1], str(tmp_path / "o2"), "--skip-missing"]) == 0
+    assert "--skip-missing is deprecated" in capsys.readouterr().err
+    assert _table(tmp_path / "o2")["image_id"].n_unique() == 6
 
 
 def test_debug_shows_the_traceback(tmp_path):
@@ -173,7 +191,8 @@ def test_help_explains_every_command(tmp_path):
         [sys.executable, "-m", "sat_fast.cli", "run", "--help"], capture_output=True, text=True, cwd=tmp_path
     )
     for option in ("--model", "--checkpoint", "--images", "--labels", "--masks", "--method", "--steps",
-                   "--batch-size", "--seed", "--device", "--skip-missing", "--out"):  # fmt: skip
+                   "--batch-size", "--seed", "--device", "--skip-bad", "--resume", "--shard-size",
+                   "--saliency-maps", "--mask-column", "--out"):  # fmt: skip
         assert option in run_help.stdout
 
 
@@ -192,7 +211,7 @@ def test_flat_folder_with_a_labels_csv(example_data, tmp_path, capsys):
             "--masks", str(masks), "--names", str(example_data / "names.csv"), "--steps", "2",
             "--out", str(tmp_path / "o")]  # fmt: skip
     assert cli.main(argv) == 0
-    sat = pl.read_parquet(tmp_path / "o" / "sat.parquet")
+    sat = _table(tmp_path / "o")
     assert sorted(sat["image_id"].unique()) == ["img0", "img1", "img2", "img3"]
     capsys.readouterr()
     (tmp_path / "labels.csv").write_text("image_id,label\nimg0,dog\n")
@@ -239,7 +258,7 @@ def test_max_pixels_and_png_bombs_in_masks(example_data, tmp_path, capsys, heade
     capsys.readouterr()
     # a 74-byte PNG declaring 60000 x 60000 pixels
     header_only_png(masks / "i1.png", 60000, 60000, zlib.compress(b""))
-    assert "i1.png" in _error(capsys, argv)
+    assert "i1.png" in _error(capsys, [*argv[:-1], str(tmp_path / "o2")])  # o holds the finished run
 
 
 def test_labels_csv_bom_missing_column_and_short_row(example_data, tmp_path, capsys):
@@ -266,13 +285,19 @@ def test_coco_masks_without_file_name_or_too_deep(example_data, tmp_path, capsys
     assert "coco.json: image 7 ('images' entry 0) has no 'file_name'" in _error(capsys, argv)
     coco.write_text("[" * 100000 + "]" * 100000)
     assert "coco.json are nested too deeply" in _error(capsys, argv)
-    coco.write_text(json.dumps({"images": [{"id": 7, "height": -48, "width": 48, "file_name": "i0.png"}],
+    # masks are built per image while the run goes (never all at once): the bad entry stops the run at its image
+    coco.write_text(json.dumps({"images": [{"id": 7, "height": -48, "width": 48, "file_name": "i0.png"},
+                                           {"id": 8, "height": 48, "width": 48, "file_name": "i1.png"}],
                                 "annotations": [], "categories": []}))  # fmt: skip
-    assert "coco.json: COCO annotations: image 7 needs a non-negative integer 'height'" in _error(capsys, argv)
+    err = _error(capsys, argv)
+    assert (
+        "mask of image 'i0'" in err
+        and "coco.json: COCO annotations: image 7 needs a non-negative integer 'height'" in err
+    )
 
 
 def test_table_inputs_and_outputs_are_one_line_errors(run_output, tmp_path, capsys, monkeypatch):
-    sat = run_output / "sat.parquet"
+    sat = run_output / "sat" / "part-000000.parquet"
     (tmp_path / "junk.parquet").write_text("not parquet")
     (tmp_path / "empty.parquet").write_bytes(b"")
     assert "junk.parquet is not a Parquet file" in _error(capsys, ["aggregate", str(tmp_path / "junk.parquet")])
@@ -371,7 +396,7 @@ def test_progress_in_a_log_is_a_few_lines_and_no_progress_keeps_the_summary(exam
     )
     assert logged.returncode == 0, logged.stderr
     assert "\r" not in logged.stderr
-    assert logged.stderr.strip().splitlines()[-1].startswith("explaining: 3/3 batch")
+    assert logged.stderr.strip().splitlines()[-1].startswith("explaining: 9/9 img")
     quiet = subprocess.run(
         [sys.executable, "-c", code, *argv, "--no-progress", "--out", str(tmp_path / "b")],
         capture_output=True,
@@ -383,7 +408,7 @@ def test_progress_in_a_log_is_a_few_lines_and_no_progress_keeps_the_summary(exam
 
 
 def test_run_names_classes_and_writes_a_run_id(run_output, example_data):
-    sat = pl.read_parquet(run_output / "sat.parquet")
+    sat = _table(run_output)
     assert sat.columns[:3] == ["image_id", "target", "class"]
     assert {"label_class", "predicted_class", "run"} <= set(sat.columns)
     bird = sat.filter(pl.col("image_id") == "bird/000").row(0, named=True)
@@ -397,7 +422,7 @@ def test_run_names_classes_and_writes_a_run_id(run_output, example_data):
 
 
 def test_aggregating_two_runs_over_the_same_images_says_run(run_output, tmp_path, capsys):
-    sat = pl.read_parquet(run_output / "sat.parquet")
+    sat = _table(run_output)
     for i, run in enumerate(("aaaa0000", "bbbb1111")):
         (tmp_path / f"res_{i}").mkdir()
         sat.with_columns(pl.lit(run).alias("run")).write_parquet(tmp_path / f"res_{i}" / "sat.parquet")
@@ -430,7 +455,7 @@ def test_core_file_takes_class_names_or_indices(example_data, tmp_path, capsys):
     capsys.readouterr()
     code = cli.main(
         ["run", "--model", FACTORY, "--images", str(example_data / "images"), "--masks", str(example_data / "masks"),
-         "--names", str(example_data / "names.csv"), "--steps", "2", "--core", str(core), "--out", str(out)]
+         "--names", str(example_data / "names.csv"), "--steps", "2", "--core", str(core), "--out", str(out) + "2"]
     )  # fmt: skip
     assert code == 2 and "core class 'dog' is not a class of agg" in capsys.readouterr().err
 
@@ -464,7 +489,7 @@ def _run_argv(example_data, out, *extra):
 
 
 def _sat(out):
-    return pl.read_parquet(out / "sat.parquet").sort("image_id", "target", "segment")
+    return _table(out).sort("image_id", "target", "segment")
 
 
 def test_gradcam_with_a_layer(example_data, tmp_path, capsys):
@@ -583,7 +608,7 @@ def test_flag_thresholds(example_data, tmp_path, capsys):
 
 
 def test_compare_names_its_sides(run_output, tmp_path, capsys, monkeypatch):
-    sat = str(run_output / "sat.parquet")
+    sat = str(run_output)
     capsys.readouterr()
     assert cli.main(["compare", sat, sat, "--sides", "train", "ood"]) == 0
     assert capsys.readouterr().out.startswith(f"a = train ({sat}), b = ood ({sat}); diff = mean_b - mean_a\n")
@@ -645,3 +670,17 @@ def test_config_values_of_new_options_are_used(example_data, tmp_path):
     assert cli.main(_run_argv(example_data, tmp_path / "d")) == 0
     assert _sat(tmp_path / "b")["mean"].to_list() == _sat(tmp_path / "c")["mean"].to_list()
     assert _sat(tmp_path / "b")["mean"].to_list() != _sat(tmp_path / "d")["mean"].to_list()
+
+
+def test_resume_continues_a_run_and_refuses_other_settings(example_data, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert cli.main(_run_argv(example_data, out, "--shard-size", "4")) == 0
+    first = _table(out)
+    capsys.readouterr()
+    err = _error(capsys, _run_argv(example_data, out, "--shard-size", "4", "--steps", "2", "--resume"))
+    assert "cannot resume the run in" in err and "steps: 1 then, 2 now" in err
+    assert "already holds a run" in _error(capsys, _run_argv(example_data, out, "--shard-size", "4"))
+    (out / "sat" / "part-000001.parquet").unlink()  # as if the run had stopped before its second shard
+    assert cli.main(_run_argv(example_data, out, "--shard-size", "4", "--resume")) == 0
+    assert "4 handled in this call, 2 shards kept from before" in capsys.readouterr().out
+    assert _table(out).equals(first)

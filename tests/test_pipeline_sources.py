@@ -1,0 +1,150 @@
+"""sat_fast.run's sources: precomputed maps (.npz, .npy, Parquet) equal the model path; mixed image sizes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from PIL import Image
+from sat_reference import label_stats
+
+import sat_fast
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+SAT_COLUMNS = ["image_id", "target", "label", "segment", "pixels", "area", "sum", "mean", "share", "rank", "min"]
+
+
+def _example(root: Path, size: int, per_class: int) -> Path:
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        from make_example_data import write_example_data
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    return write_example_data(root, per_class=per_class, size=size)
+
+
+def _model():
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        from user_model import make_model
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    return make_model()
+
+
+def _sat(out: Path) -> pl.DataFrame:
+    return pl.read_parquet(out / "sat" / "*.parquet")
+
+
+@pytest.fixture(scope="module")
+def model_run(tmp_path_factory):
+    """The example model on 32x32 images (its transform changes nothing), explained by the pipeline."""
+    root = tmp_path_factory.mktemp("same")
+    data = _example(root / "data", 32, 3)
+    out = root / "model"
+    sat_fast.run(
+        _model(), images=data / "images", masks=data / "masks", names=data / "names.csv", out=out, steps=4,
+        batch_size=9, progress=False,
+    )  # fmt: skip
+    return data, out
+
+
+def test_precomputed_maps_give_the_model_paths_tables(model_run, tmp_path):
+    data, out = model_run
+    apply, class_names, transform = _model()
+    paths = sorted((data / "images").rglob("*.png"))
+    ids = [p.relative_to(data / "images").with_suffix("").as_posix() for p in paths]
+    labels = np.array([class_names.index(i.split("/")[0]) for i in ids])
+    images = np.stack([transform.image(np.asarray(Image.open(p).convert("RGB"), np.float32) / 255.0) for p in paths])
+    maps, _ = sat_fast.saliency(apply, images, labels, steps=4, return_info=True)  # as the pipeline calls it
+    maps = np.asarray(maps)
+    model_sat = _sat(out).select(SAT_COLUMNS)
+
+    np.savez(tmp_path / "maps.npz", maps=maps, image_id=np.array(ids), target=labels, label=labels)
+    (tmp_path / "npy").mkdir()
+    np.save(tmp_path / "npy" / "maps.npy", maps)
+    np.save(tmp_path / "npy" / "maps.image_id.npy", np.array(ids))
+    np.save(tmp_path / "npy" / "maps.target.npy", labels)
+    np.save(tmp_path / "npy" / "maps.label.npy", labels)
+    pl.DataFrame(
+        {"image_id": ids, "saliency": pl.Series(maps, dtype=pl.Array(pl.Float32, (32, 32))), "target": labels,
+         "label": labels}
+    ).write_parquet(tmp_path / "maps.parquet")  # fmt: skip
+    for name, source in (("npz", tmp_path / "maps.npz"), ("npy", tmp_path / "npy"), ("pq", tmp_path / "maps.parquet")):
+        done = sat_fast.run(
+            saliency_maps=source, masks=data / "masks", names=data / "names.csv", out=tmp_path / name,
+            class_names=class_names, progress=False,
+        )  # fmt: skip
+        assert _sat(tmp_path / name).select(SAT_COLUMNS).equals(model_sat), name
+        assert _sat(tmp_path / name)["class"].cast(pl.String).to_list() == _sat(out)["class"].cast(pl.String).to_list()
+        assert done.aggregate is not None and done.aggregate.height > 0
+
+
+def test_mixed_image_sizes_are_batched_by_shape(tmp_path):
+    """No transform: 32x32 and 40x40 images go to the model in batches of one shape, rows in source order."""
+    small, large = _example(tmp_path / "small", 32, 2), _example(tmp_path / "large", 40, 2)
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    for source, prefix in ((small, "s"), (large, "l")):
+        for p in sorted((source / "images").rglob("*.png")):
+            rel = p.relative_to(source / "images")
+            for folder, src in ((images, p), (masks, source / "masks" / rel)):
+                (folder / rel.parent).mkdir(parents=True, exist_ok=True)
+                (folder / rel.parent / f"{prefix}{rel.name}").write_bytes(src.read_bytes())
+    apply, class_names, _ = _model()
+    out = tmp_path / "out"
+    sat_fast.run(
+        (apply, class_names), images=images, masks=masks, names=small / "names.csv", out=out, steps=2, batch_size=3,
+        progress=False,
+    )  # fmt: skip
+    sat = _sat(out)
+    paths = sorted(images.rglob("*.png"))
+    ids = [p.relative_to(images).with_suffix("").as_posix() for p in paths]
+    assert sat["image_id"].unique(maintain_order=True).to_list() == ids  # canonical order across the shapes
+    names = [line.split(",")[1] for line in (small / "names.csv").read_text().splitlines()[1:]]
+    for path, image_id in zip(paths, ids, strict=True):
+        image = np.asarray(Image.open(path).convert("RGB"), np.float32)[None] / 255.0
+        label = class_names.index(image_id.split("/")[0])
+        one = np.asarray(sat_fast.saliency(apply, image, np.array([label]), steps=2), np.float64)
+        label_map = np.asarray(Image.open(masks / f"{image_id}.png"))[None]
+        ref = label_stats(one, label_map, len(names))
+        rows = sat.filter(pl.col("image_id") == image_id)
+        present = ref["count"][0] > 0
+        assert rows["segment"].cast(pl.String).to_list() == [n for n, p in zip(names, present, strict=True) if p]
+        np.testing.assert_allclose(rows["sum"].to_numpy(), ref["sum"][0][present], rtol=1e-4, atol=1e-9)
+
+
+def test_captum_example_writes_shards_the_pipeline_reads(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("captum")
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "captum_saliency.py"), str(tmp_path / "maps")],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    with np.load(tmp_path / "maps" / "part-0000.npz") as z:
+        assert z["maps"].ndim == 3 and len(z["image_id"]) == len(z["maps"]) == len(z["target"])
+
+
+def test_a_parquet_dataset_with_image_and_mask_columns_gives_the_folders_tables(model_run, tmp_path):
+    data, out = model_run
+    paths = sorted((data / "images").rglob("*.png"))
+    ids = [p.relative_to(data / "images").with_suffix("").as_posix() for p in paths]
+    pl.DataFrame(
+        {
+            "image_id": ids,
+            "image": [{"bytes": p.read_bytes(), "path": p.name} for p in paths],  # as Hugging Face datasets store it
+            "label": [i.split("/")[0] for i in ids],  # class names (indices work too)
+            "mask": [(data / "masks" / f"{i}.png").read_bytes() for i in ids],
+        }
+    ).write_parquet(tmp_path / "dataset.parquet", row_group_size=4)
+    sat_fast.run(
+        _model(), images=tmp_path / "dataset.parquet", mask_column="mask", names=data / "names.csv",
+        out=tmp_path / "pq", steps=4, batch_size=9, progress=False,
+    )  # fmt: skip
+    assert _sat(tmp_path / "pq").drop("run").equals(_sat(out).drop("run"))
+    with pytest.raises(ValueError, match="mask_column= names a column of a Parquet image dataset"):
+        sat_fast.run(_model(), images=data / "images", mask_column="mask", names=data / "names.csv", out=tmp_path / "x")
