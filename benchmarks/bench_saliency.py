@@ -144,6 +144,33 @@ def timed(run, repeats: int):
     return statistics.median(times), times, mem.extra_mb
 
 
+def interleaved(runs: dict, repeats: dict):
+    """{label: (median seconds, times, peak extra RSS MB)}: one warm-up each, then round-robin repeats.
+
+    Round-robin (contender A, B, C, A, B, C, ...) spreads the load of a shared machine over every
+    contender alike, so same-run ratios stay meaningful when absolute times swing.
+    """
+    for label, run in runs.items():
+        t0 = time.perf_counter()
+        run()  # warm-up: compilation
+        print(f"  warm-up {label}: {time.perf_counter() - t0:.1f} s", flush=True)
+    times = {label: [] for label in runs}
+    cpu = {label: [] for label in runs}
+    peaks = dict.fromkeys(runs, 0.0)
+    for rep in range(max(repeats.values())):
+        for label, run in runs.items():
+            if rep >= repeats[label]:
+                continue
+            with PeakRSS() as mem:
+                t0, c0 = time.perf_counter(), time.process_time()
+                run()
+                times[label].append(time.perf_counter() - t0)
+                cpu[label].append(time.process_time() - c0)
+            peaks[label] = max(peaks[label], mem.extra_mb)
+    # CPU time of this process (all its threads): less sensitive than wall time to other load on the machine
+    return {label: (statistics.median(t), t, peaks[label], statistics.median(cpu[label])) for label, t in times.items()}
+
+
 def ig_points(images, steps):
     nodes, weights = quadrature("gauss_legendre", steps)
     alphas = jnp.asarray(nodes, jnp.float32)
@@ -153,11 +180,15 @@ def ig_points(images, steps):
 # ---------------------------------------------------------------- contenders
 
 
-def run_ours(fn, images, steps, repeats, **kw):
+def make_ours(fn, images, steps, **kw):
     def run():
         sat_fast.saliency(fn, images, method="integrated_gradients", steps=steps, **kw).block_until_ready()
 
-    return timed(run, repeats)
+    return run
+
+
+def run_ours(fn, images, steps, repeats, **kw):
+    return timed(make_ours(fn, images, steps, **kw), repeats)
 
 
 def raw_grad_fn(fn):
@@ -168,7 +199,7 @@ def raw_grad_fn(fn):
     return grads
 
 
-def run_raw(fn, images, steps, batch_size, repeats):
+def make_raw(fn, images, steps, batch_size):
     """Gradients of the explained logit at every path point, batch_size points per call."""
     grads = raw_grad_fn(fn)
     targets = np.asarray(jnp.argmax(fn(jnp.asarray(images)), axis=1)).astype(np.int32)
@@ -186,10 +217,10 @@ def run_raw(fn, images, steps, batch_size, repeats):
             out = grads(points[s : s + batch_size], point_targets[s : s + batch_size])
         out.block_until_ready()
 
-    return timed(run, repeats)
+    return run
 
 
-def run_pair(fn, images, steps, batch_size, repeats):
+def make_pair(fn, images, steps, batch_size):
     import saliency.core as pair
 
     grads = raw_grad_fn(fn)
@@ -205,10 +236,10 @@ def run_pair(fn, images, steps, batch_size, repeats):
         for x, t in zip(images, targets, strict=True):
             ig.GetMask(x, call_model_function, {"target": int(t)}, x_steps=steps, batch_size=batch_size)
 
-    return timed(run, repeats)
+    return run
 
 
-def run_naive(fn, images, steps, repeats):
+def make_naive(fn, images, steps):
     grads = raw_grad_fn(fn)
     targets = np.asarray(jnp.argmax(fn(jnp.asarray(images)), axis=1)).astype(np.int32)
     nodes, weights = quadrature("gauss_legendre", steps)
@@ -220,7 +251,7 @@ def run_naive(fn, images, steps, repeats):
                 total = total + w * grads((a * x)[None], np.array([t], np.int32))[0]
             np.asarray(total * x)
 
-    return timed(run, repeats)
+    return run
 
 
 # ---------------------------------------------------------------- studies
@@ -288,7 +319,7 @@ def unchunked_estimate(fn, images, steps):
     """XLA's working-memory figure for a 64-point chunk of this model, scaled to all images x steps at once."""
     rows = 64
     sat_fast.saliency(fn, images[:2], steps=steps, chunk_size=rows)
-    for spec, compiled in cached_kernels("chunk_kernel"):
+    for spec, compiled in cached_kernels("block_kernel"):
         if spec.config.points == steps and spec.block * spec.rows == rows:
             return working_bytes(compiled) / rows * len(images) * steps
     raise RuntimeError("no 64-point kernel was compiled")
@@ -297,17 +328,19 @@ def unchunked_estimate(fn, images, steps):
 # ---------------------------------------------------------------- main
 
 
-def bench_model(name, repeats, batch_sizes, quick):
+def bench_model(name, repeats, batch_sizes, quick, n_images=None, naive_repeats=None, pair_batch_sizes=None):
     model, variables, images = make_model(name)
+    images = images[:n_images]
     fn = functools.partial(model.apply, variables)
     steps = 32
     points = len(images) * steps
     print(f"\n{name}: {len(images)} images {images.shape[1:]}, IG {steps} steps = {points} gradient points", flush=True)
     res = {"images": len(images), "shape": list(images.shape[1:]), "steps": steps, "repeats": repeats}
 
-    def record(label, median, times, mem, **extra):
+    def record(label, median, times, mem, cpu_seconds=None, **extra):
         row = {
             "seconds": median,
+            "cpu_seconds": cpu_seconds,
             "runs": times,
             "images_per_s": len(images) / median,
             "points_per_s": points / median,
@@ -320,34 +353,43 @@ def bench_model(name, repeats, batch_sizes, quick):
         )
         return row
 
-    median, times, mem = run_ours(fn, images, steps, repeats)
-    _, info = sat_fast.saliency(fn, images, steps=steps, return_info=True)
-    res["sat_fast"] = record("sat_fast.saliency", median, times, mem, chunk_size=info["chunk_size"])
+    naive_repeats = naive_repeats or (1 if quick else repeats)
+    runs = {"sat_fast.saliency": make_ours(fn, images, steps)}
+    runs.update({f"raw jax.grad bs={bs}": make_raw(fn, images, steps, bs) for bs in batch_sizes})
+    pair_batch_sizes = [bs for bs in (pair_batch_sizes or batch_sizes) if bs <= steps]
+    runs.update({f"saliency pkg bs={bs}": make_pair(fn, images, steps, bs) for bs in pair_batch_sizes})
+    runs["naive per-image loop"] = make_naive(fn, images, steps)
+    counts = dict.fromkeys(runs, repeats)
+    counts["naive per-image loop"] = naive_repeats
+    print(f"  {repeats} interleaved repeats (naive loop: {naive_repeats}) after one warm-up each", flush=True)
+    measured = interleaved(runs, counts)
 
-    raw = {}
-    for bs in batch_sizes:
-        raw[bs] = record(f"raw jax.grad bs={bs}", *run_raw(fn, images, steps, bs, repeats), batch_size=bs)
+    _, info = sat_fast.saliency(fn, images, steps=steps, return_info=True)
+    res["sat_fast"] = record("sat_fast.saliency", *measured["sat_fast.saliency"], chunk_size=info["chunk_size"])
+    raw = {bs: record(f"raw jax.grad bs={bs}", *measured[f"raw jax.grad bs={bs}"], batch_size=bs) for bs in batch_sizes}
     best_raw = max(raw.values(), key=lambda r: r["points_per_s"])
     res["raw_grad"] = {"by_batch_size": list(raw.values()), "best": best_raw}
-
-    pair = {}
-    for bs in batch_sizes:
-        if bs > steps:
-            continue
-        pair[bs] = record(f"saliency pkg bs={bs}", *run_pair(fn, images, steps, bs, repeats), batch_size=bs)
+    pair = {
+        bs: record(f"saliency pkg bs={bs}", *measured[f"saliency pkg bs={bs}"], batch_size=bs)
+        for bs in pair_batch_sizes
+    }
     best_pair = max(pair.values(), key=lambda r: r["points_per_s"])
     res["saliency_package"] = {"by_batch_size": list(pair.values()), "best": best_pair}
-
-    naive_repeats = 1 if quick or name == "resnet18" else 3
-    res["naive_loop"] = record(
-        "naive per-image loop", *run_naive(fn, images, steps, naive_repeats), repeats=naive_repeats
-    )
+    res["naive_loop"] = record("naive per-image loop", *measured["naive per-image loop"], repeats=naive_repeats)
     res["overhead_vs_raw"] = best_raw["points_per_s"] / res["sat_fast"]["points_per_s"] - 1
+    best_raw_cpu = min(r["cpu_seconds"] for r in raw.values())
+    best_pair_cpu = min(r["cpu_seconds"] for r in pair.values())
+    res["cpu_overhead_vs_raw"] = res["sat_fast"]["cpu_seconds"] / best_raw_cpu - 1
+    res["cpu_speedup_vs_saliency_package"] = best_pair_cpu / res["sat_fast"]["cpu_seconds"]
     res["speedup_vs_saliency_package"] = res["sat_fast"]["points_per_s"] / best_pair["points_per_s"]
     res["speedup_vs_naive"] = res["sat_fast"]["points_per_s"] / res["naive_loop"]["points_per_s"]
     print(
         f"  overhead vs best raw grad: {100 * res['overhead_vs_raw']:+.1f}%   "
         f"vs saliency pkg: {res['speedup_vs_saliency_package']:.2f}x   vs naive: {res['speedup_vs_naive']:.2f}x"
+    )
+    print(
+        f"  CPU time: overhead vs best raw grad {100 * res['cpu_overhead_vs_raw']:+.1f}%   "
+        f"vs saliency pkg {res['cpu_speedup_vs_saliency_package']:.2f}x"
     )
     return res, fn, images
 
@@ -363,6 +405,15 @@ def main():
         choices=["resnet18", "sweep", "budget", "quadrature"],
         help="studies to leave out",
     )
+    parser.add_argument("--small-images", type=int, default=64, help="images for the small CNN (default 64)")
+    parser.add_argument("--resnet-images", type=int, default=8, help="images for ResNet-18 (default 8)")
+    parser.add_argument(
+        "--batch-sizes", type=int, nargs="*", default=[1, 4, 8, 16, 32, 64, 128], help="small CNN batch sizes"
+    )
+    parser.add_argument("--resnet-batch-sizes", type=int, nargs="*", default=[1, 4, 16], help="ResNet batch sizes")
+    parser.add_argument("--pair-batch-sizes", type=int, nargs="*", default=None, help="saliency package, small CNN")
+    parser.add_argument("--resnet-pair-batch-sizes", type=int, nargs="*", default=[4, 16], help="saliency package")
+    parser.add_argument("--resnet-naive-repeats", type=int, default=3)
     args = parser.parse_args()
 
     results = {
@@ -375,7 +426,14 @@ def main():
         },
     }
     repeats = 2 if args.quick else 5
-    small, small_fn, small_images = bench_model("small_cnn", repeats, (1, 4, 8, 16, 32, 64, 128), args.quick)
+    small, small_fn, small_images = bench_model(
+        "small_cnn",
+        repeats,
+        tuple(args.batch_sizes),
+        args.quick,
+        n_images=args.small_images,
+        pair_batch_sizes=args.pair_batch_sizes,
+    )
     results["small_cnn"] = small
 
     if "sweep" not in args.skip:
@@ -383,8 +441,16 @@ def main():
         results["chunk_sweep_small_cnn"] = study_chunks(small_fn, small_images, (4, 8, 16, 32, 64, 128, 256, 512), 3)
 
     if not args.quick and "resnet18" not in args.skip:
-        # fewer repeats and batch sizes for the big model: one IG-32 run is ~10-30 s on 2 shared cores
-        results["resnet18"], _, _ = bench_model("resnet18", 3, (4, 16), args.quick)
+        # fewer repeats for the big model: one IG-32 run of 8 images is ~10-30 s on 2 shared cores
+        results["resnet18"], _, _ = bench_model(
+            "resnet18",
+            3,
+            tuple(args.resnet_batch_sizes),
+            args.quick,
+            n_images=args.resnet_images,
+            naive_repeats=args.resnet_naive_repeats,
+            pair_batch_sizes=args.resnet_pair_batch_sizes,
+        )
 
     if "budget" not in args.skip:
         print("\nIG-256, 64 images 64x64, memory_budget=1 GB, fresh subprocess:", flush=True)

@@ -8,7 +8,6 @@ layout the driver uses.
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -21,7 +20,7 @@ from sat_fast._typing import Method
 from sat_fast._validate import shape_str
 from sat_fast.attribution._methods import BaselineKind
 
-__all__ = ["check_baseline", "check_images", "check_noise", "check_targets"]
+__all__ = ["check_baseline", "check_images", "check_targets"]
 
 _LIST_TARGETS_DEPRECATED = (
     "targets=[...] as a list of classes for every image is deprecated; pass classes=[...] "
@@ -101,13 +100,6 @@ def check_targets(targets: Any, classes: Sequence[int] | None, b: int) -> tuple[
         f"targets must have one class per image ({b},) or (B, T) classes, got shape {shape_str(arr.shape)}; "
         "pass classes=[...] to explain the same classes for every image"
     )
-
-
-def check_noise(noise: Any) -> float:
-    """The smoothgrad noise level: a finite number >= 0."""
-    if not isinstance(noise, numbers.Real) or not math.isfinite(noise) or noise < 0:
-        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
-    return float(noise)
 
 
 def check_baseline(

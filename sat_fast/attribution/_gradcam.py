@@ -1,7 +1,8 @@
 """Grad-CAM on a Flax linen layer: intermediate capture plus a zero perturbation added through an interceptor.
 
-Flax is imported only when a Grad-CAM kernel is traced (the model is then a
-linen module, so Flax is installed and already imported).
+Pure functions of a linen module, its variables and the images. Flax is
+imported only when Grad-CAM is traced (the model is then a linen module, so
+Flax is installed and already imported).
 """
 
 from __future__ import annotations
@@ -11,23 +12,21 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from sat_fast.attribution._kernels import Spec
+from sat_fast._typing import Output
 from sat_fast.attribution._methods import as_output
-from sat_fast.attribution._models import ModelSpec, rebuild
 
-__all__ = ["gradcam_kernel", "gradcam_layers"]
+__all__ = ["gradcam_layer_path", "gradcam_layers", "gradcam_maps"]
 
 
 def _layer_name(path: tuple[str, ...]) -> str:
     return "/".join(path)
 
 
-def _forward(spec: Spec, arrays: list[Any], x: jax.Array, delta: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+def _forward(
+    module: Any, variables: Any, layer: tuple[str, ...], output: Output, x: jax.Array, delta: jax.Array | None
+) -> tuple[jax.Array, jax.Array]:
     """(explained outputs, layer activations), with ``delta`` added to the layer's output."""
     import flax.linen as nn
-
-    module, variables = rebuild(spec.model, arrays)
-    layer = spec.layer
 
     def add_delta(next_fun: Any, args: Any, kwargs: Any, context: Any) -> Any:
         out = next_fun(*args, **kwargs)
@@ -45,12 +44,11 @@ def _forward(spec: Spec, arrays: list[Any], x: jax.Array, delta: jax.Array | Non
     node = state["intermediates"]
     for name in layer:
         node = node[name]
-    return as_output(spec.config.output, logits), node["__call__"][0]
+    return as_output(output, logits), node["__call__"][0]
 
 
-def gradcam_layers(model: ModelSpec, arrays: list[Any], x: jax.ShapeDtypeStruct) -> dict[str, tuple[int, ...]]:
+def gradcam_layers(module: Any, variables: Any, x: jax.ShapeDtypeStruct) -> dict[str, tuple[int, ...]]:
     """Every linen submodule output of shape (B, h, w, c), by name (path joined by "/")."""
-    module, variables = rebuild(model, arrays)
 
     def run(xx: jax.Array) -> Any:
         return module.apply(variables, xx, capture_intermediates=True, mutable=["intermediates"])[1]
@@ -70,31 +68,37 @@ def gradcam_layers(model: ModelSpec, arrays: list[Any], x: jax.ShapeDtypeStruct)
     return found
 
 
-def gradcam_kernel(
-    spec: Spec,
-    arrays: list[Any],
-    x: jax.Array,
-    user: jax.Array,
-    targets: jax.Array,
-    index: jax.Array,
-    seed: jax.Array,
-    refs: jax.Array,
-    j0: jax.Array,
-    first: jax.Array,
-    second: jax.Array,
-) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """Grad-CAM maps (b, T, H, W): relu(sum_k mean_hw(d out / d A_k) * A_k), bilinearly resized.
+def gradcam_layer_path(module: Any, variables: Any, layer: Any, image: jax.ShapeDtypeStruct) -> tuple[str, ...]:
+    """The path of ``layer`` (a name joined by "/"), checked to be a linen submodule with (B, h, w, c) outputs.
 
-    Same signature as :func:`sat_fast.attribution._kernels.chunk_kernel`; the
-    running sums pass through unchanged.
+    ``image`` is the shape and dtype of one image batch; raises ``TypeError``
+    for a layer that is not a string and ``ValueError`` listing the layers
+    there are for an unknown one.
     """
-    act_shape = jax.eval_shape(lambda: _forward(spec, arrays, x, None)[1]).shape
+    if not isinstance(layer, str):
+        raise TypeError(f"gradcam needs layer=<name of a linen submodule>, got {layer!r}")
+    layers = gradcam_layers(module, variables, image)
+    if layer not in layers:
+        raise ValueError(
+            f"unknown gradcam layer {layer!r}; layers with (B, h, w, c) outputs: {', '.join(layers) or 'none'}"
+        )
+    return tuple(layer.split("/"))
+
+
+def gradcam_maps(
+    module: Any, variables: Any, layer: tuple[str, ...], output: Output, x: jax.Array, targets: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Grad-CAM maps (b, T, H, W) and the explained outputs (b, N) of a linen module at images ``x``.
+
+    The map is relu(sum_k mean_hw(d out / d A_k) * A_k) of the layer's
+    activations A, bilinearly resized to the image; ``targets`` (b, T) int.
+    """
+    act_shape = jax.eval_shape(lambda: _forward(module, variables, layer, output, x, None)[1]).shape
     delta = jnp.zeros(act_shape, x.dtype)
-    (out, activation), pullback = jax.vjp(lambda d: _forward(spec, arrays, x, d), delta)
+    (out, activation), pullback = jax.vjp(lambda d: _forward(module, variables, layer, output, x, d), delta)
     cotangents = jax.nn.one_hot(targets.T, out.shape[1], dtype=out.dtype)  # (T, b, N)
     (grads,) = jax.vmap(lambda c: pullback((c, jnp.zeros_like(activation))))(cotangents)  # (T, b, h, w, k)
     channel_weights = grads.mean(axis=(2, 3))  # (T, b, k)
     cam = jax.nn.relu(jnp.einsum("tbk,bhwk->bthw", channel_weights, activation))
     b, h, w = x.shape[:3]
-    cam = jax.image.resize(cam, (b, spec.config.n_targets, h, w), "bilinear")
-    return first, second, cam, cam.sum(axis=(2, 3))
+    return jax.image.resize(cam, (b, targets.shape[1], h, w), "bilinear"), out

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from collections.abc import Callable
 from typing import Any, Literal, NamedTuple, TypeAlias
 
@@ -19,8 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sat_fast._typing import Method, Output, QuadratureRule, Reduction
-from sat_fast.attribution._options import SQUARE_METHODS
+from sat_fast._typing import Method, Output, QuadratureRule, Reduction, check_choice
+from sat_fast._validate import positive_int
+from sat_fast.attribution._options import AUTO_REDUCE, NOISE_METHODS, SQUARE_METHODS
 from sat_fast.attribution._quadrature import quadrature
 
 __all__ = [
@@ -30,13 +32,16 @@ __all__ = [
     "Explained",
     "Point",
     "as_output",
+    "attributions",
     "baseline",
+    "baselines",
     "blur",
-    "explain_outputs",
     "finish",
-    "gradient_chunk",
+    "gradient_sums",
     "image_keys",
+    "make_config",
     "point_weights",
+    "predicted_class",
     "reduce_channels",
     "select",
 ]
@@ -59,6 +64,46 @@ class Config(NamedTuple):
     n_targets: int
     predicted: bool  # targets are the argmax of the outputs
     reduce: Reduction | None
+
+
+def make_config(
+    method: Any,
+    *,
+    output: Any,
+    reduce: Any,
+    steps: Any,
+    rule: Any,
+    samples: Any,
+    noise: Any,
+    n_targets: int = 1,
+    predicted: bool = False,
+) -> Config:
+    """The checked :class:`Config` of the options shared by every front end (baseline kind ``"zeros"``).
+
+    Raises ``ValueError``/``TypeError`` naming the option for unknown values,
+    non-positive ``steps``/``samples``, a negative or non-finite ``noise``, a
+    rule that cannot use ``steps`` or a channel reduction for Grad-CAM.
+    """
+    method = check_choice(method, "method", Method)
+    output = check_choice(output, "output", Output)
+    reduction: Reduction | None
+    if reduce == "auto":
+        reduction = AUTO_REDUCE[method]
+    elif method == "gradcam":
+        raise ValueError(f"gradcam maps have no channel axis; use reduce='auto', got {reduce!r}")
+    else:
+        reduction = check_choice(reduce, "reduce", Reduction, allow_none=True)
+    rule = check_choice(rule, "rule", QuadratureRule) if method == "integrated_gradients" else rule
+    if method == "integrated_gradients":
+        points = positive_int(steps, "steps")
+        quadrature(rule, points)  # trapezoid needs 2 steps
+    elif method in NOISE_METHODS or method == "expected_gradients":
+        points = positive_int(samples, "samples")
+    else:
+        points = 1
+    if method in NOISE_METHODS and (not isinstance(noise, numbers.Real) or not math.isfinite(noise) or noise < 0):
+        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
+    return Config(method, output, points, rule, "zeros", float(noise), n_targets, predicted, reduction)
 
 
 def as_output(output: Output, logits: jax.Array) -> jax.Array:
@@ -161,15 +206,15 @@ def point_weights(config: Config, j: jax.Array, dtype: Any) -> jax.Array:
     return jnp.where(j < config.points, w, 0)
 
 
-def finish(config: Config, x: jax.Array, base: jax.Array, first: jax.Array, second: jax.Array) -> jax.Array:
+def finish(config: Config, x: jax.Array, base: jax.Array, first: jax.Array, second: jax.Array | None) -> jax.Array:
     """The attribution (H, W, C) from the weighted sums of gradients (first) and squared gradients (second)."""
     if config.method == "gradient_x_input":
         return x * first
     if config.method == "integrated_gradients":
         return (x - base) * first
-    if config.method == "smoothgrad_squared":
+    if config.method == "smoothgrad_squared" and second is not None:
         return second
-    if config.method == "vargrad":
+    if config.method == "vargrad" and second is not None:
         return jnp.maximum(second - first * first, 0)
     return first
 
@@ -187,9 +232,18 @@ def reduce_channels(maps: jax.Array, reduce: Reduction | None) -> jax.Array:
     return jnp.sqrt((maps * maps).sum(-1))
 
 
-def image_keys(seed: jax.Array, index: jax.Array) -> jax.Array:
-    """One random key per image, from the seed and the image's position in the batch."""
-    return jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(index)
+def image_keys(key: jax.Array, index: jax.Array) -> jax.Array:
+    """One random key per image: ``key`` folded with the image's index (its position in the whole input).
+
+    The randomness of an image therefore depends on its index only, never on
+    how the images are split into batches or chunks.
+    """
+    return jax.vmap(jax.random.fold_in, (None, 0))(key, index)
+
+
+def baselines(config: Config, x: jax.Array, user: jax.Array, keys: jax.Array) -> jax.Array:
+    """The baselines (b, H, W, C) of images ``x``; ``user`` (b, H, W, C) is used for ``baseline="array"``."""
+    return jax.vmap(functools.partial(baseline, config))(x, user, keys)
 
 
 def select(values: jax.Array, targets: jax.Array) -> jax.Array:
@@ -197,52 +251,33 @@ def select(values: jax.Array, targets: jax.Array) -> jax.Array:
     return jnp.take_along_axis(values, targets, axis=1)
 
 
-def explain_outputs(
+def predicted_class(outputs: jax.Array) -> jax.Array:
+    """The predicted class (b,) int32: the argmax of any output kind (softmax is monotonic)."""
+    return jnp.argmax(outputs, axis=1).astype(jnp.int32)
+
+
+def gradient_sums(
     explained: Explained,
     config: Config,
     x: jax.Array,
-    user: jax.Array,
-    targets: jax.Array,
-    index: jax.Array,
-    seed: jax.Array,
-) -> dict[str, jax.Array]:
-    """Targets (b, T), predicted classes (b,) and the explained outputs at the images and (IG) at the baselines."""
-    out = explained(x)
-    # softmax is monotonic: the argmax of any output kind is the predicted class
-    predicted = jnp.argmax(out, axis=1).astype(jnp.int32)
-    if config.predicted:
-        targets = predicted[:, None]
-    result = {"targets": targets.astype(jnp.int32), "output": select(out, targets), "predicted": predicted}
-    if config.method == "integrated_gradients":
-        base = jax.vmap(functools.partial(baseline, config))(x, user, image_keys(seed, index))
-        result["baseline_output"] = select(explained(base), targets)
-    return result
-
-
-def gradient_chunk(
-    explained: Explained,
-    config: Config,
-    x: jax.Array,
-    user: jax.Array,
-    targets: jax.Array,
-    index: jax.Array,
-    seed: jax.Array,
+    base: jax.Array,
     refs: jax.Array,
+    keys: jax.Array,
+    targets: jax.Array,
     j: jax.Array,
-    first: jax.Array,
-    second: jax.Array,
     shard: Callable[[jax.Array], jax.Array] | None = None,
-) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """Gradients at points ``j`` (p,) of every image, added to the running sums.
+) -> tuple[jax.Array, jax.Array | None]:
+    """Weighted sums of the gradients at points ``j`` (p,) of every image: the work of every gradient method.
 
-    ``x`` (b, H, W, C), ``targets`` (b, T); ``first``/``second`` (b, T, H, W, C)
-    the running sums; ``shard`` constrains the (b * p) rows' layout. Returns the
-    new sums, the finished (reduced) attribution (b, T, H, W[, C]) and its
-    totals (b, T) (integrated gradients' completeness).
+    ``x`` and ``base`` (b, H, W, C), ``refs`` (R, H, W, C) (expected
+    gradients' reference set), ``keys`` (b,) per-image random keys,
+    ``targets`` (b, T) int. Returns ``(first, second)``, each (b, T, H, W, C):
+    the sums of weight * multiplier * gradient and (for smoothgrad_squared and
+    vargrad, else None) of weight * gradient ** 2. Points past
+    ``config.points`` weigh 0 (padding of a ragged chunk). ``shard``
+    constrains the layout of the (b * p) rows.
     """
-    b, p, t = x.shape[0], j.shape[0], config.n_targets
-    keys = image_keys(seed, index)
-    base = jax.vmap(functools.partial(baseline, config))(x, user, keys)
+    b, p, t = x.shape[0], j.shape[0], targets.shape[1]
     point = functools.partial(POINTS[config.method], config)
     z, mult = jax.vmap(jax.vmap(point, (None, None, None, None, 0)), (0, 0, None, 0, None))(x, base, refs, keys, j)
     z = z.reshape((b * p,) + x.shape[1:])
@@ -258,10 +293,14 @@ def gradient_chunk(
     grads = grads.reshape((t, b, p) + x.shape[1:])
     w = point_weights(config, j, grads.dtype)[:, None, None, None]
     weighted = grads if mult is None else grads * mult[None]
-    first = first + jnp.einsum("p...,tbp...->bt...", w, weighted)
-    if config.method in SQUARE_METHODS:
-        second = second + jnp.einsum("p...,tbp...->bt...", w, grads * grads)
-    finished = jax.vmap(jax.vmap(functools.partial(finish, config), (None, None, 0, 0)))
-    attribution = finished(x, base, first, second)
-    totals = attribution.sum(axis=(2, 3, 4))  # (b, T): IG's completeness
-    return first, second, reduce_channels(attribution, config.reduce), totals
+    first = jnp.einsum("p...,tbp...->bt...", w, weighted)
+    second = jnp.einsum("p...,tbp...->bt...", w, grads * grads) if config.method in SQUARE_METHODS else None
+    return first, second
+
+
+def attributions(
+    config: Config, x: jax.Array, base: jax.Array, first: jax.Array, second: jax.Array | None
+) -> jax.Array:
+    """The finished attributions (b, T, H, W, C) from the sums of :func:`gradient_sums` (over all points)."""
+    finished = jax.vmap(jax.vmap(functools.partial(finish, config), (None, None, 0, 0 if second is not None else None)))
+    return finished(x, base, first, second)

@@ -2,10 +2,13 @@
 
 Chunk sizing for speed, measured with benchmarks/bench_saliency.py (see
 benchmarks/RESULTS.md). On XLA:CPU small batches win: the 64x64 CNN (5.5 MB of
-forward intermediates per point by the jaxpr count below) runs best at 8-16
-points per chunk and at half speed from 64 points; ResNet-18 at 224x224
-(136 MB per point) runs best one point at a time. A chunk of at most 64 MB of
-counted intermediates, rounded down to a power of two, fits both. On
+forward intermediates per point by the jaxpr count below) runs best at 1-8
+points per chunk (which of them depends on the machine's load) and at half
+speed from 64 points; ResNet-18 at 224x224 (136 MB per point) runs best one
+point at a time. A chunk of at most 64 MB of counted intermediates (times 1 +
+the number of targets), rounded down to a power of two, fits both. An
+on-device loop over the points (``lax.fori_loop``) was measured ~10x slower
+than one call per chunk on XLA:CPU, so the host loops over the chunks. On
 accelerators bigger batches keep winning, so there only the budget limits.
 """
 
@@ -19,8 +22,15 @@ import jax
 import numpy as np
 
 from sat_fast.attribution._compile import Kernel, compiled, working_bytes
-from sat_fast.attribution._gradcam import gradcam_kernel
-from sat_fast.attribution._kernels import Spec, chunk_kernel, explained_fn, prepare_kernel
+from sat_fast.attribution._kernels import (
+    Spec,
+    accumulate_kernel,
+    block_kernel,
+    explained_fn,
+    finish_kernel,
+    prepare_kernel,
+)
+from sat_fast.attribution._options import SQUARE_METHODS
 
 __all__ = ["CPU_CHUNK_BYTES", "MAX_CHUNK_POINTS", "Plan", "default_memory_budget", "example_block", "layout", "plan"]
 
@@ -34,8 +44,14 @@ class Plan(NamedTuple):
     """The chosen chunk layout and its compiled kernels."""
 
     spec: Spec  # with the chosen block and rows
-    kernel: Kernel  # compiled chunk_kernel or gradcam_kernel
-    prepare: Kernel  # compiled prepare_kernel
+    kernel: Kernel  # compiled block_kernel (all points of an image per chunk) or accumulate_kernel
+    prepare: Kernel | None  # compiled prepare_kernel, with accumulate_kernel
+    finish: Kernel | None  # compiled finish_kernel, with accumulate_kernel
+
+    @property
+    def whole(self) -> bool:
+        """Whether one chunk holds every gradient point of its images (one block_kernel call per block)."""
+        return self.prepare is None
 
 
 def default_memory_budget() -> int:
@@ -90,13 +106,18 @@ def plan(
             fast = max(1, CPU_CHUNK_BYTES // per_point)
             per_chunk = min(per_chunk, 1 << (fast.bit_length() - 1))
         per_chunk = int(max(1, min(per_chunk, MAX_CHUNK_POINTS)))
-    kernel_fun = gradcam_kernel if spec.config.method == "gradcam" else chunk_kernel
     for _ in range(5):
         block, rows = layout(per_chunk, spec.config.points, n_images, devices)
         spec = spec._replace(block=block, rows=rows)
         blocks = example_block(spec, image_shape, dtype)
         acc = np.zeros((block, spec.config.n_targets) + image_shape, dtype)
-        kernel = compiled(kernel_fun, spec, (arrays, *blocks, refs, np.int32(0), acc, acc))
+        # without squared gradients the second running sum is an empty placeholder
+        second = acc if spec.config.method in SQUARE_METHODS else np.zeros((0,), dtype)
+        whole = rows == spec.config.points
+        if whole:
+            kernel = compiled(block_kernel, spec, (arrays, *blocks, refs))
+        else:
+            kernel = compiled(accumulate_kernel, spec, (arrays, *blocks, refs, np.int32(0), acc, second))
         if cached or chunk_size is not None:
             break
         used = working_bytes(kernel)
@@ -104,8 +125,12 @@ def plan(
             break
         per_chunk = max(1, int(block * rows * memory_budget / used * 0.9))
     _CHUNK_POINTS[key] = per_chunk
+    if whole:
+        return Plan(spec, kernel, None, None)
+    x, user, _, index, seed = blocks
     prepare = compiled(prepare_kernel, spec, (arrays, *blocks))
-    return Plan(spec, kernel, prepare)
+    finish = compiled(finish_kernel, spec, ([], x, user, index, seed, acc, second))
+    return Plan(spec, kernel, prepare, finish)
 
 
 def example_block(

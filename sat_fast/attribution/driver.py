@@ -12,6 +12,7 @@ chunks, so that
 
 from __future__ import annotations
 
+import collections
 import operator
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, TypeAlias, overload
@@ -21,16 +22,16 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from sat_fast._typing import Method, Output, QuadratureRule, Reduction, check_choice
+from sat_fast._typing import Method, Output, QuadratureRule, Reduction
 from sat_fast._validate import positive_int, shape_str
-from sat_fast.attribution._checks import check_baseline, check_images, check_noise, check_targets
-from sat_fast.attribution._gradcam import gradcam_layers
+from sat_fast.attribution._checks import check_baseline, check_images, check_targets
+from sat_fast.attribution._compile import COMPILED_MAX
+from sat_fast.attribution._gradcam import gradcam_layer_path
 from sat_fast.attribution._kernels import Spec
-from sat_fast.attribution._methods import BaselineKind, Config
-from sat_fast.attribution._models import apply_model, split_model
-from sat_fast.attribution._options import AUTO_REDUCE, NOISE_METHODS, PATH_METHODS
+from sat_fast.attribution._methods import BaselineKind, make_config
+from sat_fast.attribution._models import apply_model, rebuild, split_model
+from sat_fast.attribution._options import PATH_METHODS, SQUARE_METHODS
 from sat_fast.attribution._plan import Plan, default_memory_budget, example_block, plan
-from sat_fast.attribution._quadrature import quadrature
 
 __all__ = ["Baseline", "Targets", "saliency"]
 
@@ -252,24 +253,8 @@ def saliency(
     >>> bool(info["relative_completeness_error"].max() < 1e-4)
     True
     """
-    method = check_choice(method, "method", Method)
-    output = check_choice(output, "output", Output)
-    reduction: Reduction | None
-    if reduce == "auto":
-        reduction = AUTO_REDUCE[method]
-    elif method == "gradcam":
-        raise ValueError(f"gradcam maps have no channel axis; use reduce='auto', got {reduce!r}")
-    else:
-        reduction = check_choice(reduce, "reduce", Reduction, allow_none=True)
-    if method == "integrated_gradients":
-        rule = check_choice(rule, "rule", QuadratureRule)
-        points = positive_int(steps, "steps")
-        quadrature(rule, points)
-    elif method in NOISE_METHODS or method == "expected_gradients":
-        points = positive_int(samples, "samples")
-    else:
-        points = 1
-    noise = check_noise(noise) if method in NOISE_METHODS else float(noise)
+    config = make_config(method, output=output, reduce=reduce, steps=steps, rule=rule, samples=samples, noise=noise)
+    method, points = config.method, config.points
     seed = operator.index(seed)
     memory_budget = positive_int(default_memory_budget() if memory_budget is None else memory_budget, "memory_budget")
     if chunk_size is not None:
@@ -301,22 +286,16 @@ def saliency(
                 "gradcam needs a Flax linen model: pass functools.partial(model.apply, variables) "
                 "or model.bind(variables)"
             )
-        if not isinstance(layer, str):
-            raise TypeError(f"gradcam needs layer=<name of a linen submodule>, got {layer!r}")
         one = jax.ShapeDtypeStruct((1, *image_shape), dtype)  # type: ignore[no-untyped-call]  # unannotated in jax
-        layers = gradcam_layers(model, arrays, one)
-        if layer not in layers:
-            raise ValueError(
-                f"unknown gradcam layer {layer!r}; layers with (B, h, w, c) outputs: {', '.join(layers) or 'none'}"
-            )
-        layer_path = tuple(layer.split("/"))
+        module, variables = rebuild(model, arrays)
+        layer_path = gradcam_layer_path(module, variables, layer, one)
     elif layer is not None:
         raise ValueError(f"layer is only used by method='gradcam', got layer={layer!r} with method={method!r}")
 
     # The model's output must be (B, N), and the targets in range.
-    two = jax.ShapeDtypeStruct((2, *image_shape), dtype)  # type: ignore[no-untyped-call]  # unannotated in jax
+    probe_key = (model, tuple((a.shape, str(a.dtype)) for a in arrays), image_shape, str(dtype))
     try:
-        probe = jax.eval_shape(lambda z: apply_model(model, arrays, z), two)
+        probe = _output_shape(probe_key, model, arrays, image_shape, dtype)
     except TypeError as exc:  # jax.errors.JAXTypeError (tracer misuse) is one too
         # numpy or PyTorch code meets a tracer here: say what fn must be, and the way for such models.
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -337,8 +316,9 @@ def saliency(
             value = int(target_array[bad][0])
             raise ValueError(f"target {value} is out of range for a model with {n_classes} outputs [0, {n_classes})")
 
-    config = Config(method, output, points, rule, kind, noise, n_targets, target_array is None, reduction)
-    spec = Spec(model, config, block=1, rows=1, mesh=_mesh(), layer=layer_path)
+    config = config._replace(baseline=kind, n_targets=n_targets, predicted=target_array is None)
+    info_outputs = return_info and method == "integrated_gradients"
+    spec = Spec(model, config, block=1, rows=1, mesh=_mesh(), layer=layer_path, info=info_outputs)
     refs = (
         base_array if method == "expected_gradients" and base_array is not None else np.zeros((1, *image_shape), dtype)
     )
@@ -374,33 +354,53 @@ def _run(
     targets: np.ndarray | None,
     seed: np.uint32,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Maps (B, T, H, W[, C]) and per-image info (B, T) arrays, one image block at a time."""
+    """Maps (B, T, H, W[, C]) and per-image info (B, T) arrays, one image block at a time.
+
+    The blocks' results stay on the device until every block is dispatched
+    (JAX runs them asynchronously), then come to the host together.
+    """
     spec, config = chosen.spec, chosen.spec.config
     block, n = spec.block, images.shape[0]
     image_shape = tuple(images.shape[1:])
     zeros_x, _, zeros_t, _, _ = example_block(spec, image_shape, images.dtype)
-    acc = np.zeros((block, config.n_targets, *image_shape), images.dtype)
     keeps_channels = config.reduce is None and config.method != "gradcam"
     maps = np.zeros((n, config.n_targets) + image_shape[:2] + image_shape[2:] * keeps_channels, images.dtype)
-    parts: dict[str, list[np.ndarray]] = {}
+    pending: list[tuple[int, int, dict[str, jax.Array]]] = []
+    if chosen.prepare is not None:
+        # Inputs used by every chunk of a block go to the device once, not once per call.
+        refs_on_device, seed_on_device = jax.device_put((refs, seed))
+        starts = [jax.device_put(np.int32(j0)) for j0 in range(0, config.points, spec.rows)]
+        first_zeros = jax.device_put(np.zeros((block, config.n_targets, *image_shape), images.dtype))
+        squares = config.method in SQUARE_METHODS
+        second_zeros = first_zeros if squares else jax.device_put(np.zeros((0,), images.dtype))
     for start in range(0, n, block):
         stop = min(start + block, n)
         x = _pad(images[start:stop], block)
         user_block = zeros_x if user is None else _pad(np.ascontiguousarray(user[start:stop]), block)
         t = zeros_t if targets is None else _pad(targets[start:stop].astype(np.int32), block)
         index = np.arange(start, start + block, dtype=np.int32)
-        prepared = chosen.prepare(arrays, x, user_block, t, index, seed)
-        first = second = acc
-        for j0 in range(0, config.points, spec.rows):
-            first, second, reduced, total = chosen.kernel(
-                arrays, x, user_block, prepared["targets"], index, seed, refs, np.int32(j0), first, second
-            )
-        maps[start:stop] = np.asarray(reduced)[: stop - start]
-        for name, value in dict(prepared, total=total).items():
-            parts.setdefault(name, []).append(np.asarray(value)[: stop - start])
+        if chosen.prepare is None:
+            result = chosen.kernel(arrays, x, user_block, t, index, seed, refs)
+        else:
+            assert chosen.finish is not None  # set together with prepare
+            x, user_block, index = jax.device_put((x, user_block, index))
+            result = dict(chosen.prepare(arrays, x, user_block, t, index, seed_on_device))
+            first, second = first_zeros, second_zeros
+            for j0 in starts:
+                first, second = chosen.kernel(
+                    arrays, x, user_block, result["targets"], index, seed_on_device, refs_on_device, j0, first, second
+                )
+            result["maps"], result["total"] = chosen.finish([], x, user_block, index, seed_on_device, first, second)
+        pending.append((start, stop, result))
+    parts: dict[str, list[np.ndarray]] = {}
+    for start, stop, result in pending:
+        maps[start:stop] = np.asarray(result["maps"])[: stop - start]
+        for name, value in result.items():
+            if name != "maps":
+                parts.setdefault(name, []).append(np.asarray(value)[: stop - start])
     empty = np.zeros((0, config.n_targets), images.dtype)
     names = ["targets", "predicted", "output", "total"]
-    names += ["baseline_output"] * (config.method == "integrated_gradients")
+    names += ["baseline_output"] * spec.info
     integer = ("targets", "predicted")
     info = {
         name: np.concatenate(parts[name])
@@ -409,6 +409,26 @@ def _run(
         for name in names
     }
     return maps, info
+
+
+_OUTPUT_SHAPES: collections.OrderedDict[Any, Any] = collections.OrderedDict()  # least recently used first
+
+
+def _output_shape(key: Any, model: Any, arrays: list[Any], image_shape: tuple[int, ...], dtype: Any) -> Any:
+    """The model's output shape for 2 images, traced once per model and input shapes.
+
+    Tracing a Flax model costs tens of milliseconds, a few percent of a small
+    batch's saliency run, so the answer is cached (keyed like the kernels).
+    """
+    shape = _OUTPUT_SHAPES.get(key)
+    if shape is None:
+        two = jax.ShapeDtypeStruct((2, *image_shape), dtype)  # type: ignore[no-untyped-call]  # unannotated in jax
+        shape = jax.eval_shape(lambda z: apply_model(model, arrays, z), two)
+        _OUTPUT_SHAPES[key] = shape
+        if len(_OUTPUT_SHAPES) > COMPILED_MAX:
+            _OUTPUT_SHAPES.popitem(last=False)
+    _OUTPUT_SHAPES.move_to_end(key)
+    return shape
 
 
 def _to_jax(value: np.ndarray) -> jax.Array:
