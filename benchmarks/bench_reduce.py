@@ -2,12 +2,15 @@
 
 Everything is measured in one run on the same data: 224x224 float32 saliency,
 uint8 labels, a batch of 512 images. Voronoi labels are the realistic case
-(spatially coherent segments), uniform noise the worst case. Baselines compute
-only the per-segment sum; sat_fast computes all statistics. The bandwidth line
-reads the same bytes (saliency + labels) with the same number of threads:
-with the benchmark-only extension sat_fast._bench_probe when it was built
-(pip install . -Ccmake.define.SAT_FAST_BENCH_PROBE=ON), else with numpy's
-xor reduction on the same number of Python threads (reported as such).
+(spatially coherent segments), uniform noise the worst case, packed
+overlapping ellipse masks (K=32) the mask path. Baselines compute only the
+per-segment sum; sat_fast computes all statistics. Per case, the read probe
+(the same bytes: saliency + labels, or saliency + bit planes, read with the
+same number of threads: sat_fast._bench_probe when it was built with
+-Ccmake.define.SAT_FAST_BENCH_PROBE=ON, else numpy's xor reduction on Python
+threads, reported as such), sat_fast and the baselines are timed in
+interleaved repeats; the fractions of the read limit and the speedups are
+medians of same-repeat ratios, so that load from other processes cancels.
 
     python benchmarks/bench_reduce.py            # full run (~2-4 minutes)
     python benchmarks/bench_reduce.py --quick    # smaller batch, fewer repeats
@@ -81,25 +84,39 @@ def read_probe(threads: int):
         return "numpy xor on Python threads (sat_fast._bench_probe not built)", numpy_probe
 
 
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up (and JIT compilation)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def interleaved(fns: dict, repeats: int) -> dict[str, list[float]]:
+    """Seconds of every repeat of every function; each repeat runs all of them in turn (rotating the order),
+    so that load from other processes hits every method alike and ratios can be taken repeat by repeat."""
+    for fn in fns.values():
+        fn()  # warm-up (and JIT compilation)
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    names = list(fns)
+    for i in range(repeats):
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            t0 = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def median_ratio(num: list[float], den: list[float]) -> float:
+    """Median over repeats of num[i] / den[i] (same-repeat ratios)."""
+    return statistics.median(a / b for a, b in zip(num, den, strict=True))
+
+
+# Nominal clock of the benchmark machine's vCPUs (lscpu "cpu MHz"); cycles per pixel below assume it.
+NOMINAL_GHZ = 2.6
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=512)
     p.add_argument("--size", type=int, default=224)
-    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--repeats", type=int, default=9)
     p.add_argument("--threads", type=int, default=_core.default_threads())
     p.add_argument("--quick", action="store_true", help="batch 64, 5 repeats")
     p.add_argument("--no-torch", action="store_true")
-    p.add_argument("--no-jax", action="store_true")
+    p.add_argument("--jax", action="store_true", help="also time jax.ops.segment_sum (slow to compile)")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "bench_reduce.json")
     args = p.parse_args(argv)
     if args.quick:
@@ -107,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     b, h, w, t = args.batch, args.size, args.size, args.threads
     rng = np.random.default_rng(0)
     sal = rng.standard_normal((b, h, w)).astype(np.float32)
+    pixels = b * h * w
 
     torch = None
     if not args.no_torch:
@@ -116,74 +134,56 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(t)
         except ImportError:
             print("torch not installed (pip install torch==2.13.0): skipping its baseline")
-    if not args.no_jax:
+    if args.jax:
         import jax
         import jax.numpy as jnp
 
-    bw_bytes = sal.nbytes + b * h * w  # saliency + uint8 labels
-    probe = np.empty(bw_bytes, np.uint8)
-    probe[: sal.nbytes] = sal.view(np.uint8).ravel()
-    probe[sal.nbytes :] = 1
     probe_name, probe_fn = read_probe(t)
-    bw_time = timed(lambda: probe_fn(probe), args.repeats)
-    bandwidth = bw_bytes / bw_time
-    probe = np.empty(0, np.uint8)  # release the buffer before the kernels run
 
-    rows = []
+    def probe_buffer(nbytes: int) -> np.ndarray:
+        buf = np.empty(nbytes, np.uint8)
+        buf[: sal.nbytes] = sal.view(np.uint8).ravel()
+        buf[sal.nbytes :] = 1
+        return buf
+
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"threads={t}, kernel={_core.kernel_variant()}"
+        f"threads={t}, kernel={_core.kernel_variant()}, load average {os.getloadavg()[0]:.1f}"
     )
-    print(f"batch {b} x {h}x{w} float32 saliency + uint8 labels = {bw_bytes / 1e6:.0f} MB per pass")
-    print(
-        f"read bandwidth ({t} threads, same bytes, {probe_name}): "
-        f"{bandwidth / 1e9:.2f} GB/s = {b / bw_time:,.0f} images/s"
-    )
+    print(f"batch {b} x {h}x{w} float32 saliency; {args.repeats} interleaved repeats; read probe: {probe_name}")
+    rows = []
+    cases = []
 
-    def record(case: str, method: str, seconds: float, what: str, nbytes: int = bw_bytes) -> None:
-        rows.append(
-            {
-                "case": case,
-                "method": method,
-                "computes": what,
-                "seconds": seconds,
-                "images_per_s": b / seconds,
-                "gb_per_s": nbytes / seconds / 1e9,
-            }
-        )
+    def record(case: str, method: str, times: list[float], what: str, nbytes: int) -> dict:
+        sec = statistics.median(times)
+        row = {
+            "case": case,
+            "method": method,
+            "computes": what,
+            "seconds": sec,
+            "images_per_s": b / sec,
+            "gb_per_s": nbytes / sec / 1e9,
+            "ns_per_pixel": sec / pixels * 1e9,
+            # per thread: wall time x threads, in nominal cycles
+            "cycles_per_pixel_per_thread": sec / pixels * 1e9 * t * NOMINAL_GHZ,
+        }
+        rows.append(row)
+        return row
 
-    cases = [("voronoi", 8), ("voronoi", 16), ("voronoi", 64), ("noise", 16)]
-    for pattern, k in cases:
+    for pattern, k in [("voronoi", 8), ("voronoi", 16), ("voronoi", 64), ("noise", 16)]:
         case = f"{pattern} K={k}"
         lab = (
             voronoi_labels(rng, b, h, w, k) if pattern == "voronoi" else rng.integers(0, k, (b, h, w)).astype(np.uint8)
         )
-        print(f"\n{case}: mean run length {mean_run_length(lab):.1f} pixels")
-        record(
-            case,
-            "sat_fast (all stats)",
-            timed(lambda: sat_fast.segment_stats(sal, lab, num_segments=k, threads=t), args.repeats),
-            "all",
-        )
+        nbytes = sal.nbytes + lab.nbytes
+        probe = probe_buffer(nbytes)
         offsets = (lab.reshape(b, -1).astype(np.int64) + (np.arange(b, dtype=np.int64) * k)[:, None]).ravel()
         flat = sal.ravel()
-        record(
-            case,
-            "np.bincount (sum)",
-            timed(lambda: np.bincount(offsets, weights=flat, minlength=b * k), args.repeats),
-            "sum",
-        )
-        if not args.no_jax:
-            ids = jnp.asarray(offsets.astype(np.int32))
-            data = jnp.asarray(flat)
-            seg = jax.jit(lambda d, i: jax.ops.segment_sum(d, i, num_segments=b * k))
-            record(
-                case,
-                "jax.ops.segment_sum (sum)",
-                timed(lambda: seg(data, ids).block_until_ready(), args.repeats),
-                "sum",
-            )
-            del ids, data
+        fns = {
+            "read probe (same bytes)": lambda: probe_fn(probe),
+            "sat_fast (all stats)": lambda: sat_fast.segment_stats(sal, lab, num_segments=k, threads=t),
+            "np.bincount (sum)": lambda: np.bincount(offsets, weights=flat, minlength=b * k),
+        }
         if torch is not None:
             index = torch.from_numpy(lab.reshape(b, -1).astype(np.int64))
             src = torch.from_numpy(sal.reshape(b, -1))
@@ -193,43 +193,74 @@ def main(argv: list[str] | None = None) -> int:
                 out.scatter_add_(1, index, src)
                 return out
 
-            record(case, "torch scatter_add_ (sum)", timed(scatter, args.repeats), "sum")
-            del index, src
-        offsets = np.empty(0, np.int64)  # release
+            fns["torch scatter_add_ (sum)"] = scatter
+        if args.jax:
+            ids = jnp.asarray(offsets.astype(np.int32))
+            data = jnp.asarray(flat)
+            seg = jax.jit(lambda d, i: jax.ops.segment_sum(d, i, num_segments=b * k))
+            fns["jax.ops.segment_sum (sum)"] = lambda: seg(data, ids).block_until_ready()
+        times = interleaved(fns, args.repeats)
+        ours = times["sat_fast (all stats)"]
+        summary = {
+            "case": case,
+            "mean_run_length": mean_run_length(lab),
+            "fraction_of_read_limit": median_ratio(times["read probe (same bytes)"], ours),
+            "read_limit_gb_s": nbytes / statistics.median(times["read probe (same bytes)"]) / 1e9,
+        }
+        for name, ts in times.items():
+            record(case, name, ts, "read" if name.startswith("read") else ("all" if "all" in name else "sum"), nbytes)
+            if name != "sat_fast (all stats)" and not name.startswith("read"):
+                summary[f"speedup_vs {name}"] = median_ratio(ts, ours)
+        cases.append(summary)
+        # release the large buffers before the next case
+        probe, offsets, lab = np.empty(0, np.uint8), np.empty(0, np.int64), np.empty((0, 0, 0), np.uint8)
+        index = src = None
 
     k = 32
     masks = ellipse_masks(rng, b, k, h, w)
     coverage = masks.mean() * k
-    print(f"\nmasks K={k}: overlapping ellipses, each pixel in {coverage:.2f} masks on average")
-    pack_time = timed(lambda: sat_fast.pack_masks(masks, threads=t), args.repeats)
     packed = sat_fast.pack_masks(masks, threads=t)
-    record(f"masks K={k}", "sat_fast pack_masks (once per mask set)", pack_time, "pack", masks.nbytes)
-    packed_bytes = sal.nbytes + packed.words.nbytes
-    record(
-        f"masks K={k}",
-        "sat_fast (all stats, packed)",
-        timed(lambda: sat_fast.segment_stats(sal, masks=packed, threads=t), args.repeats),
-        "all",
-        packed_bytes,
+    nbytes = sal.nbytes + packed.words.nbytes
+    probe = probe_buffer(nbytes)
+    times = interleaved(
+        {
+            "read probe (same bytes)": lambda: probe_fn(probe),
+            "sat_fast (all stats, packed)": lambda: sat_fast.segment_stats(sal, masks=packed, threads=t),
+            "sat_fast pack_masks (once per mask set)": lambda: sat_fast.pack_masks(masks, threads=t),
+        },
+        args.repeats,
     )
-    masks = np.empty((0, 0, 0, 0), bool)  # release
-
-    by_case: dict[str, dict[str, float]] = {}
-    for r in rows:
-        by_case.setdefault(r["case"], {})[r["method"]] = r["seconds"]
-    print(f"\n{'case':<14} {'method':<42} {'images/s':>12} {'GB/s':>7} {'ratio':>8}")
-    for r in rows:
-        ours = by_case[r["case"]].get("sat_fast (all stats)") or by_case[r["case"]].get("sat_fast (all stats, packed)")
-        r["sat_fast_speedup"] = r["seconds"] / ours
-        print(
-            f"{r['case']:<14} {r['method']:<42} {r['images_per_s']:>12,.0f} "
-            f"{r['gb_per_s']:>7.2f} {r['sat_fast_speedup']:>7.2f}x"
+    case = f"masks K={k}"
+    for name, ts in times.items():
+        record(
+            case, name, ts, "pack" if "pack_masks" in name else "all", masks.nbytes if "pack_masks" in name else nbytes
         )
-    print(f"{'':<14} {'read bandwidth, same bytes':<42} {b / bw_time:>12,.0f} {bandwidth / 1e9:>7.2f}")
-    for case, methods in by_case.items():
-        if "sat_fast (all stats)" in methods:
-            frac = bw_time / methods["sat_fast (all stats)"]
-            print(f"{case}: sat_fast runs at {frac:.0%} of the read-bandwidth limit")
+    cases.append(
+        {
+            "case": case,
+            "masks_per_pixel": float(coverage),
+            "bytes_read": nbytes,
+            "fraction_of_read_limit": median_ratio(
+                times["read probe (same bytes)"], times["sat_fast (all stats, packed)"]
+            ),
+            "read_limit_gb_s": nbytes / statistics.median(times["read probe (same bytes)"]) / 1e9,
+        }
+    )
+    masks, probe = np.empty((0, 0, 0, 0), bool), np.empty(0, np.uint8)  # release
+
+    print(f"\n{'case':<12} {'method':<40} {'images/s':>10} {'GB/s':>6} {'ns/px':>6} {'cyc/px/thr':>10}")
+    for r in rows:
+        print(
+            f"{r['case']:<12} {r['method']:<40} {r['images_per_s']:>10,.0f} {r['gb_per_s']:>6.1f} "
+            f"{r['ns_per_pixel']:>6.3f} {r['cycles_per_pixel_per_thread']:>10.2f}"
+        )
+    print("\nsame-run ratios (median over repeats):")
+    for c in cases:
+        extra = "  ".join(f"{k.split(' ', 1)[1]} {v:.2f}x" for k, v in c.items() if k.startswith("speedup_vs"))
+        print(
+            f"  {c['case']:<12} {c['fraction_of_read_limit']:>5.0%} of the read limit "
+            f"({c['read_limit_gb_s']:.1f} GB/s)  {extra}"
+        )
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {
@@ -240,14 +271,15 @@ def main(argv: list[str] | None = None) -> int:
             "threads": t,
             "kernel": _core.kernel_variant(),
             "python": sys.version.split()[0],
+            "load_average_at_start": os.getloadavg()[0],
+            "nominal_ghz": NOMINAL_GHZ,
         },
         "batch": b,
         "height": h,
         "width": w,
         "repeats": args.repeats,
         "read_probe": probe_name,
-        "read_bandwidth_gb_s": bandwidth / 1e9,
-        "read_bandwidth_images_s": b / bw_time,
+        "cases": cases,
         "rows": rows,
     }
     args.out.write_text(json.dumps(report, indent=2))

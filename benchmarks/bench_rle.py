@@ -6,7 +6,7 @@ Two experiments, on synthetic COCO-like data made here (nothing downloaded):
    polygons rasterised and RLE-encoded by pycocotools): images per second for
    - ``decode``: ``pycocotools.mask.decode`` alone (the baseline's first half);
    - ``decode+dense``: decode, then ``sat_fast.segment_stats(masks=...)``;
-   - ``rle``: ``sat_fast.segments.segments_stats`` on RLE Segments whose
+   - ``rle``: ``sat_fast.segment_stats(segments=...)`` on RLE Segments whose
      counts were parsed at load time (as ``from_coco`` does);
    - ``parse+rle``: the same, starting from the compressed COCO strings.
 2. Masks of equal run count and growing area (100 columns, one run per
@@ -34,8 +34,8 @@ import numpy as np
 import pycocotools.mask as coco_mask
 
 import sat_fast
-from sat_fast import _core
-from sat_fast.segments import Segments, segments_stats
+from sat_fast import _core, segment_stats
+from sat_fast.segments import Segments
 
 
 def polygon(rng: np.random.Generator, h: int, w: int) -> list[float]:
@@ -75,6 +75,108 @@ def segments_from_strings(rles_per_image, h: int, w: int) -> list[Segments]:
             )
         )
     return out
+
+
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field")
+
+
+def segmenter_label_maps(h: int, w: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(superpixels, Lab pixels) of scikit-image's bundled photographs resized to (h, w): SLIC and Felzenszwalb."""
+    from skimage import color, data, segmentation, transform
+
+    maps = []
+    for name in PHOTOS:
+        rgb = transform.resize(getattr(data, name)(), (h, w), anti_aliasing=True)
+        maps.append((rgb, segmentation.slic(rgb, n_segments=400, compactness=10, start_label=0)))
+        maps.append((rgb, segmentation.felzenszwalb(rgb, scale=100, sigma=0.5, min_size=50)))
+    out = []
+    for rgb, sp in maps:
+        lab = color.rgb2lab(rgb).reshape(-1, 3)
+        out.append((sp, lab))
+    return out
+
+
+def group_superpixels(sp: np.ndarray, lab: np.ndarray, categories: int, seed: int) -> np.ndarray:
+    """Category per pixel: k-means on the superpixels' mean Lab colour, a stand-in for a semantic grouping."""
+    ids = sp.ravel()
+    n = int(ids.max()) + 1
+    size = np.bincount(ids, minlength=n).astype(np.float64)
+    mean = np.stack([np.bincount(ids, lab[:, j], minlength=n) for j in range(3)], 1) / np.maximum(size, 1)[:, None]
+    rng = np.random.default_rng(seed)
+    centres = mean[rng.choice(n, categories, replace=False)]
+    for _ in range(10):
+        assign = ((mean[:, None, :] - centres[None]) ** 2).sum(-1).argmin(1)
+        for c in range(categories):
+            if (assign == c).any():
+                centres[c] = mean[assign == c].mean(0)
+    return assign[sp]
+
+
+def segmenter_dataset(n: int, h: int, w: int, categories: int, seed: int = 0):
+    """n images: saliency, per image the COCO RLEs of its non-empty categories, and the Segments built from them."""
+    rng = np.random.default_rng(seed)
+    maps = segmenter_label_maps(h, w)
+    saliency = rng.standard_normal((n, h, w)).astype(np.float32)
+    rles = []
+    for i in range(n):
+        sp, lab = maps[i % len(maps)]
+        cat = group_superpixels(sp, lab, categories, seed=i)
+        present = [c for c in range(categories) if (cat == c).any()]
+        stack = np.stack([cat == c for c in present], axis=2).astype(np.uint8)
+        rles.append(coco_mask.encode(np.asfortranarray(stack)))
+    return saliency, rles
+
+
+def experiment_segmenter(args, categories: int) -> dict:
+    """Real segmenter output: superpixels of bundled photographs grouped into categories, one RLE per category."""
+    h, w = args.height, args.width
+    sal, rles = make_dataset_cached(args, categories)
+    segs = segments_from_strings(rles, h, w)
+    runs = np.mean([sum(np.count_nonzero(c[1::2]) for j in range(len(s)) for c in s.rle(j)) for s in segs])
+    a = segment_stats(sal[:5], segments=segs[:5], threads=args.threads)
+    for i in range(5):
+        b = dense_stats(sal[i], rles[i], args.threads)
+        k = len(rles[i])
+        assert np.array_equal(a["count"][i, :k], b["count"][0])
+        assert np.allclose(a["sum"][i, :k], b["sum"][0], rtol=1e-9, atol=1e-9)
+    n = len(rles)
+    empty = [_no_segments(h, w)] * n
+    timings = median_seconds(
+        {
+            "decode+dense": lambda: [dense_stats(sal[i], rles[i], args.threads) for i in range(n)],
+            "rle": lambda: segment_stats(sal, segments=segs, threads=args.threads),
+            "image pass only": lambda: segment_stats(sal, segments=empty, threads=args.threads),
+        },
+        args.repeats,
+    )
+    base = timings["decode+dense"]
+    rows = {k: {"seconds": t, "images_per_s": n / t, "speedup_vs_decode_dense": base / t} for k, t in timings.items()}
+    pixels = n * h * w
+    summary_ns = timings["image pass only"] / pixels * 1e9
+    print(
+        f"\nsegmenter output, {categories} categories: {n} images {w}x{h} (~{runs:.0f} runs per image), "
+        f"threads={args.threads}, median of {args.repeats}"
+    )
+    print(f"{'path':<16}{'images/s':>12}{'ms/image':>11}{'ns/pixel':>10}{'vs decode+dense':>18}")
+    for k, r in rows.items():
+        print(
+            f"{k:<16}{r['images_per_s']:>12.0f}{1e3 / r['images_per_s']:>11.3f}"
+            f"{r['seconds'] / pixels * 1e9:>10.3f}{r['speedup_vs_decode_dense']:>17.1f}x"
+        )
+    return {
+        "images": n,
+        "categories": categories,
+        "height": h,
+        "width": w,
+        "mean_runs_per_image": runs,
+        "threads": args.threads,
+        "image_pass_ns_per_pixel": summary_ns,
+        "paths": rows,
+    }
+
+
+def make_dataset_cached(args, categories: int):
+    return segmenter_dataset(args.segmenter_images, args.height, args.width, categories)
 
 
 def decode(rles) -> np.ndarray:
@@ -119,7 +221,7 @@ def experiment_coco(args) -> dict:
     segs = segments_from_strings(rles, h, w)
     runs = np.mean([sum(np.count_nonzero(c[1::2]) for j in range(len(s)) for c in s.rle(j)) for s in segs])
     # Same answers before timing anything.
-    a = segments_stats(sal[:5], segs[:5], threads=args.threads)
+    a = segment_stats(sal[:5], segments=segs[:5], threads=args.threads)
     for i in range(5):
         b = dense_stats(sal[i], rles[i], args.threads)
         assert np.array_equal(a["count"][i], b["count"][0])
@@ -130,8 +232,8 @@ def experiment_coco(args) -> dict:
         {
             "decode": lambda: [decode(r) for r in rles],
             "decode+dense": lambda: [dense_stats(sal[i], rles[i], args.threads) for i in range(n)],
-            "rle": lambda: segments_stats(sal, segs, threads=args.threads),
-            "parse+rle": lambda: segments_stats(sal, segments_from_strings(rles, h, w), threads=args.threads),
+            "rle": lambda: segment_stats(sal, segments=segs, threads=args.threads),
+            "parse+rle": lambda: segment_stats(sal, segments=segments_from_strings(rles, h, w), threads=args.threads),
         },
         args.repeats,
     )
@@ -194,8 +296,8 @@ def experiment_area(args) -> dict:
         rles = coco_mask.encode(np.asfortranarray(masks[:dense_masks].transpose(1, 2, 0).astype(np.uint8)))
         t = median_seconds(
             {
-                "rle": lambda: segments_stats([x], [seg], threads=args.threads),
-                "empty": lambda: segments_stats([x], [_no_segments(h, w)], threads=args.threads),
+                "rle": lambda: segment_stats([x], segments=[seg], threads=args.threads),
+                "empty": lambda: segment_stats([x], segments=[_no_segments(h, w)], threads=args.threads),
                 "dense": lambda: dense_stats(x, rles, args.threads),
             },
             args.repeats,
@@ -238,6 +340,8 @@ def main() -> None:
     p.add_argument("--instances", type=int, default=7)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--segmenter-images", type=int, default=48, help="images of the segmenter experiments")
+    p.add_argument("--only-segmenter", action="store_true", help="run the segmenter experiments alone")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_rle.json"))
     args = p.parse_args()
     result = {
@@ -247,9 +351,12 @@ def main() -> None:
             "cpus": os.cpu_count(),
             "kernel_variant": _core.kernel_variant(),
         },
-        "coco_like": experiment_coco(args),
-        "equal_runs_growing_area": experiment_area(args),
+        "segmenter_7": experiment_segmenter(args, 7),
+        "segmenter_20": experiment_segmenter(args, 20),
     }
+    if not args.only_segmenter:
+        result["coco_like"] = experiment_coco(args)
+        result["equal_runs_growing_area"] = experiment_area(args)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

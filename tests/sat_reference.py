@@ -131,3 +131,24 @@ def encode_rle_string(counts: np.ndarray) -> str:
                 ch |= 0x20
             out.append(chr(ch + 48))
     return "".join(out)
+
+
+def results_of_both_kernels(script: str, in_path, tmp_path, env=None) -> dict[str, dict[str, np.ndarray]]:
+    """Runs `script in_path out_path` once with the portable kernel (SAT_FAST_KERNEL=generic) and once with the
+    dispatched one, each in a fresh interpreter; returns the arrays each saved to out_path (np.savez), by variant
+    ("generic", "default")."""
+    import os
+    import subprocess
+    import sys
+
+    results = {}
+    for variant in ("generic", "default"):
+        run_env = dict(os.environ if env is None else env)
+        run_env.pop("SAT_FAST_KERNEL", None)
+        if variant == "generic":
+            run_env["SAT_FAST_KERNEL"] = "generic"
+        out = tmp_path / f"{variant}.npz"
+        subprocess.run([sys.executable, "-c", script, str(in_path), str(out)], env=run_env, check=True, cwd=tmp_path)
+        with np.load(out) as z:
+            results[variant] = dict(z)
+    return results

@@ -9,6 +9,7 @@ import pycocotools.mask as coco_mask
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sat_reference import results_of_both_kernels
 
 from sat_fast import _core, segment_stats
 from sat_fast.segments import Segments, rle_decode, rle_encode
@@ -228,8 +229,6 @@ def test_segments_of_an_rle_segment_decode_to_the_union():
 def test_kernel_variants_agree_bitwise(tmp_path):
     """The AVX2 and portable summaries accumulate each column in the same order."""
     import os
-    import subprocess
-    import sys
 
     import sat_fast
 
@@ -258,18 +257,7 @@ np.savez(sys.argv[2], **out)
 """
     np.savez(tmp_path / "in.npz", **data)
     root = os.path.dirname(os.path.dirname(sat_fast.__file__))
-    results = {}
-    for variant in ("generic", "default"):
-        env = dict(os.environ, PYTHONPATH=root)
-        env.pop("SAT_FAST_KERNEL", None)
-        if variant == "generic":
-            env["SAT_FAST_KERNEL"] = "generic"
-        out = tmp_path / f"{variant}.npz"
-        subprocess.run(
-            [sys.executable, "-c", script, str(tmp_path / "in.npz"), str(out)], env=env, check=True, cwd=tmp_path
-        )
-        with np.load(out) as z:
-            results[variant] = dict(z)
+    results = results_of_both_kernels(script, tmp_path / "in.npz", tmp_path, env=dict(os.environ, PYTHONPATH=root))
     assert results["generic"].keys() == results["default"].keys()
     for key, a in results["generic"].items():
         np.testing.assert_array_equal(a, results["default"][key], err_msg=key)

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -19,6 +15,7 @@ from sat_reference import (
     label_unassigned,
     mask_stats,
     mask_unassigned,
+    results_of_both_kernels,
 )
 
 import sat_fast
@@ -241,17 +238,7 @@ def test_portable_kernel_rounds_exactly_like_the_dispatched_one(tmp_path):
         "from sat_fast import _core; out['variant'] = np.array(_core.kernel_variant())\n"
         "np.savez(sys.argv[2], **out)\n"
     )
-    results = {}
-    for variant in ("default", "generic"):
-        env = dict(os.environ)
-        env.pop("SAT_FAST_KERNEL", None)
-        if variant == "generic":
-            env["SAT_FAST_KERNEL"] = "generic"
-        out = tmp_path / f"{variant}.npz"
-        subprocess.run(
-            [sys.executable, "-c", script, str(tmp_path / "in.npz"), str(out)], check=True, env=env, cwd=tmp_path
-        )
-        results[variant] = dict(np.load(out))
+    results = results_of_both_kernels(script, tmp_path / "in.npz", tmp_path)
     assert str(results["generic"].pop("variant")) == "generic"
     results["default"].pop("variant")
     _assert_bitwise(results["default"], results["generic"])

@@ -20,7 +20,8 @@ KernelTable generic_table() {
 bool cpu_has_avx2() {
 #if defined(__GNUC__) || defined(__clang__)
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi") && __builtin_cpu_supports("popcnt");
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi") &&
+         __builtin_cpu_supports("popcnt");
 #else
   return false;
 #endif

@@ -18,12 +18,29 @@ namespace avx2 {
 
 namespace {
 
+// The sums through fused multiply-adds that round exactly like lane_update's
+// separate operations (see Avx2Ops::reduce): fma(v, 1, pos) == pos + v, and
+// for float32 pixels fma(x, x, sq) == sq + x * x (x * x is exact in float64).
 struct Sums8 {
   __m256d p0, p1, q0, q1, s0, s1;
 
-  void add(__m256d a, __m256d b) {
-    lane_update(p0, q0, s0, a);
-    lane_update(p1, q1, s1, b);
+  static void pos_neg(__m256d& pos, __m256d& neg, __m256d v) {
+    const __m256d zero = _mm256_setzero_pd(), one = _mm256_set1_pd(1.0);
+    pos = _mm256_fmadd_pd(_mm256_max_pd(zero, v), one, pos);
+    neg = _mm256_fmadd_pd(_mm256_min_pd(zero, v), one, neg);
+  }
+  void add(__m256d a, __m256d b) {  // float64 pixels
+    pos_neg(p0, q0, a);
+    pos_neg(p1, q1, b);
+    s0 = _mm256_add_pd(s0, _mm256_mul_pd(a, a));
+    s1 = _mm256_add_pd(s1, _mm256_mul_pd(b, b));
+  }
+  void add_f32(__m256 f) {  // float32 pixels
+    const __m256d a = _mm256_cvtps_pd(_mm256_castps256_ps128(f)), b = _mm256_cvtps_pd(_mm256_extractf128_ps(f, 1));
+    pos_neg(p0, q0, a);
+    pos_neg(p1, q1, b);
+    s0 = _mm256_fmadd_pd(a, a, s0);
+    s1 = _mm256_fmadd_pd(b, b, s1);
   }
 };
 
@@ -61,7 +78,7 @@ void strip8(const float* x, int64_t w, int64_t h, int64_t r0, int64_t r1, int64_
     for (int j = 0; j < 4; ++j) {
       _mm_prefetch(reinterpret_cast<const char*>(x + (r + j) * w + c0 + 64), _MM_HINT_T0);
       v[j] = _mm256_loadu_ps(x + (r + j) * w + c0);
-      s.add(_mm256_cvtps_pd(_mm256_castps256_ps128(v[j])), _mm256_cvtps_pd(_mm256_extractf128_ps(v[j], 1)));
+      s.add_f32(v[j]);
       lo = _mm256_min_ps(lo, v[j]);
       hi = _mm256_max_ps(hi, v[j]);
     }
@@ -73,7 +90,7 @@ void strip8(const float* x, int64_t w, int64_t h, int64_t r0, int64_t r1, int64_
   for (; r < r1; ++r) {
     const float* row = x + r * w + c0;
     const __m256 v = _mm256_loadu_ps(row);
-    s.add(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+    s.add_f32(v);
     lo = _mm256_min_ps(lo, v);
     hi = _mm256_max_ps(hi, v);
     for (int j = 0; j < 8; ++j) out[j * h + r] = row[j];

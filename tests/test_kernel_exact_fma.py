@@ -1,0 +1,85 @@
+"""The AVX2 kernels add through fused multiply-adds (issue 14): they must still round exactly like the portable ones.
+
+fma(x, x, sq) equals sq + x * x only because x * x is exact in float64 for a float32 x, and fma(v, 1, s) equals
+s + v for any v. These tests feed values where a wrong fusion would show (float32 extremes and subnormals, float64
+values with full mantissas, whose squares are not exact) through every path: label runs, noisy labels, packed
+masks and RLE segments, and compare the portable and the dispatched kernel bit for bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sat_reference import results_of_both_kernels
+
+from sat_fast import _core
+
+SCRIPT = """
+import sys, numpy as np, sat_fast
+from sat_fast import _core
+from sat_fast.segments import rle_encode
+d = dict(np.load(sys.argv[1]))
+out = {}
+for dtype in ("f4", "f8"):
+    x = d["x" + dtype]
+    for name in ("runs", "noise"):
+        res = sat_fast.segment_stats(x, d[name], num_segments=17, ignore_index=16, threads=2)
+        out.update({f"{dtype}_{name}_{k}": res[k] for k in res})
+    res = sat_fast.segment_stats(x, masks=d["masks"], threads=2)
+    out.update({f"{dtype}_masks_{k}": res[k] for k in res})
+    maps = list(x[:2])
+    counts = [rle_encode(m) for i in range(2) for m in d["masks"][i]]
+    k = d["masks"].shape[1]
+    inst = np.concatenate([[0], np.cumsum([len(c) for c in counts])])
+    res = _core.reduce_rle(maps, np.array([0, k, 2 * k]), np.arange(2 * k + 1), inst, np.concatenate(counts),
+                           unassigned=True, threads=1)
+    out.update({f"{dtype}_rle_{key}": a for key, a in res.items()})
+out["variant"] = np.array(_core.kernel_variant())
+np.savez(sys.argv[2], **out)
+"""
+
+
+def extreme_saliency(rng: np.random.Generator, b: int, h: int, w: int) -> dict[str, np.ndarray]:
+    """float32: normal values mixed with +-max, +-smallest normal, subnormals and zeros of both signs; float64:
+    full-mantissa values over a wide exponent range (their squares are not exact, so a fused square would differ)."""
+    f32 = rng.standard_normal((b, h, w)).astype(np.float32)
+    info = np.finfo(np.float32)
+    specials = np.array([info.max, -info.max, info.tiny, -info.tiny, 1e-45, -1e-45, 3e-42, 0.0, -0.0], np.float32)
+    where = rng.random((b, h, w)) < 0.2
+    f32[where] = rng.choice(specials, int(where.sum()))
+    f64 = rng.standard_normal((b, h, w)) * np.exp2(rng.integers(-60, 60, (b, h, w)))
+    return {"xf4": f32, "xf8": f64}
+
+
+@pytest.mark.skipif(
+    _core.kernel_variant() == "generic",
+    reason="the dispatched kernel is the portable one here (no AVX2, or SAT_FAST_KERNEL=generic): nothing to compare",
+)
+def test_fused_adds_round_like_the_portable_kernel(tmp_path):
+    rng = np.random.default_rng(14)
+    b, h, w = 3, 70, 90
+    data = extreme_saliency(rng, b, h, w)
+    # runs of every length (1..40, crossing rows), and pure noise
+    lengths = rng.integers(1, 41, b * h * w)
+    runs = np.repeat(rng.integers(0, 17, lengths.size), lengths)[: b * h * w].reshape(b, h, w)
+    data["runs"] = runs.astype(np.uint8)
+    data["noise"] = rng.integers(0, 17, (b, h, w)).astype(np.uint8)
+    yy, xx = np.mgrid[:h, :w]
+    k = 6
+    masks = np.zeros((b, k, h, w), bool)
+    for i in range(b):
+        for j in range(k):
+            cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(3, 40)
+            masks[i, j] = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+    data["masks"] = masks
+    np.savez(tmp_path / "in.npz", **data)
+    results = results_of_both_kernels(SCRIPT, tmp_path / "in.npz", tmp_path)
+    assert str(results["generic"].pop("variant")) == "generic"
+    assert str(results["default"].pop("variant")) != "generic"
+    assert results["generic"].keys() == results["default"].keys()
+    # the extremes reach the sums: float32 max squared is finite in float64, so nothing was skipped
+    assert np.isfinite(results["default"]["f4_runs_sq_sum"]).all()
+    for key, a in results["generic"].items():
+        np.testing.assert_array_equal(
+            np.asarray(a).view(np.uint8), np.asarray(results["default"][key]).view(np.uint8), err_msg=key
+        )
