@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import struct
+import tempfile
 import zlib
 
 import pytest
@@ -39,8 +41,18 @@ def ray_local():
     """One local Ray instance for the whole session (starting one takes about 16 s here); its address."""
     import ray
 
-    context = ray.init(num_cpus=2, object_store_memory=200 * 2**20, include_dashboard=False, log_to_driver=False)
-    try:
-        yield context.address_info["address"]
-    finally:
-        ray.shutdown()
+    # Ray's workers start in the driver's working directory and import from it: from the repository root they
+    # would find the source tree (without the compiled _core) before the installed package.
+    here = os.getcwd()
+    with tempfile.TemporaryDirectory() as elsewhere:
+        os.chdir(elsewhere)
+        try:
+            context = ray.init(
+                num_cpus=2, object_store_memory=200 * 2**20, include_dashboard=False, log_to_driver=False
+            )
+        finally:
+            os.chdir(here)
+        try:
+            yield context.address_info["address"]
+        finally:
+            ray.shutdown()

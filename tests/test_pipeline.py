@@ -94,12 +94,12 @@ def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_p
         return [sys.executable, "-c", _KILLED_RUN, *(str(data[k]) for k in ("maps", "masks", "names")), str(out)]
 
     started = time.monotonic()
-    whole = subprocess.run(argv(tmp_path / "whole"), capture_output=True, text=True, timeout=600)
+    whole = subprocess.run(argv(tmp_path / "whole"), capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert whole.returncode == 0, whole.stderr[-2000:]
     duration = time.monotonic() - started
     out, rng, interrupted = tmp_path / "killed", random.Random(13), []
     for _ in range(6):  # each kill at a random moment of what an uninterrupted run takes
-        proc = subprocess.Popen(argv(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(argv(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
         try:
             proc.wait(timeout=rng.uniform(0.1, 1.0) * duration)
         except subprocess.TimeoutExpired:
@@ -108,7 +108,7 @@ def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_p
             manifest = out / "manifest.jsonl"
             interrupted.append(len(manifest.read_text().splitlines()) if manifest.is_file() else 0)
     assert any(0 < n < 215 for n in interrupted), interrupted  # at least one kill landed mid-run (215 shards)
-    done = subprocess.run(argv(out), capture_output=True, text=True, timeout=600)
+    done = subprocess.run(argv(out), capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert _sat(out).equals(_sat(tmp_path / "whole"))  # row for row, run id included: none lost, none twice
     # The aggregate streams over the same rows; Polars' streaming engine sums in parallel chunks, so it is
@@ -189,7 +189,7 @@ def test_memory_stays_bounded_when_the_tables_would_not_fit(tmp_path):
         """
     )
     argv = [sys.executable, "-c", script, *(str(data[k]) for k in ("maps", "masks", "names")), str(tmp_path / "o")]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     start, peak, rows = map(int, done.stdout.split()[-3:])
     table_bytes = _sat(tmp_path / "o").estimated_size()

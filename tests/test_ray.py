@@ -221,7 +221,7 @@ def test_a_killed_ray_driver_resumes_to_the_uninterrupted_tables(ray_local, tmp_
         "--ray-address", ray_local, "--out", str(out),
     ]  # fmt: skip
     with (tmp_path / "driver.log").open("wb") as log:
-        driver = subprocess.Popen(command, stdout=log, stderr=log)
+        driver = subprocess.Popen(command, stdout=log, stderr=log, cwd=tmp_path)
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and driver.poll() is None:
             if (out / "manifest.jsonl").is_file() and (out / "manifest.jsonl").read_text().count("\n") >= 1:
