@@ -6,6 +6,7 @@ import importlib.util
 import os
 import struct
 import tempfile
+import warnings
 import zlib
 
 import pytest
@@ -47,9 +48,13 @@ def ray_local():
     with tempfile.TemporaryDirectory() as elsewhere:
         os.chdir(elsewhere)
         try:
-            context = ray.init(
-                num_cpus=2, object_store_memory=200 * 2**20, include_dashboard=False, log_to_driver=False
-            )
+            with warnings.catch_warnings():
+                # ray.init forks its helper processes; JAX (already imported by earlier tests) warns at any fork of
+                # a process that has started its threads. The forked children exec Ray's own binaries at once.
+                warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+                context = ray.init(
+                    num_cpus=2, object_store_memory=200 * 2**20, include_dashboard=False, log_to_driver=False
+                )
         finally:
             os.chdir(here)
         try:
