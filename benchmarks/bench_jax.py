@@ -20,6 +20,13 @@ medians of wall-clock and process CPU time are reported.
   ``saliency`` then the host reduction, when they exist; reported missing
   otherwise.
 
+On a GPU (or TPU) backend the FFI custom call does not exist (it is registered
+for CPU): the in-JAX reductions run on the device, "pybind11" is the host
+kernel on host numpy arrays, and "host round trip" copies the device arrays to
+the host first. Each in-JAX reduction is also checked: bitwise identical over
+three calls ("deterministic") and its largest relative error in the sums
+against the pybind11 kernel's float64 sums.
+
     python benchmarks/bench_jax.py            # full run (~2 minutes on 2 cores)
     python benchmarks/bench_jax.py --quick    # batch 32, fewer rounds
 """
@@ -97,6 +104,21 @@ def functional_methods(k: int) -> tuple[dict[str, Callable], str]:
     return methods, ""
 
 
+def check_against(call: Callable[[], object], reference) -> tuple[bool, float]:
+    """Bitwise identical over three calls, and the largest relative error of ``sum`` against the host kernel.
+
+    The error is relative to the segment's absolute sum (the scale a float32 accumulation errs on).
+    """
+    results = [jax.tree.map(np.asarray, call()) for _ in range(3)]
+    deterministic = all(
+        all(np.array_equal(a, b, equal_nan=True) for a, b in zip(results[0], other, strict=True))
+        for other in results[1:]
+    )
+    got = np.asarray(results[0].sum, dtype=np.float64)
+    scale = np.maximum(np.asarray(reference["abs_sum"], dtype=np.float64), np.finfo(np.float64).tiny)
+    return deterministic, float(np.max(np.abs(got - np.asarray(reference["sum"], dtype=np.float64)) / scale))
+
+
 def interleaved(methods: dict[str, Callable[[], object]], rounds: int) -> dict[str, tuple[float, float]]:
     """Median wall-clock and median process CPU seconds (every thread) per call, one call of each method per round.
 
@@ -120,14 +142,14 @@ def interleaved(methods: dict[str, Callable[[], object]], rounds: int) -> dict[s
     return {name: (statistics.median(wall[name]), statistics.median(cpu[name])) for name in methods}
 
 
-def bench_explain(rounds: int) -> tuple[list[dict], str]:
-    """The slot of explain vs saliency + host reduction (small CNN as a plain function, gradient method)."""
+def bench_explain(rounds: int, b: int) -> tuple[list[dict], str]:
+    """``explain`` vs saliency + host reduction (a small CNN as a plain function, gradient method, K = 16)."""
     try:
         from sat_fast.functional import explain  # type: ignore[attr-defined]
     except ImportError:
         return [], "sat_fast.functional.explain is missing (the functional branch of issue 12 is not merged)"
     rng = np.random.default_rng(1)
-    b, size, k = 32, 224, 16
+    size, k = 224, 16
     images = rng.normal(size=(b, size, size, 3)).astype(np.float32)
     labels = voronoi_labels(rng, b, size, size, k)
     kernel = jnp.asarray(rng.normal(size=(3, 3, 3, 8)).astype(np.float32) * 0.1)
@@ -150,7 +172,11 @@ def bench_explain(rounds: int) -> tuple[list[dict], str]:
         )
     except Exception as exc:  # the slot's API is the functional branch's: report what failed, keep the rest
         return [], f"sat_fast.functional.explain present but this slot failed: {type(exc).__name__}: {exc}"
-    return [{"method": m, "seconds": t, "cpu_seconds": c, "images_per_s": b / t} for m, (t, c) in medians.items()], ""
+    rows = [
+        {"method": m, "batch": b, "seconds": t, "cpu_seconds": c, "images_per_s": b / t}
+        for m, (t, c) in medians.items()
+    ]
+    return rows, ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,14 +193,16 @@ def main(argv: list[str] | None = None) -> int:
         args.batch, args.rounds, args.jax_rounds = 32, 5, 3
     b, h, w = args.batch, args.size, args.size
     backend = jax.default_backend()
+    on_cpu = backend == "cpu"
+    device_name = jax.devices()[0].device_kind
+    if not on_cpu:
+        # the in-JAX reductions are 100x faster on an accelerator: as many rounds as the host kernel's
+        args.jax_rounds = args.rounds
     print(
-        f"jax {jax.__version__} on {backend} ({jax.devices()[0].device_kind}), {os.cpu_count()} CPUs, "
+        f"jax {jax.__version__} on {backend} ({device_name}), {os.cpu_count()} CPUs, "
         f"kernel {_core.kernel_variant()}, batch {b} of {h}x{w}, {args.rounds} interleaved rounds "
         f"({args.jax_rounds} for the in-JAX reductions)"
     )
-    if backend != "cpu":
-        print("the FFI custom call is registered for CPU only: run this benchmark with JAX_PLATFORMS=cpu")
-        return 2
     rng = np.random.default_rng(0)
     sal = rng.standard_normal((b, h, w)).astype(np.float32)
     sal_dev = jax.device_put(sal)
@@ -189,12 +217,14 @@ def main(argv: list[str] | None = None) -> int:
         # compares), then the 30-50x slower in-JAX reductions with few (their caches and thread pools would
         # otherwise add noise to the kernel's rounds).
         kernel_methods = {
-            "FFI custom call (jit, all stats)": lambda: ready(ffi(sal_dev, lab_dev)),
             "pybind11 kernel (numpy, all stats)": lambda: sat_fast.segment_stats(sal, lab, num_segments=k),
             "host round trip (device -> numpy -> kernel)": lambda: sat_fast.segment_stats(
                 np.asarray(sal_dev), np.asarray(lab_dev), num_segments=k
             ),
         }
+        if on_cpu:
+            kernel_methods["FFI custom call (jit, all stats)"] = lambda: ready(ffi(sal_dev, lab_dev))
+        reference = sat_fast.segment_stats(sal, lab, num_segments=k)
         jax_methods = {
             "jax.ops segment ops (jit, all stats)": lambda: ready(ops_all(sal_dev, lab_dev)),
             "jax.ops.segment_sum (jit, sum only)": lambda: ready(ops_sum(sal_dev, lab_dev)),
@@ -202,12 +232,15 @@ def main(argv: list[str] | None = None) -> int:
         extra, note = functional_methods(k)
         if note and note not in notes:
             notes.append(note)
+        checks: dict[str, tuple[bool, float]] = {}
         for name, fn in extra.items():
             jax_methods[name] = lambda fn=fn: ready(fn(sal_dev, lab_dev))
+            checks[name] = check_against(lambda fn=fn: fn(sal_dev, lab_dev), reference)
         medians = interleaved(kernel_methods, args.rounds)
         medians.update(interleaved(jax_methods, args.jax_rounds))
         base, base_cpu = medians["pybind11 kernel (numpy, all stats)"]
         for name, (t, c) in medians.items():
+            deterministic, error = checks.get(name, (None, None))
             rows.append(
                 {
                     "K": k,
@@ -217,20 +250,28 @@ def main(argv: list[str] | None = None) -> int:
                     "images_per_s": b / t,
                     "vs_pybind11": base / t,
                     "cpu_vs_pybind11": base_cpu / c,
+                    "deterministic": deterministic,
+                    "max_rel_error_sum": error,
                 }
             )
-    explain_rows, note = bench_explain(args.jax_rounds)
+    # 32 images on CPU (a gradient of 256 would take a minute per round), the reductions' batch elsewhere
+    explain_rows, note = bench_explain(args.jax_rounds, 32 if on_cpu else b)
     if note:
         notes.append(note)
 
-    print(f"\n{'K':>3} {'method':<52} {'images/s':>10} {'vs pybind11':>12} {'CPU ms':>8} {'CPU vs pybind11':>16}")
+    print(
+        f"\n{'K':>3} {'method':<52} {'images/s':>10} {'vs pybind11':>12} {'CPU ms':>8} {'CPU vs pybind11':>16} "
+        f"{'determ.':>8} {'max rel err':>12}"
+    )
     for r in rows:
+        determ = "" if r["deterministic"] is None else ("yes" if r["deterministic"] else "NO")
+        error = "" if r["max_rel_error_sum"] is None else f"{r['max_rel_error_sum']:.1e}"
         print(
             f"{r['K']:>3} {r['method']:<52} {r['images_per_s']:>10,.0f} {r['vs_pybind11']:>11.2f}x "
-            f"{r['cpu_seconds'] * 1e3:>8.1f} {r['cpu_vs_pybind11']:>15.2f}x"
+            f"{r['cpu_seconds'] * 1e3:>8.1f} {r['cpu_vs_pybind11']:>15.2f}x {determ:>8} {error:>12}"
         )
     for r in explain_rows:
-        print(f"explain: {r['method']:<40} {r['images_per_s']:>10,.1f} images/s")
+        print(f"explain ({r['batch']} images): {r['method']:<40} {r['images_per_s']:>10,.1f} images/s")
     for note in notes:
         print(f"note: {note}")
 
@@ -245,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
             "python": sys.version.split()[0],
             "jax": jax.__version__,
             "backend": backend,
+            "device": device_name,
         },
         "commit": commit,
         "batch": b,
@@ -254,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         "jax_rounds": args.jax_rounds,
         "rows": rows,
         "explain": explain_rows,
-        "notes": notes + ["GPU: none here (no GPU lent to this task)"],
+        "notes": notes,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))

@@ -98,11 +98,12 @@ class ResNet18(nn.Module):
         return nn.Dense(self.classes)(x.mean(axis=(1, 2)))
 
 
-def make_model(name: str):
+def make_model(name: str, n_images: int | None = None):
     if name.startswith("small_cnn"):  # small_cnn, small_cnn_gelu
         model, shape, batch = SmallCNN(activation=name[10:] or "relu"), (64, 64, 3), 64
     else:
         model, shape, batch = ResNet18(), (224, 224, 3), 8
+    batch = n_images or batch
     variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1,) + shape))
     images = np.random.default_rng(0).uniform(0, 1, size=(batch,) + shape).astype(np.float32)
     return model, variables, images
@@ -329,8 +330,7 @@ def unchunked_estimate(fn, images, steps):
 
 
 def bench_model(name, repeats, batch_sizes, quick, n_images=None, naive_repeats=None, pair_batch_sizes=None):
-    model, variables, images = make_model(name)
-    images = images[:n_images]
+    model, variables, images = make_model(name, n_images)
     fn = functools.partial(model.apply, variables)
     steps = 32
     points = len(images) * steps

@@ -214,9 +214,10 @@ def _labels_auto(prep: _Prepared, slot: jax.Array, k: int) -> tuple[jax.Array, j
     XLA:CPU: the scatter (``jax.ops.segment_sum``), measured 2-12x faster than
     the one-hot contraction, sorting and per-block partials at K = 8, 16 and
     64 (benchmarks/RESULTS.md); CPU scatters run in order, so it is
-    deterministic there. Elsewhere (GPU, TPU): the one-hot contraction, which
-    is deterministic and runs on tensor cores, where the float scatter-add is
-    not deterministic (no GPU was available to measure it).
+    deterministic there. Elsewhere (GPU, TPU): the one-hot contraction. On an
+    H200 it was the fastest deterministic formulation at K = 8 and 64 and level
+    with the per-block partials at K = 16; the scatter and the sort were not
+    deterministic there (XLA's atomic float scatter-add) and slower.
     """
     parts = lax.platform_dependent(
         prep.values,
@@ -353,14 +354,16 @@ def segment_stats(
         ``"auto"`` (default) or one formulation for label maps: ``"one_hot"``
         (a one-hot contraction, deterministic, runs on tensor cores),
         ``"scatter"`` (``jax.ops.segment_sum``: not deterministic on GPU),
-        ``"sort"`` (sort by label, then reduce sorted runs) or ``"blocks"``
+        ``"sort"`` (sort by label, then reduce sorted runs; not deterministic
+        on GPU either) or ``"blocks"``
         (one-hot partials per block of 1024 pixels). ``"auto"`` picks per
         platform when XLA compiles: on CPU the C++ kernel as an XLA FFI
         custom call (:mod:`sat_fast.functional._ffi`, when this build has
         it), else the scatter (the fastest pure-JAX formulation on CPU for
         K = 8, 16 and 64, and deterministic there); on GPU and TPU the
-        one-hot contraction (deterministic; GPU timings are missing, see
-        benchmarks/RESULTS.md). Masks always contract (a boolean
+        one-hot contraction (deterministic, and the fastest deterministic
+        formulation measured on an H200; benchmarks/RESULTS.md). Masks always
+        contract (a boolean
         (..., K, P) by (..., P, 3) product).
 
     Returns
