@@ -148,3 +148,27 @@ def test_a_parquet_dataset_with_image_and_mask_columns_gives_the_folders_tables(
     assert _sat(tmp_path / "pq").drop("run").equals(_sat(out).drop("run"))
     with pytest.raises(ValueError, match="mask_column= names a column of a Parquet image dataset"):
         sat_fast.run(_model(), images=data / "images", mask_column="mask", names=data / "names.csv", out=tmp_path / "x")
+
+
+def test_a_batch_of_consecutive_shard_rows_is_a_view_not_a_copy():
+    from sat_fast.pipeline import stack_rows
+
+    shard = np.random.default_rng(0).normal(size=(6, 5, 4)).astype(np.float32)
+    rows = [np.asarray(shard[i], np.float32) for i in range(1, 5)]  # what a .npy shard source yields
+    batch = stack_rows(rows)
+    assert np.shares_memory(batch, shard) and not batch.flags.writeable
+    np.testing.assert_array_equal(batch, shard[1:5])
+    # not consecutive, another buffer, another shape: stacked (copied), values as np.stack gives them
+    for other in (
+        [shard[0], shard[2]],
+        [shard[1], shard[1]],
+        [shard[0], shard.copy()[1]],
+        [shard[0][:4], shard[1][:3]],
+    ):
+        if len({a.shape for a in other}) > 1:
+            with pytest.raises(ValueError):
+                stack_rows(other)
+            continue
+        got = stack_rows(other)
+        assert not np.shares_memory(got, shard)
+        np.testing.assert_array_equal(got, np.stack(other))

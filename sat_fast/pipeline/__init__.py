@@ -73,6 +73,7 @@ from sat_fast.pipeline._stages import load_image_item as load_image_item
 from sat_fast.pipeline._stages import load_map_item as load_map_item
 from sat_fast.pipeline._stages import maps_of as maps_of
 from sat_fast.pipeline._stages import reduce_batch as reduce_batch
+from sat_fast.pipeline._stages import stack_rows as stack_rows
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -102,5 +103,6 @@ __all__ = [
     "maps_of",
     "reduce_batch",
     "run",
+    "stack_rows",
     "write_shard",
 ]

@@ -29,6 +29,7 @@ __all__ = [
     "ordered_prefetch",
     "reduce_batch",
     "shared_label_map",
+    "stack_rows",
 ]
 
 #: Temporary column: the item's position in the source, for the canonical row order of a shard.
@@ -134,9 +135,46 @@ class ShapeBatcher:
         return out
 
 
+def _root(array: np.ndarray) -> object:
+    """The object that owns the array's memory (the end of its chain of views)."""
+    base: object = array
+    while isinstance(base, np.ndarray) and base.base is not None:
+        base = base.base
+    return base
+
+
+def stack_rows(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """``np.stack(arrays)``, without a copy when the arrays are consecutive rows of one buffer.
+
+    Maps read from a ``.npy`` shard, and a batch of a shard's rows, are views that lie back to back in the
+    shard's array: a (B, H, W) view of them costs nothing, where a stack would copy every byte once more (about
+    a fifth of the reduction's own time on precomputed maps). Anything else is stacked as usual. The view is
+    read-only.
+    """
+    first = arrays[0]
+    if len(arrays) > 1 and first.flags.c_contiguous and isinstance(first.base, np.ndarray):
+        start = first.__array_interface__["data"][0]
+        step = first.nbytes
+        owner = _root(first)
+        if step > 0 and all(
+            a.shape == first.shape
+            and a.dtype == first.dtype
+            and a.flags.c_contiguous
+            and a.__array_interface__["data"][0] == start + i * step
+            and _root(a) is owner
+            for i, a in enumerate(arrays)
+        ):
+            # Safe: every byte of the view belongs to one of the arrays, all of one allocation (same owner).
+            view = np.lib.stride_tricks.as_strided(
+                first, shape=(len(arrays), *first.shape), strides=(step, *first.strides), writeable=False
+            )
+            return view
+    return np.stack(arrays)
+
+
 def maps_of(batch: Sequence[Loaded]) -> Explained:
     """The explain stage of precomputed maps: the maps themselves, explaining their ``target`` (or ``label``)."""
-    maps = np.stack([x.array for x in batch])[:, None]
+    maps = stack_rows([x.array for x in batch])[:, None]
     key = "target" if "target" in batch[0].values else "label"
     return Explained(maps, [np.array([x.values[key] for x in batch])], None)
 
@@ -186,7 +224,7 @@ def shared_label_map(segments: Sequence[Segments]) -> tuple[np.ndarray, list[str
         if seg.label_map is None or seg.names != first.names or seg.shape != first.shape:
             return None
         label_maps.append(seg.label_map)
-    return np.stack(label_maps), list(first.names)
+    return stack_rows(label_maps), list(first.names)
 
 
 def finish_shard(frames: list[pl.DataFrame]) -> pl.DataFrame | None:
