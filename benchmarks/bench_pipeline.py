@@ -13,10 +13,17 @@ image out of a vocabulary of 30). Measured:
     python benchmarks/bench_pipeline.py            # 10^6 maps, I/O path 10^5 maps (about 20 GB on disk)
     python benchmarks/bench_pipeline.py --quick    # 2*10^4 maps, I/O path 2*10^3 (a smoke test)
     python benchmarks/bench_pipeline.py --compare-ray   # the I/O path only: streaming vs a local Ray instance
+    python benchmarks/bench_pipeline.py --model-path    # images on disk -> saliency -> shards vs saliency alone
 
 ``--compare-ray`` (extra ``sat_fast[ray]``) runs the I/O path with ``--backend stream`` and ``--backend ray``
 in interleaved repeats and reports medians; Ray is started apart from the run (``ray.init`` on this machine's
 CPUs, timed on its own), and the peak RSS is the driver's (Ray's workers are other processes).
+
+``--model-path`` measures what the pipeline adds to the saliency itself: ``--model-images`` PNG images of 64x64
+with PNG label maps on disk, a six-layer CNN (``bench_saliency.SmallCNN``, random weights) explained with
+integrated gradients (32 steps), through ``sat_fast.run`` to the shards (reading, decoding, masks, reduction,
+Parquet, manifest), against ``sat_fast.saliency`` alone on the same images already in memory, in the same
+batches; both warmed up (compiled) first, then interleaved repeats, medians.
 """
 
 from __future__ import annotations
@@ -203,6 +210,84 @@ def _child(kind: str, args: argparse.Namespace, folder: Path, images: int, io: b
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def model_path(args: argparse.Namespace, count: int) -> None:
+    """Images on disk -> saliency -> SAT shards, against the saliency alone on the same images (interleaved)."""
+    import statistics
+
+    import jax
+    import jax.numpy as jnp
+    from bench_saliency import SmallCNN
+    from PIL import Image
+
+    import sat_fast
+
+    size, classes = 64, [f"class_{c}" for c in range(CLASSES)]
+    model = SmallCNN(classes=CLASSES)
+    variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3)))
+
+    def fn(x):
+        return model.apply(variables, x)
+
+    rng = np.random.default_rng(3)
+    _, labels = pools(size, count, seed=3)
+    with tempfile.TemporaryDirectory(prefix="sat_bench_model_path_") as tmp:
+        folder = Path(tmp)
+        images, targets = [], []
+        for i in range(count):
+            stem = f"{classes[i % CLASSES]}/{i:06d}.png"
+            pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+            for sub, array in (("images", pixels), ("masks", labels[i])):
+                (folder / sub / stem).parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(array).save(folder / sub / stem)
+            images.append(pixels.astype(np.float32) / 255.0)
+            targets.append(i % CLASSES)
+        (folder / "names.csv").write_text("value,name\n" + "".join(f"{v},{n}\n" for v, n in enumerate(NAMES)))
+        # the pipeline lists images in path order: the same order, hence the same batches, for the saliency alone
+        order = sorted(range(count), key=lambda i: f"{classes[i % CLASSES]}/{i:06d}")
+        stack = np.stack([images[i] for i in order])
+        wanted = np.array([targets[i] for i in order])
+        steps, batch = 32, args.batch_size
+
+        def pipeline(run: int) -> float:
+            t0 = time.perf_counter()
+            sat_fast.run(
+                (fn, classes), images=folder / "images", masks=folder / "masks", names=folder / "names.csv",
+                out=folder / f"run{run}", steps=steps, batch_size=batch, progress=False, summarize=False,
+                workers=args.workers,
+            )  # fmt: skip
+            seconds = time.perf_counter() - t0
+            shutil.rmtree(folder / f"run{run}")
+            return seconds
+
+        def saliency_alone() -> float:
+            t0 = time.perf_counter()
+            for start in range(0, count, batch):
+                maps = sat_fast.saliency(fn, stack[start : start + batch], wanted[start : start + batch], steps=steps)
+                np.asarray(maps)
+            return time.perf_counter() - t0
+
+        print(f"model path: {count} images {size}x{size} on disk, IG {steps} steps, batch {batch}", flush=True)
+        pipeline(-1), saliency_alone()  # warm-up: compile both
+        runs: dict[str, list[float]] = {"pipeline": [], "saliency": []}
+        for repeat in range(args.repeats):
+            for name in ("pipeline", "saliency") if repeat % 2 == 0 else ("saliency", "pipeline"):
+                runs[name].append(pipeline(repeat) if name == "pipeline" else saliency_alone())
+                print(f"  {name:10s}{runs[name][-1]:8.2f} s", flush=True)
+    medians = {name: statistics.median(times) for name, times in runs.items()}
+    overhead = medians["pipeline"] / medians["saliency"] - 1
+    print(f"median: pipeline {medians['pipeline']:.2f} s, saliency alone {medians['saliency']:.2f} s, "
+          f"everything but the saliency {100 * overhead:+.1f}% of the saliency time")  # fmt: skip
+    report = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
+        "images": count, "size": size, "steps": steps, "batch_size": batch, "repeats": args.repeats,
+        "runs": runs, "medians": medians, "overhead_fraction": overhead,
+    }  # fmt: skip
+    path = Path(args.json).with_name("bench_pipeline_model.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2))
+    print(f"wrote {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2e4 maps, I/O path 2e3")
@@ -216,7 +301,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--backend", choices=("stream", "ray"), default="stream", help="sat_fast.run's backend")
     parser.add_argument("--compare-ray", action="store_true", help="the I/O path only: streaming vs local Ray")
-    parser.add_argument("--repeats", type=int, default=3, help="with --compare-ray: interleaved runs of each")
+    parser.add_argument("--repeats", type=int, default=3, help="--compare-ray, --model-path: interleaved runs")
+    parser.add_argument("--model-path", action="store_true", help="images -> saliency -> shards vs saliency alone")
+    parser.add_argument("--model-images", type=int, default=None, help="with --model-path (default 512)")
     parser.add_argument("--json", default=str(Path(__file__).parent / "results" / "bench_pipeline.json"))
     parser.add_argument("--child", choices=("pipeline", "stages"), help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
@@ -232,6 +319,11 @@ def main() -> None:
         args.pool = min(args.pool, 128)
     if args.compare_ray:
         compare_ray(args, io_images)
+        return
+    if args.model_path:
+        if args.batch_size == 256:  # the maps' default; a model's batches are smaller
+            args.batch_size = 32
+        model_path(args, args.model_images or (64 if args.quick else 512))
         return
     report: dict[str, Any] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",

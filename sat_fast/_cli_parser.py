@@ -181,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument(
         "--mask-column",
-        help="with --images DATASET.parquet: its column of PNG label-map bytes (named by --names), instead of --masks",
+        help="with --images DATASET.parquet: its mask column, instead of --masks: PNG label-map bytes (named by "
+        "--names) or COCO RLE structs {size, counts, category} (or lists of them) per row",
     )
     r.add_argument("--names", type=Path, help="names table for PNG label maps (CSV value,name or JSON)")
     r.add_argument("--ignore-index", type=int, help="label value of unlabelled pixels in PNG label maps")

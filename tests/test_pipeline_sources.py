@@ -150,6 +150,106 @@ def test_a_parquet_dataset_with_image_and_mask_columns_gives_the_folders_tables(
         sat_fast.run(_model(), images=data / "images", mask_column="mask", names=data / "names.csv", out=tmp_path / "x")
 
 
+def _column_major_runs(mask: np.ndarray) -> list[int]:
+    """COCO's uncompressed RLE of a boolean mask (column-major runs, starting with background), written here."""
+    flat = mask.T.reshape(-1)
+    runs, current, length = [], False, 0
+    for v in flat:
+        if bool(v) != current:
+            runs.append(length)
+            current, length = bool(v), 0
+        length += 1
+    runs.append(length)
+    return runs
+
+
+def _names(data: Path) -> dict[int, str]:
+    rows = (data / "names.csv").read_text().splitlines()[1:]
+    return {int(v): n for v, n in (row.split(",", 1) for row in rows)}
+
+
+def test_a_parquet_mask_column_of_coco_rle_structs_gives_the_png_tables(model_run, tmp_path):
+    data, out = model_run
+    names = _names(data)
+    paths = sorted((data / "images").rglob("*.png"))
+    ids = [p.relative_to(data / "images").with_suffix("").as_posix() for p in paths]
+    masks = []
+    for n, i in enumerate(ids):
+        label_map = np.asarray(Image.open(data / "masks" / f"{i}.png"))
+        h, w = label_map.shape
+        rle = []
+        for value in np.unique(label_map).tolist():
+            region = label_map == value
+            parts = [region]
+            if n % 2 == 0:  # a category in two instances (top half, the rest): they merge into one segment
+                top = region.copy()
+                top[h // 2 :] = False
+                parts = [part for part in (top, region & ~top) if part.any()]
+            rle += [{"size": [h, w], "counts": _column_major_runs(part), "category": value} for part in parts]
+        masks.append(rle)
+    # Two files (a glob): categories by name in the first, by names-table value in the second.
+    half = len(ids) // 2
+    for name, rows in (("a", slice(0, half)), ("b", slice(half, None))):
+        column = masks[rows]
+        if name == "a":
+            column = [[{**e, "category": names[e["category"]]} for e in rle] for rle in column]
+        pl.DataFrame(
+            {"image_id": ids[rows], "image": [p.read_bytes() for p in paths[rows]],
+             "label": [i.split("/")[0] for i in ids[rows]], "mask": column}
+        ).write_parquet(tmp_path / f"{name}.parquet", row_group_size=4)  # fmt: skip
+    sat_fast.run(
+        _model(), images=str(tmp_path / "*.parquet"), mask_column="mask", names=data / "names.csv",
+        out=tmp_path / "rle", steps=4, batch_size=9, progress=False,
+    )  # fmt: skip
+    got, want = _sat(tmp_path / "rle").drop("run"), _sat(out).drop("run")
+    assert got.height == want.height
+    exact = ["image_id", "target", "label", "pixels", "area", "rank"]
+    assert got.select(exact).equals(want.select(exact))
+    assert got["segment"].cast(pl.String).equals(want["segment"].cast(pl.String))
+    for column in ("sum", "mean", "share", "min"):  # the RLE kernel sums column by column: last bits may differ
+        np.testing.assert_allclose(
+            got[column].to_numpy(), want[column].to_numpy(), rtol=1e-6, atol=1e-9, err_msg=column
+        )
+
+
+def test_bad_coco_rle_cells_name_the_image_and_the_problem(model_run, tmp_path):
+    from sat_fast.pipeline import BadItemError
+
+    data, _ = model_run
+    paths = sorted((data / "images").rglob("*.png"))[:2]
+    ids = [p.relative_to(data / "images").with_suffix("").as_posix() for p in paths]
+    h, w = np.asarray(Image.open(paths[0])).shape[:2]
+    good = {"size": [h, w], "counts": [0, h * w], "category": "body"}
+    cases = {
+        "counts sum to": {"size": [h, w], "counts": [3, 4], "category": "body"},
+        "masks must have their image's size": {"size": [h + 1, w], "counts": [0, (h + 1) * w], "category": "body"},
+        "category 99 is not in the names table": {"size": [h, w], "counts": [1, h * w - 1], "category": 99},
+        "declares": {"size": [100000, 100000], "counts": [1], "category": "body"},
+    }
+    for n, (message, bad) in enumerate(cases.items()):
+        folder = tmp_path / f"case{n}"
+        folder.mkdir()
+        masks = [[good], [bad]] if isinstance(bad["category"], str) else [[good | {"category": 1}], [bad]]
+        pl.DataFrame(
+            {"image_id": ids, "image": [p.read_bytes() for p in paths], "label": [i.split("/")[0] for i in ids],
+             "mask": masks}
+        ).write_parquet(folder / "d.parquet")  # fmt: skip
+        with pytest.raises(BadItemError, match=message) as info:
+            sat_fast.run(
+                _model(), images=folder / "d.parquet", mask_column="mask", names=data / "names.csv", out=folder / "o",
+                steps=2, batch_size=2, progress=False,
+            )  # fmt: skip
+        assert ids[1] in str(info.value)
+    # PNG bytes without names are refused before anything is written
+    pl.DataFrame(
+        {"image_id": ids, "image": [p.read_bytes() for p in paths], "label": [i.split("/")[0] for i in ids],
+         "mask": [p.read_bytes() for p in paths]}
+    ).write_parquet(tmp_path / "png.parquet")  # fmt: skip
+    with pytest.raises(ValueError, match="need their names"):
+        sat_fast.run(_model(), images=tmp_path / "png.parquet", mask_column="mask", out=tmp_path / "p", progress=False)
+    assert not (tmp_path / "p").exists()
+
+
 def test_a_batch_of_consecutive_shard_rows_is_a_view_not_a_copy():
     from sat_fast.pipeline import stack_rows
 
@@ -172,3 +272,24 @@ def test_a_batch_of_consecutive_shard_rows_is_a_view_not_a_copy():
         got = stack_rows(other)
         assert not np.shares_memory(got, shard)
         np.testing.assert_array_equal(got, np.stack(other))
+
+
+@pytest.mark.parametrize("empty", [0, 1, 3])
+def test_rows_carry_their_images_source_positions_when_an_image_has_no_segments(empty):
+    from sat_fast.pipeline import Item, Loaded, maps_of, reduce_batch
+    from sat_fast.segments import Segments
+
+    rng = np.random.default_rng(empty)
+    names = ("a", "b", "c")
+    batch = []
+    for n in range(4):
+        label_map = rng.integers(0, 3, (5, 6)).astype(np.uint8)
+        if n == empty:
+            label_map[:] = 3  # every pixel in no segment: this image has no rows
+        segments = Segments(names, 5, 6, label_map=label_map)  # value 3 = len(names): in no segment
+        item = Item(100 + 7 * n, f"img{n}", 0)
+        batch.append(Loaded(item, rng.normal(size=(5, 6)).astype(np.float32), segments, {"target": 0}))
+    (table,) = reduce_batch(batch, maps_of(batch), metadata={}, class_names=None)
+    expected = {f"img{n}": 100 + 7 * n for n in range(4) if n != empty}
+    assert table.height > 0 and f"img{empty}" not in table["image_id"].to_list()
+    assert table["__position"].to_list() == [expected[i] for i in table["image_id"].to_list()]

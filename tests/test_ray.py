@@ -283,8 +283,26 @@ def test_without_ray_the_error_says_how_to_install_it(tmp_path, monkeypatch, cap
         )
 
 
-def test_a_parquet_image_dataset_is_refused_before_anything_is_written(tmp_path, maps_data):
-    with pytest.raises(ValueError, match="backend='ray' reads image folders and precomputed maps; the Parquet"):
-        sat_fast.run(FACTORY, images=tmp_path / "d.parquet", masks=maps_data / "masks.npz", out=tmp_path / "o",
-                     backend="ray")  # fmt: skip
-    assert not (tmp_path / "o").exists()
+def test_a_parquet_image_dataset_with_a_mask_column_gives_the_streaming_tables(ray_local, tmp_path):
+    data = _mixed_images(tmp_path / "data", [(12, 12), (10, 14), (12, 12), (9, 9), (10, 14), (12, 12), (10, 14)])
+    paths = sorted((data / "images").rglob("*.png"))
+    ids = [p.relative_to(data / "images").with_suffix("").as_posix() for p in paths]
+    pl.DataFrame(
+        {
+            "image_id": ids,
+            "image": [{"bytes": p.read_bytes(), "path": p.name} for p in paths],
+            "label": [i.split("/")[0] for i in ids],
+            "mask": [(data / "masks" / f"{i}.png").read_bytes() for i in ids],
+        }
+    ).write_parquet(tmp_path / "d.parquet", row_group_size=3)
+
+    def run(backend):
+        return sat_fast.run(
+            f"{data / 'factory.py'}:make", images=tmp_path / "d.parquet", mask_column="mask",
+            names=data / "names.csv", steps=3, batch_size=2, shard_size=3, out=tmp_path / backend, backend=backend,
+            progress=False, run_id=RUN_ID, targets="predicted",
+        )  # fmt: skip
+
+    stream, ray = run("stream"), run("ray")
+    assert ray.rows == stream.rows and ray.items == len(ids)
+    _same_runs(tmp_path / "stream", tmp_path / "ray")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import tracemalloc
 import warnings
 import zipfile
@@ -212,6 +213,24 @@ def test_coco_merges_instances_and_matches_pycocotools(coco):
     np.testing.assert_array_equal(kept[0].masks()[1], masks["m2"])
     lazy = from_coco(json.loads(path.read_text()), lazy=True)
     assert next(iter(lazy)).names == ("person", "dog")
+
+
+def test_coco_rle_needs_no_pycocotools_and_polygons_say_what_they_need(monkeypatch):
+    """The ``coco`` extra is for polygons only: RLE annotations load without pycocotools."""
+    monkeypatch.setitem(sys.modules, "pycocotools", None)  # import pycocotools now raises ImportError
+    monkeypatch.setitem(sys.modules, "pycocotools.mask", None)
+    data = {
+        "images": [{"id": 1, "height": 2, "width": 3}],
+        "categories": [{"id": 5, "name": "dog"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 5, "segmentation": {"size": [2, 3], "counts": [1, 4, 1]}}
+        ],
+    }
+    (seg,) = from_coco(data)
+    assert seg.names == ("dog",) and seg.kind == "rle"
+    data["annotations"][0]["segmentation"] = [[0.0, 0.0, 2.0, 0.0, 2.0, 1.0]]
+    with pytest.raises(ValueError, match=r"polygons need pycocotools \(pip install 'sat_fast\[coco\]'\)"):
+        from_coco(data)
 
 
 def test_coco_table_equals_reference(coco):

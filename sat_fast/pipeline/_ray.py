@@ -35,8 +35,9 @@ from typing import Any
 import numpy as np
 
 from sat_fast.pipeline._model import ModelBundle, as_bundle, explain_batch, load_factory, select_device
+from sat_fast.pipeline._parquet_source import ParquetImages
 from sat_fast.pipeline._shards import ShardRecord, append_manifest, write_shard
-from sat_fast.pipeline._sources import BadItemError, Item, MapShards, MaskSource
+from sat_fast.pipeline._sources import BadItemError, Item, MapShards, MaskSource, read_image
 from sat_fast.pipeline._stages import Loaded, ShapeBatcher, finish_shard, load_image_item, load_map_item, maps_of
 from sat_fast.pipeline._stages import reduce_batch as reduce_rows
 
@@ -60,15 +61,10 @@ def require_ray() -> Any:
     return ray
 
 
-def check_ray_options(backend: str, address: str | None, *, images: Any) -> None:
-    """Before a run writes anything: Ray is there, ``ray_address`` only with ``backend="ray"``, a source it reads."""
+def check_ray_options(backend: str, address: str | None) -> None:
+    """Before a run writes anything: Ray is there, and ``ray_address`` only with ``backend="ray"``."""
     if address is not None and backend != "ray":
         raise ValueError(f"ray_address={address!r} is used only with backend='ray' (sat-fast run --backend ray)")
-    if str(images).endswith(".parquet"):
-        raise ValueError(
-            f"backend='ray' reads image folders and precomputed maps; the Parquet image dataset {images} runs with "
-            "backend='stream' for now"
-        )
     require_ray()
 
 
@@ -93,6 +89,7 @@ class RayJob:
     targets: str = "label"
     options: dict[str, Any] = field(default_factory=dict)
     device: str | None = None
+    dataset: ParquetImages | None = None
 
 
 # --------------------------------------------------------------------------- on the workers
@@ -162,7 +159,8 @@ def _loader(job: dict[str, Any]) -> Callable[[Item], Loaded]:
     transform = job["transform"]
     if isinstance(transform, _FactoryTransform):
         transform = _worker_bundle(transform.model_ref).transform
-    return lambda item: load_image_item(item, masks, transform)
+    read = read_image if job["dataset"] is None else job["dataset"].read
+    return lambda item: load_image_item(item, masks, transform, read)
 
 
 def _load_shard(batch: Mapping[str, np.ndarray], job: dict[str, Any]) -> Iterator[dict[str, np.ndarray]]:
@@ -343,6 +341,9 @@ def _execute(ray: Any, job: RayJob, finished: dict[int, ShardRecord], *, progres
         "metadata": job.metadata,
         "names": None if job.class_names is None else list(job.class_names),
         "transform": None,
+        # A Parquet image dataset travels pickled (absolute file paths, no lock, no cached rows); image files
+        # are read by their items' absolute paths.
+        "dataset": job.dataset,
     }
     model_ref: tuple[str, Any, Any] | None = None
     if job.bundle is not None:

@@ -7,7 +7,7 @@ import math
 import os
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -213,7 +213,9 @@ def run(
         Segments: a folder of PNG label maps named like the images (with the ``names`` table), a COCO JSON file
         (matched by ``file_name``) or a sat_fast ``.npz`` bundle; loaded per image, never all at once.
     mask_column
-        With a Parquet image dataset: its column of PNG label maps (named by ``names``), instead of ``masks``.
+        With a Parquet image dataset: its mask column, instead of ``masks``: per row PNG label-map bytes (named
+        by ``names``) or COCO RLE, a struct ``{size: [h, w], counts, category}`` or a list of them (``category``
+        a name, or an integer of ``names``).
     saliency_maps
         Instead of a model: precomputed maps (``.npz``/``.npy`` shards with an ``image_id`` array, or a
         Parquet file with a ``saliency`` column; see :class:`sat_fast.pipeline.MapShards`), matched to the
@@ -276,7 +278,7 @@ def run(
     if backend == "ray" or ray_address is not None:  # before anything is written
         from sat_fast.pipeline._ray import check_ray_options
 
-        check_ray_options(backend, ray_address, images=images)
+        check_ray_options(backend, ray_address)
     check_choice(targets, "targets", RunTargets)
     check_choice(output, "output", Output)
     check_choice(method, "method", Method)
@@ -437,7 +439,7 @@ def run(
         job = RayJob(
             out_dir, items, todo, shard_size, batch_size, skip_bad, mask_src, parquet_metadata, metadata,
             names_of_classes, model=model, checkpoint=checkpoint, bundle=bundle, maps=maps_source, targets=targets,
-            options=options if bundle is not None else {}, device=device,
+            options=options if bundle is not None else {}, device=device, dataset=dataset,
         )  # fmt: skip
         timings.update(run_on_ray(job, finished, address=ray_address, progress=progress))
         return finish()
@@ -451,6 +453,19 @@ def run(
     window = 2 * workers + 2
     stage_time = {"wait": 0.0, "explain": 0.0, "reduce": 0.0, "write": 0.0}
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sat-fast-load")
+    # A finished shard is sorted, written, hashed and recorded on its own thread while the next shard is
+    # reduced (Parquet encoding and hashing release the GIL); one write at a time, in shard order, so the
+    # manifest stays in order and at most one shard's rows wait in memory.
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sat-fast-write")
+    writing: Future[None] | None = None
+
+    def write(n: int, start: int, stop: int, frames: list[pl.DataFrame], skipped: list[dict[str, str]]) -> None:
+        t0 = time.perf_counter()
+        record = write_shard(out_dir, n, start, stop, finish_shard(frames), metadata=parquet_metadata, skipped=skipped)
+        append_manifest(out_dir, record)
+        finished[n] = record
+        stage_time["write"] += time.perf_counter() - t0
+
     try:
         stream = ordered_prefetch(
             lambda part: pool.submit(lambda: [load_or_skip(item) for item in part]),
@@ -485,19 +500,19 @@ def run(
                     process(full, frames)
             for rest in batcher.flush():
                 process(rest, frames)
-            t0 = time.perf_counter()
-            record = write_shard(
-                out_dir, n, start, stop, finish_shard(frames), metadata=parquet_metadata, skipped=skipped
-            )
-            append_manifest(out_dir, record)
-            stage_time["write"] += time.perf_counter() - t0
-            finished[n] = record
+            if writing is not None:
+                writing.result()  # the previous shard is on disk and in the manifest (or its error is raised)
+            writing = writer.submit(write, n, start, stop, frames, skipped)
+        if writing is not None:
+            writing.result()
     except BaseException:
         if bar.bar is not None:  # the terminal's bar goes; a log gets no final count for a failed run
             bar.bar.close()
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        # A shard already handed to the writer is finished (it is whole): a later item's error loses no work.
+        writer.shutdown(wait=True)
     bar.close()
     timings.update(stage_time)
     return finish()

@@ -135,14 +135,6 @@ class ShapeBatcher:
         return out
 
 
-def _root(array: np.ndarray) -> object:
-    """The object that owns the array's memory (the end of its chain of views)."""
-    base: object = array
-    while isinstance(base, np.ndarray) and base.base is not None:
-        base = base.base
-    return base
-
-
 def stack_rows(arrays: Sequence[np.ndarray]) -> np.ndarray:
     """``np.stack(arrays)``, without a copy when the arrays are consecutive rows of one buffer.
 
@@ -152,23 +144,19 @@ def stack_rows(arrays: Sequence[np.ndarray]) -> np.ndarray:
     read-only.
     """
     first = arrays[0]
-    if len(arrays) > 1 and first.flags.c_contiguous and isinstance(first.base, np.ndarray):
-        start = first.__array_interface__["data"][0]
-        step = first.nbytes
-        owner = _root(first)
+    base = first.base
+    if len(arrays) > 1 and isinstance(base, np.ndarray) and first.flags.c_contiguous:
+        shape, strides, dtype, step = first.shape, first.strides, first.dtype, first.nbytes
+        # Views of the same array (``base``), each laid out like the first: each lies inside that one allocation.
         if step > 0 and all(
-            a.shape == first.shape
-            and a.dtype == first.dtype
-            and a.flags.c_contiguous
-            and a.__array_interface__["data"][0] == start + i * step
-            and _root(a) is owner
-            for i, a in enumerate(arrays)
+            a.base is base and a.shape == shape and a.strides == strides and a.dtype == dtype for a in arrays
         ):
-            # Safe: every byte of the view belongs to one of the arrays, all of one allocation (same owner).
-            view = np.lib.stride_tricks.as_strided(
-                first, shape=(len(arrays), *first.shape), strides=(step, *first.strides), writeable=False
-            )
-            return view
+            starts = np.fromiter((a.ctypes.data for a in arrays), np.int64, len(arrays))
+            if (np.diff(starts) == step).all():
+                # Back to back, in order: the view covers exactly their bytes, all of one allocation.
+                return np.lib.stride_tricks.as_strided(
+                    first, shape=(len(arrays), *shape), strides=(step, *strides), writeable=False
+                )
     return np.stack(arrays)
 
 
@@ -191,8 +179,6 @@ def reduce_batch(
 
     segments = [x.segments for x in batch]
     ids = [x.item.image_id for x in batch]
-    # Rows come image by image, but an image without segments has none: each row gets its image's position.
-    position_of = {x.item.image_id: x.item.position for x in batch}
     # A callable value is computed from the batch and its explanation (labels, predictions).
     per_image = {k: (v(batch, explained) if callable(v) else v) for k, v in metadata.items()}
     shared = shared_label_map(segments)
@@ -209,9 +195,27 @@ def reduce_batch(
                 explained.maps[:, t], segments=segments, image_ids=ids, targets=targets, metadata=per_image,
                 class_names=class_names,
             )  # fmt: skip
-        positions = table["image_id"].replace_strict(position_of, return_dtype=pl.Int64).alias(POSITION)
-        frames.append(table.with_columns(positions))
+        frames.append(table.with_columns(_positions(table, batch)))
     return frames
+
+
+def _positions(table: pl.DataFrame, batch: Sequence[Loaded]) -> pl.Series:
+    """Each row's item position in the source.
+
+    Rows come image by image in batch order, and an image without segments has none: the images present are a
+    subsequence of the batch, matched by walking both in order (an order the batch does not have would run past
+    its end and raise, never give a wrong position).
+    """
+    ids = table["image_id"]
+    runs = ids.rle_id().to_numpy()  # 0, 0, ..., 1, 1, ...: the row's image among those present
+    present = ids.gather(np.flatnonzero(np.diff(runs, prepend=-1))).to_list()
+    positions, k = np.empty(len(present), np.int64), 0
+    for n, image_id in enumerate(present):
+        while batch[k].item.image_id != image_id:  # images of the batch that have no rows
+            k += 1
+        positions[n] = batch[k].item.position
+        k += 1
+    return pl.Series(POSITION, positions[runs])
 
 
 def shared_label_map(segments: Sequence[Segments]) -> tuple[np.ndarray, list[str]] | None:

@@ -70,10 +70,11 @@ def _image_entry(im: Any, n: int, label: str) -> tuple[Any, int, int]:
     return iid, sizes[0], sizes[1]
 
 
-def _coco_counts(segm: Any, h: int, w: int, where: str) -> np.ndarray:
-    """COCO counts of one annotation's segmentation (RLE compressed or not, or polygons)."""
-    from pycocotools import mask as coco_mask
+def segmentation_counts(segm: Any, h: int, w: int, where: str) -> np.ndarray:
+    """COCO counts of one annotation's segmentation (RLE compressed or not, or polygons), checked.
 
+    RLE needs nothing beyond sat_fast; polygons are rasterised by pycocotools (the ``coco`` extra).
+    """
     if isinstance(segm, Mapping):
         size = segm.get("size")
         if not isinstance(size, Sequence) or isinstance(size, (str, bytes)) or list(size) != [h, w]:
@@ -117,6 +118,12 @@ def _coco_counts(segm: Any, h: int, w: int, where: str) -> np.ndarray:
             polys.append(p.astype(np.float64).tolist())
         if not polys:
             raise ValueError(f"{where}: segmentation has no polygons")
+        try:
+            from pycocotools import mask as coco_mask
+        except ImportError:
+            raise ValueError(
+                f"{where}: polygons need pycocotools (pip install 'sat_fast[coco]'); RLE needs nothing extra"
+            ) from None
         rle = coco_mask.merge(coco_mask.frPyObjects(polys, h, w))
         counts_arr, _ = _core.rle_from_strings([rle["counts"]])
     else:
@@ -341,7 +348,7 @@ def from_coco(
             aid, cid = ann.get("id"), ann["category_id"]
             where = f"{label}: annotation {aid!r} (image {iid!r})"
             try:
-                counts = _coco_counts(ann.get("segmentation"), h, w, where)
+                counts = segmentation_counts(ann.get("segmentation"), h, w, where)
             except ValueError as exc:
                 record_problem(report, source, f"annotation {aid}", str(exc))
                 continue
