@@ -293,3 +293,17 @@ def test_rows_carry_their_images_source_positions_when_an_image_has_no_segments(
     expected = {f"img{n}": 100 + 7 * n for n in range(4) if n != empty}
     assert table.height > 0 and f"img{empty}" not in table["image_id"].to_list()
     assert table["__position"].to_list() == [expected[i] for i in table["image_id"].to_list()]
+
+
+def test_a_batch_of_a_memory_mapped_npy_shards_rows_is_a_view(tmp_path):
+    from sat_fast.pipeline import MapShards, stack_rows
+
+    maps = np.random.default_rng(1).normal(size=(6, 4, 5)).astype(np.float32)
+    np.save(tmp_path / "part.npy", maps)
+    np.save(tmp_path / "part.image_id.npy", np.array([f"i{n}" for n in range(6)]))
+    np.save(tmp_path / "part.target.npy", np.arange(6) % 2)
+    source = MapShards(tmp_path / "part.npy")
+    rows = [source.read(item)[0] for item in source.items()[1:5]]
+    batch = stack_rows(rows)
+    assert not batch.flags.owndata and np.shares_memory(batch, rows[0])  # no copy of the maps
+    np.testing.assert_array_equal(batch, maps[1:5])

@@ -369,7 +369,9 @@ class MapShards:
         columns = self._columns(n, ("image_id", "target", "label"))
         try:
             if f.suffix == ".npy":
-                columns["maps"] = np.load(f, mmap_mode="r", allow_pickle=False)
+                # A plain ndarray over the memory map: every row read is then a view of this one array, so a
+                # batch of consecutive rows is a view too (stack_rows), not a copy.
+                columns["maps"] = np.asarray(np.load(f, mmap_mode="r", allow_pickle=False))
             elif f.suffix == ".npz":
                 with np.load(f, allow_pickle=False) as z:
                     columns["maps"] = z["maps"]
