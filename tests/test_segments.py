@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 import tracemalloc
@@ -26,6 +27,7 @@ from sat_fast.segments import (
     from_png,
     load_segments,
     merge_vocabularies,
+    open_segments,
     rename_map,
     rle_encode,
     save_segments,
@@ -418,6 +420,61 @@ def test_npz_round_trip_of_every_kind(tmp_path, coco):
     strs = from_label_map([np.zeros((2, 2), np.uint8)], ["only"], image_ids=["p"])
     save_segments(strs, tmp_path / "s.bundle")
     assert load_segments(tmp_path / "s.bundle")[0].image_id == "p"
+
+
+def test_an_opened_bundle_builds_each_image_as_load_segments_does_without_reading_the_masks(tmp_path, coco):
+    import pickle
+
+    segs = all_kinds(tmp_path, coco[0])
+    # every kind, twice and interleaved, so that each image's offsets into the shared arrays are exercised
+    segs = [s.replace(image_id=f"{n}") for n, s in enumerate(segs + segs[::-1])]
+    path = tmp_path / "bundle.npz"
+    save_segments(segs, path)
+    eager = load_segments(path)
+    lazy = open_segments(path)
+    assert len(lazy) == len(eager) and lazy.image_ids == [s.image_id for s in eager]
+    for n in [3, 0, 7, 1, 5, 2, 6, 4]:  # any order
+        a, b = eager[n], lazy[n]
+        assert (a.names, a.image_id, a.shape, a.kind) == (b.names, b.image_id, b.shape, b.kind)
+        np.testing.assert_array_equal(a.masks(), b.masks())
+    assert [s.image_id for s in lazy[1:3]] == ["1", "2"] and lazy[-1].image_id == "7"
+    again = pickle.loads(pickle.dumps(lazy))  # pickles as its path: a worker opens its own
+    assert len(pickle.dumps(lazy)) < 1000 and again[2].names == eager[2].names
+
+    # Opening reads the index, not the masks: 64 label maps of 512x512 (16 MB) stay in the file.
+    big = from_label_map(np.random.default_rng(0).integers(0, 3, (64, 512, 512)).astype(np.uint8), ["a", "b", "c"])
+    save_segments(big, tmp_path / "big.npz")
+    tracemalloc.start()
+    try:
+        opened = open_segments(tmp_path / "big.npz")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20, peak
+    np.testing.assert_array_equal(opened[63].label_map, big[63].label_map)
+
+    # A label value out of range is found when its image is built, naming it.
+    bad = from_label_map(np.zeros((2, 3, 4), np.uint8), ["a", "b"], image_ids=["ok", "broken"])
+    save_segments(bad, tmp_path / "bad.npz")
+    with zipfile.ZipFile(tmp_path / "bad.npz") as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    labels = np.load(io.BytesIO(members["labels.npy"]))
+    labels[-1] = 9
+    buffer = io.BytesIO()
+    np.save(buffer, labels)
+    members["labels.npy"] = buffer.getvalue()
+    with zipfile.ZipFile(tmp_path / "bad.npz", "w") as z:  # stored, as np.savez writes it
+        for n, data in members.items():
+            z.writestr(n, data)
+    opened = open_segments(tmp_path / "bad.npz")
+    assert opened[0].image_id == "ok"
+    with pytest.raises(ValueError, match=r"image 'broken' has label values above"):
+        opened[1]
+    # A compressed bundle (not what save_segments writes) is read, not mapped: the same segments.
+    with zipfile.ZipFile(tmp_path / "big.npz") as z, zipfile.ZipFile(tmp_path / "zipped.npz", "w") as out:
+        for n in z.namelist():
+            out.writestr(n, z.read(n), compress_type=zipfile.ZIP_DEFLATED)
+    np.testing.assert_array_equal(open_segments(tmp_path / "zipped.npz")[5].label_map, big[5].label_map)
 
 
 def test_npz_bad_bundles(tmp_path, coco):

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from sat_fast.segments import DEFAULT_MAX_PIXELS, Segments, from_coco, from_png, load_segments
+from sat_fast.segments import DEFAULT_MAX_PIXELS, Segments, SegmentsBundle, from_coco, from_png, open_segments
 from sat_fast.segments._vocab import names_table
 
 __all__ = [
@@ -160,7 +160,8 @@ class MaskSource:
     """Segments by image id from a PNG folder, a COCO JSON file or an ``.npz`` bundle, loaded per item.
 
     PNG label maps are read when their image is; COCO annotations are parsed once and indexed by image, each
-    image's segments built when it is needed; an ``.npz`` bundle is read once (it is compact).
+    image's segments built when it is needed; an ``.npz`` bundle is opened once (its index) and each image's
+    masks are read from it when needed (:func:`sat_fast.segments.open_segments`).
     """
 
     def __init__(
@@ -176,7 +177,8 @@ class MaskSource:
         if not masks.exists():
             raise ValueError(f"masks {masks} do not exist")
         self.kind: str
-        self._bundle: dict[str, Segments] = {}
+        self._bundle: SegmentsBundle | None = None
+        self._bundle_index: dict[str, int] = {}
         self._coco_ids: dict[str, Any] = {}
         if masks.is_dir():
             if names is None:
@@ -186,7 +188,8 @@ class MaskSource:
             self.kind, self._table = "png", names_table(names)
         elif masks.suffix == ".npz":
             self.kind = "npz"
-            self._bundle = {str(s.image_id): s for s in load_segments(masks, max_pixels=max_pixels)}
+            self._bundle = open_segments(masks, max_pixels=max_pixels)
+            self._bundle_index = {str(image_id): i for i, image_id in enumerate(self._bundle.image_ids)}
         elif masks.suffix == ".json":
             self.kind = "coco"
             self._index_coco(masks)
@@ -202,7 +205,7 @@ class MaskSource:
         if self.kind == "png":
             return (self.path / f"{image_id}.png").is_file()
         if self.kind == "npz":
-            return image_id in self._bundle
+            return image_id in self._bundle_index
         return image_id in self._coco_ids
 
     def load(self, image_id: str) -> Segments:
@@ -220,7 +223,8 @@ class MaskSource:
                     max_pixels=self.max_pixels,
                 )[0]
             elif self.kind == "npz":
-                seg = self._bundle[image_id]
+                assert self._bundle is not None
+                seg = self._bundle[self._bundle_index[image_id]]
             else:
                 seg = self._coco_segments(image_id)
         except BadItemError:

@@ -23,7 +23,9 @@ declared size exceeds ``max_pixels=`` (default :data:`DEFAULT_MAX_PIXELS`,
 2**28 pixels; None for no limit) before allocating anything that size.
 """
 
+from sat_fast.segments._bundle import SegmentsBundle as SegmentsBundle
 from sat_fast.segments._bundle import load_segments as load_segments
+from sat_fast.segments._bundle import open_segments as open_segments
 from sat_fast.segments._bundle import save_segments as save_segments
 from sat_fast.segments._coco import from_coco as from_coco
 from sat_fast.segments._labels import from_label_map as from_label_map
@@ -46,12 +48,14 @@ __all__ = [
     "Problem",
     "Segmenter",
     "Segments",
+    "SegmentsBundle",
     "from_coco",
     "from_label_map",
     "from_masks",
     "from_png",
     "load_segments",
     "merge_vocabularies",
+    "open_segments",
     "rename_map",
     "rle_decode",
     "rle_encode",
