@@ -6,6 +6,9 @@ whose ``kind`` is ``"label"``, ``"nonfinite"``, ``"rle"`` or ``"input"``, with
 raise ``TypeError``.
 """
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
@@ -15,6 +18,7 @@ MAX_THREADS: int
 
 def default_threads() -> int: ...
 def kernel_variant() -> str: ...
+def rows_back_to_back(arrays: Sequence[Any]) -> bool: ...
 
 # register_labels.cpp
 def reduce_labels(

@@ -258,12 +258,15 @@ def test_a_batch_of_consecutive_shard_rows_is_a_view_not_a_copy():
     batch = stack_rows(rows)
     assert np.shares_memory(batch, shard) and not batch.flags.writeable
     np.testing.assert_array_equal(batch, shard[1:5])
-    # not consecutive, another buffer, another shape: stacked (copied), values as np.stack gives them
+    # anything else is stacked (copied), with the values np.stack gives
     for other in (
-        [shard[0], shard[2]],
-        [shard[1], shard[1]],
-        [shard[0], shard.copy()[1]],
-        [shard[0][:4], shard[1][:3]],
+        [shard[0], shard[2]],  # a gap
+        [shard[2], shard[1]],  # another order
+        [shard[1], shard[1]],  # a repeat
+        [shard[0], shard.copy()[1]],  # another buffer
+        [shard[0][:, ::2], shard[1][:, ::2]],  # not contiguous
+        [shard[0], np.zeros((5, 4), np.float64)],  # another dtype
+        [shard[0][:4], shard[1][:3]],  # another shape
     ):
         if len({a.shape for a in other}) > 1:
             with pytest.raises(ValueError):

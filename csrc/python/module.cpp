@@ -1,7 +1,8 @@
 // sat_fast._core: the Python face of the kernels. Each area registers its
-// functions (register_labels.cpp, register_masks.cpp, register_rle.cpp); every
-// binding checks shapes, dtypes and sizes while holding the GIL, releases it
-// for the kernel, and turns a sat::Error into sat_fast._errors.KernelInputError.
+// functions (register_labels.cpp, register_masks.cpp, register_rle.cpp, and
+// register_batch.cpp for the pipeline's batching); every binding checks
+// shapes, dtypes and sizes while holding the GIL, releases it for the kernel,
+// and turns a sat::Error into sat_fast._errors.KernelInputError.
 #include <pybind11/pybind11.h>
 
 #include "common.hpp"
@@ -10,6 +11,7 @@
 #include "sat/types.hpp"
 
 namespace sat_py {
+void register_batch(py::module_& m);
 void register_labels(py::module_& m);
 void register_masks(py::module_& m);
 void register_rle(py::module_& m);
@@ -26,6 +28,7 @@ PYBIND11_MODULE(_core, m) {
   m.attr("MAX_THREADS") = sat::kMaxThreads;
   m.def("default_threads", &sat::default_threads, "Threads this process may use (its CPU affinity).");
   m.def("kernel_variant", &sat::kernel_variant, "Kernel variant chosen for this CPU: 'avx2' or 'generic'.");
+  sat_py::register_batch(m);
   sat_py::register_labels(m);
   sat_py::register_masks(m);
   sat_py::register_rle(m);

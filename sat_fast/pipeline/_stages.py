@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from sat_fast import _core
 from sat_fast.pipeline._model import Explained
 from sat_fast.pipeline._sources import BadItemError, Item, MapShards, MaskSource, read_image
 from sat_fast.segments import Segments
@@ -143,20 +144,13 @@ def stack_rows(arrays: Sequence[np.ndarray]) -> np.ndarray:
     a fifth of the reduction's own time on precomputed maps). Anything else is stacked as usual. The view is
     read-only.
     """
-    first = arrays[0]
-    base = first.base
-    if len(arrays) > 1 and isinstance(base, np.ndarray) and first.flags.c_contiguous:
-        shape, strides, dtype, step = first.shape, first.strides, first.dtype, first.nbytes
-        # Views of the same array (``base``), each laid out like the first: each lies inside that one allocation.
-        if step > 0 and all(
-            a.base is base and a.shape == shape and a.strides == strides and a.dtype == dtype for a in arrays
-        ):
-            starts = np.fromiter((a.ctypes.data for a in arrays), np.int64, len(arrays))
-            if (np.diff(starts) == step).all():
-                # Back to back, in order: the view covers exactly their bytes, all of one allocation.
-                return np.lib.stride_tricks.as_strided(
-                    first, shape=(len(arrays), *shape), strides=(step, *strides), writeable=False
-                )
+    # Views of one array (the same base object), laid out alike, back to back in order: the view then covers
+    # exactly their bytes, all of one allocation (checked in C++: a few ns per array instead of 1.3 us).
+    if _core.rows_back_to_back(arrays):
+        first = arrays[0]
+        return np.lib.stride_tricks.as_strided(
+            first, shape=(len(arrays), *first.shape), strides=(first.nbytes, *first.strides), writeable=False
+        )
     return np.stack(arrays)
 
 
