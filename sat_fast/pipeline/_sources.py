@@ -47,11 +47,13 @@ class BadItemError(ValueError):
         self.item, self.reason = item, reason
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Item:
     """One input in source order: ``position`` is its index in the run's canonical order.
 
-    ``path`` is the image file (image sources) and ``where`` the (file, row) of a precomputed map.
+    ``path`` is the image file (image sources) and ``where`` the (file, row) of a precomputed map. Treated as
+    immutable (``dataclasses.replace`` makes a changed copy); not frozen, because a run lists one per input and
+    a frozen dataclass is four times slower to make (0.64 against 0.16 us: 0.5 s per million inputs).
     """
 
     position: int

@@ -37,7 +37,7 @@ __all__ = [
 POSITION = "__position"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # treated as immutable; not frozen, which is 4x slower to make (one per input)
 class Loaded:
     """One item ready for the explain stage.
 
