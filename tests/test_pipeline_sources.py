@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from sat_reference import label_stats
 
@@ -310,3 +312,39 @@ def test_a_batch_of_a_memory_mapped_npy_shards_rows_is_a_view(tmp_path):
     batch = stack_rows(rows)
     assert not batch.flags.owndata and np.shares_memory(batch, rows[0])  # no copy of the maps
     np.testing.assert_array_equal(batch, maps[1:5])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    picks=st.one_of(  # runs of consecutive rows (the case that is a view), and anything else
+        st.tuples(st.integers(0, 7), st.integers(0, 8)).map(lambda t: list(range(t[0], min(8, t[0] + t[1])))),
+        st.lists(st.integers(0, 7), min_size=0, max_size=6),
+    ),
+    shape=st.sampled_from([(8, 3, 4), (8, 12), (8, 2, 3, 2)]),
+    dtype=st.sampled_from([np.float32, np.float64, np.uint8]),
+    other=st.sampled_from(["none", "copy", "other base", "slice", "list"]),
+)
+def test_the_zero_copy_check_agrees_with_its_definition(picks, shape, dtype, other):
+    """``_core.rows_back_to_back`` against the rule written out here: views of one base, alike, back to back."""
+    from sat_fast import _core
+
+    base = np.arange(np.prod(shape), dtype=dtype).reshape(shape)
+    arrays: list = [base[i] for i in picks]
+    if other == "copy" and arrays:
+        arrays[-1] = arrays[-1].copy()
+    elif other == "other base" and arrays:
+        arrays[-1] = base.copy()[picks[-1]]
+    elif other == "slice" and arrays:
+        arrays = [a[..., :1] for a in arrays]
+    elif other == "list" and arrays:
+        arrays[-1] = arrays[-1].tolist()
+    # Whole rows of one array, in order, each right after the previous one (a slice of a row is never back to
+    # back with the next row's slice; a copy, another array or a list is not a view of this one).
+    expected = other == "none" and len(picks) > 1 and picks == list(range(picks[0], picks[0] + len(picks)))
+    assert _core.rows_back_to_back(arrays) == expected
+    if len(arrays) > 1 and all(isinstance(a, np.ndarray) for a in arrays):
+        from sat_fast.pipeline import stack_rows
+
+        shapes = {a.shape for a in arrays}
+        if len(shapes) == 1:
+            np.testing.assert_array_equal(stack_rows(arrays), np.stack(arrays))

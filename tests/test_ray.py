@@ -283,16 +283,39 @@ def test_without_ray_the_error_says_how_to_install_it(tmp_path, monkeypatch, cap
         )
 
 
-def test_a_parquet_image_dataset_with_a_mask_column_gives_the_streaming_tables(ray_local, tmp_path):
+def _coco_rle(mask: np.ndarray) -> list[int]:
+    """COCO's uncompressed run lengths of a boolean mask (column-major, background first), written here."""
+    flat = mask.T.reshape(-1).astype(np.int8)
+    edges = np.flatnonzero(np.diff(flat)) + 1
+    runs = np.diff(np.concatenate([[0], edges, [flat.size]])).tolist()
+    return ([0] + runs) if flat[0] else runs
+
+
+@pytest.mark.parametrize("kind", ["png", "rle"])
+def test_a_parquet_image_dataset_with_a_mask_column_gives_the_streaming_tables(ray_local, tmp_path, kind):
     data = _mixed_images(tmp_path / "data", [(12, 12), (10, 14), (12, 12), (9, 9), (10, 14), (12, 12), (10, 14)])
     paths = sorted((data / "images").rglob("*.png"))
     ids = [p.relative_to(data / "images").with_suffix("").as_posix() for p in paths]
+    names = ["ground", "body", "head"]
+    masks = []
+    for i in ids:
+        png = data / "masks" / f"{i}.png"
+        if kind == "png":
+            masks.append(png.read_bytes())
+            continue
+        label_map = np.asarray(Image.open(png))
+        masks.append(
+            [
+                {"size": list(label_map.shape), "counts": _coco_rle(label_map == v), "category": names[v]}
+                for v in np.unique(label_map).tolist()
+            ]
+        )
     pl.DataFrame(
         {
             "image_id": ids,
             "image": [{"bytes": p.read_bytes(), "path": p.name} for p in paths],
             "label": [i.split("/")[0] for i in ids],
-            "mask": [(data / "masks" / f"{i}.png").read_bytes() for i in ids],
+            "mask": masks,
         }
     ).write_parquet(tmp_path / "d.parquet", row_group_size=3)
 
