@@ -348,3 +348,23 @@ def test_the_zero_copy_check_agrees_with_its_definition(picks, shape, dtype, oth
         shapes = {a.shape for a in arrays}
         if len(shapes) == 1:
             np.testing.assert_array_equal(stack_rows(arrays), np.stack(arrays))
+
+
+def test_an_image_id_in_two_map_shards_is_refused_not_counted_twice(tmp_path):
+    from sat_fast.segments import from_label_map, save_segments
+
+    rng = np.random.default_rng(4)
+    (tmp_path / "maps").mkdir()
+    for name, ids in (("a", ["x0", "x1", "x2"]), ("b", ["x3", "x1"])):  # "x1" in both shards
+        np.savez(
+            tmp_path / "maps" / f"{name}.npz", maps=rng.normal(size=(len(ids), 4, 4)).astype(np.float32),
+            image_id=np.array(ids), target=np.zeros(len(ids), np.int64),
+        )  # fmt: skip
+    labels = rng.integers(0, 2, (4, 4, 4)).astype(np.uint8)
+    save_segments(from_label_map(labels, ["a", "b"], image_ids=["x0", "x1", "x2", "x3"]), tmp_path / "m.npz")
+    with pytest.raises(ValueError, match=r"image ids must be unique across the inputs .*'x1' \(2 times\)"):
+        sat_fast.run(
+            saliency_maps=tmp_path / "maps", masks=tmp_path / "m.npz", out=tmp_path / "run", progress=False,
+            batch_size=2,  # the two "x1" in different batches: no table would ever see both
+        )  # fmt: skip
+    assert not (tmp_path / "run").exists()

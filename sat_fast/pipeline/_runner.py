@@ -318,6 +318,7 @@ def run(
         items = maps_source.items()
         names_of_classes = tuple(class_names) if class_names is not None else None
         model_id = f"precomputed:{saliency_maps if not isinstance(saliency_maps, MapShards) else maps_source.source}"
+    _check_unique_ids(items)
     if mask_column is not None:
         if masks is not None or dataset is None:
             raise ValueError("mask_column= names a column of a Parquet image dataset (images=*.parquet), not masks=")
@@ -516,6 +517,21 @@ def run(
     bar.close()
     timings.update(stage_time)
     return finish()
+
+
+def _check_unique_ids(items: Sequence[Item]) -> None:
+    """Every input has its own image id: rows are keyed by it, and a repeated id would be counted twice."""
+    ids = [item.image_id for item in items]
+    if len(set(ids)) == len(ids):
+        return
+    from collections import Counter
+
+    repeated = [(image_id, n) for image_id, n in Counter(ids).items() if n > 1]
+    shown = ", ".join(f"{image_id!r} ({n} times)" for image_id, n in repeated[:5])
+    more = f" and {len(repeated) - 5} more" if len(repeated) > 5 else ""
+    raise ValueError(
+        f"image ids must be unique across the inputs (rows and masks are matched by id): {shown}{more} repeated"
+    )
 
 
 def _chunks(todo: list[int], count: int, shard_size: int, chunk: int) -> Any:
