@@ -157,7 +157,8 @@ class SegmentsBundle(Sequence[Segments]):
     The bundle is checked as :func:`load_segments` checks it when it is opened, reading its index (sizes,
     names, offsets: a few dozen bytes per image); the label maps, bit planes and run lengths stay in the file,
     memory-mapped, and each image's are read when its segments are built. A label value out of range is found
-    then, naming the image. Pickles as its path, so a pipeline's workers open their own.
+    then, naming the image. Pickles as its path, so a pipeline's workers open their own. ``mapped=False`` reads
+    them into memory instead (what :func:`load_segments` does).
 
     Examples
     --------
@@ -170,12 +171,14 @@ class SegmentsBundle(Sequence[Segments]):
     (2, ['x', 'y'], ('b',))
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
-        self.path, self.max_pixels = os.fspath(path), max_pixels
-        self._read(mapped=True)
+    def __init__(
+        self, path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT_MAX_PIXELS, mapped: bool = True
+    ) -> None:
+        self.path, self.max_pixels, self.mapped = os.fspath(path), max_pixels, mapped
+        self._read(mapped=mapped)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_reopen, (self.path, self.max_pixels))
+        return (_reopen, (self.path, self.max_pixels, self.mapped))
 
     def __len__(self) -> int:
         return len(self._kinds)
@@ -341,8 +344,8 @@ class SegmentsBundle(Sequence[Segments]):
         )
 
 
-def _reopen(path: str, max_pixels: int | None) -> SegmentsBundle:
-    return SegmentsBundle(path, max_pixels=max_pixels)
+def _reopen(path: str, max_pixels: int | None, mapped: bool) -> SegmentsBundle:
+    return SegmentsBundle(path, max_pixels=max_pixels, mapped=mapped)
 
 
 def open_segments(path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> SegmentsBundle:
@@ -377,7 +380,5 @@ def load_segments(path: str | os.PathLike[str], *, max_pixels: int | None = DEFA
         Not a bundle, inconsistent sizes, images larger than ``max_pixels``,
         truncated or corrupt file.
     """
-    bundle = SegmentsBundle.__new__(SegmentsBundle)
-    bundle.path, bundle.max_pixels = os.fspath(path), max_pixels
-    bundle._read(mapped=False)  # the masks read into memory, as version 1 returned them
+    bundle = SegmentsBundle(path, max_pixels=max_pixels, mapped=False)  # masks in memory, as version 1 gave them
     return [bundle[i] for i in range(len(bundle))]
