@@ -22,9 +22,11 @@ d = dict(np.load(sys.argv[1]))
 out = {}
 for dtype in ("f4", "f8"):
     x = d["x" + dtype]
-    for name in ("runs", "noise"):
+    for name in ("runs", "noise", "noise_no_ignored", "noise_i32", "noise_u16"):
         res = sat_fast.segment_stats(x, d[name], num_segments=17, ignore_index=16, threads=2)
         out.update({f"{dtype}_{name}_{k}": res[k] for k in res})
+    res = sat_fast.segment_stats(x, d["noise_i32"], num_segments=17, threads=2)
+    out.update({f"{dtype}_noise_i32_no_ignore_{k}": res[k] for k in res})
     res = sat_fast.segment_stats(x, masks=d["masks"], threads=2)
     out.update({f"{dtype}_masks_{k}": res[k] for k in res})
     maps = list(x[:2])
@@ -64,6 +66,10 @@ def test_fused_adds_round_like_the_portable_kernel(tmp_path):
     runs = np.repeat(rng.integers(0, 17, lengths.size), lengths)[: b * h * w].reshape(b, h, w)
     data["runs"] = runs.astype(np.uint8)
     data["noise"] = rng.integers(0, 17, (b, h, w)).astype(np.uint8)
+    # every label its own slot (no ignored pixel): the vectorised noise path, in each label dtype
+    data["noise_no_ignored"] = rng.integers(0, 16, (b, h, w)).astype(np.uint8)
+    data["noise_i32"] = rng.integers(0, 16, (b, h, w)).astype(np.int32)
+    data["noise_u16"] = rng.integers(0, 16, (b, h, w)).astype(np.uint16)
     yy, xx = np.mgrid[:h, :w]
     k = 6
     masks = np.zeros((b, k, h, w), bool)

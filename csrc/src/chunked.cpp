@@ -30,8 +30,10 @@ ThreadState::ThreadState(const ScratchSize& size) {
   }
   if (size.words) words_.resize(static_cast<size_t>(kChunkPixels / 64));
   // The lanes' stride is K + 2: the K + 1 slots and a trap slot for bad labels.
-  if (size.lanes) lanes_.resize(2 * (n + 1));
-  for (auto& l : lanes_) acc_reset(l);
+  if (size.lanes) {
+    lanes_.resize(static_cast<size_t>(kLaneSets) * (n + 1));
+    for (auto& l : lanes_) acc_reset(l);
+  }
   if (size.compact) {
     size_t cells = 1;
     while (cells < 2 * n) cells *= 2;  // load factor at most 1/2

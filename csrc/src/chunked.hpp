@@ -40,7 +40,7 @@ struct ScratchSize {
   int64_t accumulators = 0;  // direct: every slot (K + 1); compact: the most slots one chunk can touch
   bool compact = false;      // index through the slot map
   bool second_set = false;   // acc2 (and touched2 when direct)
-  bool lanes = false;        // 2 * (K + 2) PixelAccumulators for noisy label maps
+  bool lanes = false;        // kLaneSets * (K + 2) PixelAccumulators for noisy label maps
   bool words = false;        // the unassigned-pixel mask of a chunk (masks)
 };
 

@@ -3,6 +3,7 @@
 // labels_avx2.cpp) against that set's Ops; see leaf_common.hpp.
 #pragma once
 #include <cstdint>
+#include <type_traits>
 
 #include "leaf_common.hpp"
 
@@ -111,45 +112,67 @@ inline ChunkResult label_scatter(const T* x, const L* lab, const LabelChunkArgs&
   return r;
 }
 
+// Whether every label of the chunk is its own slot: all in [0, K) and none
+// equal to an ignore_index inside that range. One pass over the labels that
+// compilers vectorise (an unsigned max and a count of equal labels), so that
+// the per-pixel loop of label_lanes can skip the checks.
+template <class L>
+inline bool labels_are_slots(const L* lab, int64_t n, const LabelChunkArgs& a) {
+  using U = std::make_unsigned_t<L>;
+  U top = 0;
+  for (int64_t i = 0; i < n; ++i) top = static_cast<U>(lab[i]) > top ? static_cast<U>(lab[i]) : top;
+  // Negative labels became huge unsigned values, so this one compare
+  // rejects them too.
+  if (static_cast<uint64_t>(top) >= static_cast<uint64_t>(a.num_segments)) return false;
+  if (!a.has_ignore || a.ignore_index < 0 || a.ignore_index >= a.num_segments) return true;
+  const L ignored = static_cast<L>(a.ignore_index);
+  int64_t same = 0;
+  for (int64_t i = 0; i < n; ++i) same += lab[i] == ignored;
+  return same == 0;
+}
+
 // Noisy labels with a small vocabulary: branch-free per-pixel updates into
-// two PixelAccumulator sets (even and odd pixels, so neighbours never wait on
-// each other's stores). Bad labels go to a trap slot and are located after.
+// kLaneSets sets of PixelAccumulators (pixel i into set i % kLaneSets, so
+// neighbours never wait on each other's stores). When every label is its own
+// slot (the common case, checked first) Ops::add_pixels does the updates
+// without per-pixel checks; otherwise bad labels go to a trap slot and are
+// located after. The sets merge as a pairwise tree, (s0 + s1) + (s2 + s3),
+// the same on every path and instruction set.
 template <class Ops, class T, class L>
 inline ChunkResult label_lanes(const T* x, const L* lab, const LabelChunkArgs& a, ChunkScratch& s) {
   ChunkResult r;
   const int64_t n = a.pixels;
   const uint64_t k = static_cast<uint64_t>(a.num_segments);  // slot of ignored pixels
   const int64_t stride = a.num_segments + 2;
-  PixelAccumulator* even = s.lanes;
-  PixelAccumulator* odd = s.lanes + stride;
+  PixelAccumulator* set[kLaneSets];
+  for (int64_t j = 0; j < kLaneSets; ++j) set[j] = s.lanes + j * stride;
   uint64_t bad = 0;
-  // Slot k is ignore_index's alone: a label equal to K is as bad as any
-  // other label outside [0, K) (negative labels wrap to huge u).
-  auto slot_of = [&](L l) {
-    const int64_t v = static_cast<int64_t>(l);
-    const uint64_t u = static_cast<uint64_t>(v);
-    const bool ignored = a.has_ignore && v == a.ignore_index;
-    const bool valid = u < k;
-    bad |= static_cast<uint64_t>(!(ignored | valid));
-    return ignored ? k : (valid ? u : k + 1);
-  };
-  int64_t i = 0;
-  for (; i + 2 <= n; i += 2) {
-    const uint64_t s0 = slot_of(lab[i]);
-    const uint64_t s1 = slot_of(lab[i + 1]);
-    Ops::add_pixel(even[s0], static_cast<double>(x[i]));
-    Ops::add_pixel(odd[s1], static_cast<double>(x[i + 1]));
+  if (labels_are_slots(lab, n, a)) {
+    Ops::add_pixels(x, lab, n, set);
+  } else {
+    // Slot k is ignore_index's alone: a label equal to K is as bad as any
+    // other label outside [0, K) (negative labels wrap to huge u).
+    auto slot_of = [&](L l) {
+      const int64_t v = static_cast<int64_t>(l);
+      const uint64_t u = static_cast<uint64_t>(v);
+      const bool ignored = a.has_ignore && v == a.ignore_index;
+      const bool valid = u < k;
+      bad |= static_cast<uint64_t>(!(ignored | valid));
+      return ignored ? k : (valid ? u : k + 1);
+    };
+    for (int64_t i = 0; i < n; ++i) Ops::add_pixel(set[i % kLaneSets][slot_of(lab[i])], static_cast<double>(x[i]));
   }
-  if (i < n) Ops::add_pixel(even[slot_of(lab[i])], static_cast<double>(x[i]));
   for (int64_t slot = 0; slot < stride; ++slot) {
-    PixelAccumulator& e = even[slot];
-    PixelAccumulator& o = odd[slot];
-    if (slot <= a.num_segments && e.count + o.count > 0.0) {
-      s.acc[slot] = acc_from_pixels(e, o);
+    // A pairwise tree: sets j and j + step merge into set j.
+    for (int64_t step = 1; step < kLaneSets / 2; step *= 2)
+      for (int64_t j = 0; j < kLaneSets; j += 2 * step) acc_merge(set[j][slot], set[j + step][slot]);
+    const PixelAccumulator& lo = set[0][slot];
+    const PixelAccumulator& hi = set[kLaneSets / 2][slot];
+    if (slot <= a.num_segments && lo.count + hi.count > 0.0) {
+      s.acc[slot] = acc_from_pixels(lo, hi);
       s.touched[s.n_touched++] = slot;
     }
-    acc_reset(e);
-    acc_reset(o);
+    for (PixelAccumulator* lanes : set) acc_reset(lanes[slot]);
   }
   if (bad) {
     for (int64_t j = 0; j < n; ++j) {

@@ -2,7 +2,13 @@
 // masks_leaf.hpp), written once against an `Ops` policy that supplies the
 // instruction-set specific parts (ops_generic.hpp, ops_avx2.hpp):
 //   template <class T> static Accumulator reduce(const T* x, int64_t n);
+//   static RunLanes run_start(const T*);   (lanes at identity; RunLanes is the Ops' own type)
+//   static void run_add(RunLanes& l, const T* x, int64_t n);
+//   static Accumulator run_fold(const RunLanes& l, int64_t count);
 //   static void add_pixel(PixelAccumulator& a, double v);
+//   template <class T, class L> static void add_pixels(const T* x, const L* lab, int64_t n,
+//       PixelAccumulator* const* set);  (add_pixel of pixel i into set[i % kLaneSets][lab[i]],
+//       every label a valid slot)
 //   static int64_t find_word(const uint64_t* p, int64_t w, int64_t end, uint64_t skip);
 //       (first index in [w, end) whose word differs from `skip`, else end)
 //   template <class L> static int64_t run_end(const L* lab, int64_t i, int64_t n, L l);
@@ -12,7 +18,9 @@
 // lane i % 8 (lanes start at +0 and +-inf); the lanes are then combined as
 // ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)). Every Ops::reduce must follow this
 // order exactly, so that every instruction set produces bitwise identical
-// results.
+// results. reduce is run_start, run_add, run_fold; kernels that reduce
+// several runs into one accumulator call run_add once per run on the same
+// lanes (pixel i of each run into lane i % 8) and fold once.
 //
 // Leaves work on raw pointers only and use no standard containers; like
 // everything inline here they live in the SAT_ISA namespace (see
@@ -30,6 +38,32 @@ inline namespace SAT_ISA {
 
 // Reduces x[a, b) into acc, skipping non-finite pixels when asked; returns
 // the number skipped.
+// The same into lanes of Ops::run_start, counting the pixels added.
+template <class Ops, bool Skip, class T, class Lanes>
+inline int64_t add_range_lanes(Lanes& l, int64_t& count, const T* x, int64_t a, int64_t b) {
+  if constexpr (!Skip) {
+    Ops::run_add(l, x + a, b - a);
+    count += b - a;
+    return 0;
+  } else {
+    int64_t skipped = 0;
+    int64_t i = a;
+    while (i < b) {
+      if (!__builtin_isfinite(x[i])) {
+        ++skipped;
+        ++i;
+        continue;
+      }
+      int64_t j = i + 1;
+      while (j < b && __builtin_isfinite(x[j])) ++j;
+      Ops::run_add(l, x + i, j - i);
+      count += j - i;
+      i = j;
+    }
+    return skipped;
+  }
+}
+
 template <class Ops, bool Skip, class T>
 inline int64_t add_range(Accumulator& acc, const T* x, int64_t a, int64_t b) {
   if constexpr (!Skip) {

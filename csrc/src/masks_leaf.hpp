@@ -46,18 +46,24 @@ inline void for_each_bit_run(const uint64_t* plane, int64_t w, int64_t w1, F&& f
   }
 }
 
+// Every run of one mask goes into the same lanes, folded once per mask and
+// chunk: a run costs its pixels and no horizontal reductions.
 template <class Ops, bool Skip, class T>
 inline void mask_segments(const T* x, const MaskChunkArgs& a, ChunkScratch& s) {
   const int64_t limit = a.image_pixels;
   for (int64_t k = 0; k < a.num_segments; ++k) {
-    Accumulator& acc = s.acc[k];
     const int64_t first = a.bounds[2 * k] > a.word_begin ? a.bounds[2 * k] : a.word_begin;
     const int64_t last = a.bounds[2 * k + 1] < a.word_end ? a.bounds[2 * k + 1] : a.word_end;
+    auto lanes = Ops::run_start(x);
+    int64_t count = 0;
     for_each_bit_run<Ops>(a.planes + k * a.words_per_mask, first, last, [&](int64_t b, int64_t e) {
       if (e > limit) e = limit;
-      if (b < e) add_range<Ops, Skip>(acc, x, b, e);
+      if (b < e) add_range_lanes<Ops, Skip>(lanes, count, x, b, e);
     });
-    if (acc.count > 0) s.touched[s.n_touched++] = k;
+    if (count > 0) {
+      acc_merge(s.acc[k], Ops::run_fold(lanes, count));
+      s.touched[s.n_touched++] = k;
+    }
   }
   if (a.unassigned) {
     const int64_t nw = a.word_end - a.word_begin;
@@ -67,15 +73,19 @@ inline void mask_segments(const T* x, const MaskChunkArgs& a, ChunkScratch& s) {
       for (int64_t w = 0; w < nw; ++w) s.words[w] |= plane[w];
     }
     for (int64_t w = 0; w < nw; ++w) s.words[w] = ~s.words[w];
-    Accumulator& acc = s.acc[a.num_segments];
     const int64_t base = a.word_begin * 64;
+    auto lanes = Ops::run_start(x);
+    int64_t count = 0;
     for_each_bit_run<Ops>(s.words, 0, nw, [&](int64_t b, int64_t e) {
       b += base;
       e += base;
       if (e > limit) e = limit;
-      if (b < e) add_range<Ops, Skip>(acc, x, b, e);
+      if (b < e) add_range_lanes<Ops, Skip>(lanes, count, x, b, e);
     });
-    if (acc.count > 0) s.touched[s.n_touched++] = a.num_segments;
+    if (count > 0) {
+      acc_merge(s.acc[a.num_segments], Ops::run_fold(lanes, count));
+      s.touched[s.n_touched++] = a.num_segments;
+    }
   }
 }
 

@@ -87,12 +87,15 @@ struct Avx2Ops {
     b = _mm256_maskload_pd(x + 4, _mm256_cmpgt_epi64(r, _mm256_setr_epi64x(4, 5, 6, 7)));
   }
 
-  template <class T>
-  static Accumulator reduce(const T* x, int64_t n) {
+  static Lanes run_start(const double*) {
     Lanes l;
     l.p0 = l.p1 = l.q0 = l.q1 = l.s0 = l.s1 = _mm256_setzero_pd();
     l.mn0 = l.mn1 = _mm256_set1_pd(kInf);
     l.mx0 = l.mx1 = _mm256_set1_pd(-kInf);
+    return l;
+  }
+
+  static inline void run_add(Lanes& l, const double* x, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
       __m256d a, b;
@@ -113,7 +116,17 @@ struct Avx2Ops {
       l.mx0 = _mm256_max_pd(l.mx0, _mm256_blendv_pd(ninf, a, in0));
       l.mx1 = _mm256_max_pd(l.mx1, _mm256_blendv_pd(ninf, b, in1));
     }
-    return Accumulator{hadd(l.p0, l.p1), hadd(l.q0, l.q1), hadd(l.s0, l.s1), hmin(l.mn0, l.mn1), hmax(l.mx0, l.mx1), n};
+  }
+
+  static Accumulator run_fold(const Lanes& l, int64_t count) {
+    return Accumulator{hadd(l.p0, l.p1),   hadd(l.q0, l.q1),   hadd(l.s0, l.s1),
+                       hmin(l.mn0, l.mn1), hmax(l.mx0, l.mx1), count};
+  }
+
+  static Accumulator reduce(const double* x, int64_t n) {
+    Lanes l = run_start(x);
+    run_add(l, x, n);
+    return run_fold(l, n);
   }
 
   // float32 input: min and max are taken on the float lanes before widening
@@ -153,8 +166,9 @@ struct Avx2Ops {
     }
   };
 
-  static Accumulator reduce(const float* x, int64_t n) {
-    FloatSums l;
+  static FloatSums run_start(const float*) { return FloatSums(); }
+
+  static inline void run_add(FloatSums& l, const float* x, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) l.add(_mm256_loadu_ps(x + i));
     const int64_t rem = n - i;
@@ -167,11 +181,20 @@ struct Avx2Ops {
       l.mx = _mm256_max_ps(l.mx, _mm256_blendv_ps(_mm256_set1_ps(-kInfinity<float>), f, in));
       l.sums(f);
     }
+  }
+
+  static Accumulator run_fold(const FloatSums& l, int64_t count) {
     const __m256d mn0 = _mm256_cvtps_pd(_mm256_castps256_ps128(l.mn)),
                   mn1 = _mm256_cvtps_pd(_mm256_extractf128_ps(l.mn, 1));
     const __m256d mx0 = _mm256_cvtps_pd(_mm256_castps256_ps128(l.mx)),
                   mx1 = _mm256_cvtps_pd(_mm256_extractf128_ps(l.mx, 1));
-    return Accumulator{hadd(l.p0, l.p1), hadd(l.q0, l.q1), hadd(l.s0, l.s1), hmin(mn0, mn1), hmax(mx0, mx1), n};
+    return Accumulator{hadd(l.p0, l.p1), hadd(l.q0, l.q1), hadd(l.s0, l.s1), hmin(mn0, mn1), hmax(mx0, mx1), count};
+  }
+
+  static Accumulator reduce(const float* x, int64_t n) {
+    FloatSums l = run_start(x);
+    run_add(l, x, n);
+    return run_fold(l, n);
   }
 
   static inline void add_pixel(PixelAccumulator& acc, double v) {
@@ -184,6 +207,41 @@ struct Avx2Ops {
     _mm256_store_pd(&acc.pos, _mm256_add_pd(_mm256_load_pd(&acc.pos), t));
     const __m128d vv = _mm_xor_pd(_mm256_castpd256_pd128(bv), _mm_setr_pd(0.0, -0.0));
     _mm_store_pd(&acc.min, _mm_min_pd(_mm_load_pd(&acc.min), vv));
+  }
+
+  // add_pixel of pixel i into set[i % kLaneSets][lab[i]], every label a valid
+  // slot (checked by the caller), four pixels at a time: their vectors
+  // (max(0,v), min(0,v), v*v, 1) and (v, -v) are built together and
+  // transposed, instead of a broadcast and six operations per pixel. Each
+  // element is the same operation on the same operands as in add_pixel, so
+  // the bits are too.
+  static inline __m256d widen4(const float* x) { return _mm256_cvtps_pd(_mm_loadu_ps(x)); }
+  static inline __m256d widen4(const double* x) { return _mm256_loadu_pd(x); }
+
+  template <class T, class L>
+  static void add_pixels(const T* x, const L* lab, int64_t n, PixelAccumulator* const* set) {
+    static_assert(kLaneSets % 4 == 0, "whole groups of four pixels per set cycle");
+    const __m256d zero = _mm256_setzero_pd(), one = _mm256_set1_pd(1.0), sign = _mm256_set1_pd(-0.0);
+    auto add = [](PixelAccumulator& acc, __m256d sums, __m128d minpair) {
+      _mm256_store_pd(&acc.pos, _mm256_add_pd(_mm256_load_pd(&acc.pos), sums));
+      _mm_store_pd(&acc.min, _mm_min_pd(_mm_load_pd(&acc.min), minpair));
+    };
+    auto add4 = [&](const T* x4, const L* lab4, PixelAccumulator* const* set4) {
+      const __m256d d = widen4(x4);
+      const __m256d p = _mm256_max_pd(zero, d), q = _mm256_min_pd(zero, d), sq = _mm256_mul_pd(d, d);
+      const __m256d pq02 = _mm256_unpacklo_pd(p, q), pq13 = _mm256_unpackhi_pd(p, q);
+      const __m256d s02 = _mm256_unpacklo_pd(sq, one), s13 = _mm256_unpackhi_pd(sq, one);
+      const __m256d nd = _mm256_xor_pd(d, sign);
+      const __m256d m02 = _mm256_unpacklo_pd(d, nd), m13 = _mm256_unpackhi_pd(d, nd);
+      add(set4[0][lab4[0]], _mm256_permute2f128_pd(pq02, s02, 0x20), _mm256_castpd256_pd128(m02));
+      add(set4[1][lab4[1]], _mm256_permute2f128_pd(pq13, s13, 0x20), _mm256_castpd256_pd128(m13));
+      add(set4[2][lab4[2]], _mm256_permute2f128_pd(pq02, s02, 0x31), _mm256_extractf128_pd(m02, 1));
+      add(set4[3][lab4[3]], _mm256_permute2f128_pd(pq13, s13, 0x31), _mm256_extractf128_pd(m13, 1));
+    };
+    int64_t i = 0;
+    for (; i + kLaneSets <= n; i += kLaneSets)
+      for (int64_t j = 0; j < kLaneSets; j += 4) add4(x + i + j, lab + i + j, set + j);
+    for (; i < n; ++i) add_pixel(set[i % kLaneSets][lab[i]], static_cast<double>(x[i]));
   }
 
   static int64_t find_word(const uint64_t* p, int64_t w, int64_t end, uint64_t skip) {

@@ -9,35 +9,62 @@ namespace sat {
 inline namespace SAT_ISA {
 
 struct GenericOps {
-  template <class T>
-  static Accumulator reduce(const T* x, int64_t n) {
+  // The eight lanes of runs being reduced (see leaf_common.hpp).
+  struct RunLanes {
     double p[8], q[8], s[8], mn[8], mx[8];
+  };
+
+  template <class T>
+  static RunLanes run_start(const T*) {
+    RunLanes l;
     for (int j = 0; j < 8; ++j) {
-      p[j] = q[j] = s[j] = 0.0;
-      mn[j] = kInf;
-      mx[j] = -kInf;
+      l.p[j] = l.q[j] = l.s[j] = 0.0;
+      l.mn[j] = kInf;
+      l.mx[j] = -kInf;
     }
+    return l;
+  }
+
+  template <class T>
+  static void run_add(RunLanes& l, const T* x, int64_t n) {
     for (int64_t i = 0; i < n; ++i) {
       const int j = static_cast<int>(i & 7);
-      lane_update(p[j], q[j], s[j], mn[j], mx[j], static_cast<double>(x[i]));
+      lane_update(l.p[j], l.q[j], l.s[j], l.mn[j], l.mx[j], static_cast<double>(x[i]));
     }
-    auto add8 = [](const double* l) { return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7])); };
-    auto min8 = [](const double* l) {
+  }
+
+  static Accumulator run_fold(const RunLanes& l, int64_t count) {
+    auto add8 = [](const double* v) { return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7])); };
+    auto min8 = [](const double* v) {
       double h[4], g[2];
-      for (int j = 0; j < 4; ++j) h[j] = vmin(l[j], l[j + 4]);
+      for (int j = 0; j < 4; ++j) h[j] = vmin(v[j], v[j + 4]);
       for (int j = 0; j < 2; ++j) g[j] = vmin(h[j], h[j + 2]);
       return vmin(g[0], g[1]);
     };
-    auto max8 = [](const double* l) {
+    auto max8 = [](const double* v) {
       double h[4], g[2];
-      for (int j = 0; j < 4; ++j) h[j] = vmax(l[j], l[j + 4]);
+      for (int j = 0; j < 4; ++j) h[j] = vmax(v[j], v[j + 4]);
       for (int j = 0; j < 2; ++j) g[j] = vmax(h[j], h[j + 2]);
       return vmax(g[0], g[1]);
     };
-    return Accumulator{add8(p), add8(q), add8(s), min8(mn), max8(mx), n};
+    return Accumulator{add8(l.p), add8(l.q), add8(l.s), min8(l.mn), max8(l.mx), count};
+  }
+
+  template <class T>
+  static Accumulator reduce(const T* x, int64_t n) {
+    RunLanes l = run_start(x);
+    run_add(l, x, n);
+    return run_fold(l, n);
   }
 
   static void add_pixel(PixelAccumulator& a, double v) { acc_add_pixel(a, v); }
+
+  // Pixel i into set[i % kLaneSets][lab[i]]; every label is a valid slot
+  // (checked by the caller).
+  template <class T, class L>
+  static void add_pixels(const T* x, const L* lab, int64_t n, PixelAccumulator* const* set) {
+    for (int64_t i = 0; i < n; ++i) acc_add_pixel(set[i % kLaneSets][lab[i]], static_cast<double>(x[i]));
+  }
 
   static int64_t find_word(const uint64_t* p, int64_t w, int64_t end, uint64_t skip) {
     while (w < end && p[w] == skip) ++w;

@@ -152,7 +152,17 @@ inline void acc_add_pixel(PixelAccumulator& a, double v) {
   a.negmax = vmin(a.negmax, -v);
 }
 
-// The merge of two PixelAccumulators (even and odd pixels of a chunk).
+// a += b for PixelAccumulators.
+inline void acc_merge(PixelAccumulator& a, const PixelAccumulator& b) {
+  a.pos += b.pos;
+  a.neg += b.neg;
+  a.sq += b.sq;
+  a.count += b.count;
+  a.min = vmin(a.min, b.min);
+  a.negmax = vmin(a.negmax, b.negmax);
+}
+
+// The merge of two PixelAccumulators into an Accumulator.
 inline Accumulator acc_from_pixels(const PixelAccumulator& e, const PixelAccumulator& o) {
   Accumulator a;
   a.pos = e.pos + o.pos;

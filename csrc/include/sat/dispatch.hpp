@@ -27,6 +27,10 @@ namespace sat {
 // Slots (K + 1 plus one trap slot for bad labels) up to which noisy chunks
 // use two PixelAccumulator sets; beyond it they use the touched-list path.
 constexpr int64_t kMaxLaneSlots = 4096;
+// Sets of lane accumulators for noisy label maps: pixel i of a chunk goes to
+// set i % kLaneSets, so that neighbouring pixels never update (and wait on)
+// the same memory.
+constexpr int64_t kLaneSets = 4;
 
 // Slots (K + 1) up to which a thread's scratch holds one accumulator per slot
 // of the call, indexed by the slot ("direct"). Beyond it, label kernels index
@@ -51,7 +55,7 @@ struct ChunkScratch {
   int64_t* touched2 = nullptr;  // direct scratch only
   int64_t n_touched2 = 0;
   uint64_t* words = nullptr;          // kChunkPixels / 64 words for the unassigned mask
-  PixelAccumulator* lanes = nullptr;  // 2 * (slots + 1), at identity, or null
+  PixelAccumulator* lanes = nullptr;  // kLaneSets * (slots + 1), at identity, or null
   int32_t* map_keys = nullptr;        // compact scratch only
   int32_t* map_vals = nullptr;
   int32_t* map_cell = nullptr;
