@@ -7,7 +7,7 @@ raise ``TypeError``.
 """
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -56,5 +56,6 @@ def reduce_rle(
     unassigned: bool = False,
     skip_nonfinite: bool = False,
     threads: int | None = None,
+    path: Literal["auto", "area", "summary"] = "auto",
 ) -> dict[str, np.ndarray]: ...
 def rle_from_strings(strings: list[str | bytes]) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.int64]]: ...

@@ -79,7 +79,12 @@ def check(stats, row: int, ref: dict[str, float], scale: float) -> None:
     np.testing.assert_array_equal(stats["max"][row], ref["max"])
 
 
-def reduce(maps, segments: list[list[list[np.ndarray]]], unassigned=False, skip=False, threads=None):
+# reduce_rle's two paths (sat/rle.hpp): "area" reduces the covered pixels of a transposed copy, "summary" queries
+# per-image sum trees; "auto" picks one per image by cost, so each is also forced here.
+PATHS = pytest.mark.parametrize("path", ["area", "summary"])
+
+
+def reduce(maps, segments: list[list[list[np.ndarray]]], unassigned=False, skip=False, threads=None, path="auto"):
     counts, inst, segs, imgs = [], [0], [0], [0]
     for image in segments:
         for seg in image:
@@ -97,6 +102,7 @@ def reduce(maps, segments: list[list[list[np.ndarray]]], unassigned=False, skip=
         unassigned=unassigned,
         skip_nonfinite=skip,
         threads=threads,
+        path=path,
     )
     return {k: (a[0] if a.ndim == 2 else a) for k, a in out.items()}
 
@@ -118,9 +124,10 @@ def test_malformed_strings_are_rejected(bad):
         _core.rle_from_strings([bad])
 
 
+@PATHS
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(1, 1), (1, 9), (9, 1), (16, 16), (17, 33), (50, 41), (97, 64)])
-def test_matches_decoded_reference(dtype, shape):
+def test_matches_decoded_reference(dtype, shape, path):
     rng = np.random.default_rng(shape[0] * 100 + shape[1])
     h, w = shape
     x = (rng.standard_normal((h, w)) * rng.uniform(0.1, 100)).astype(dtype)
@@ -129,7 +136,7 @@ def test_matches_decoded_reference(dtype, shape):
     # a segment made of three overlapping instances merges into their union
     segs.append([coco_counts(m) for m in masks[:3]])
     union = masks[0] | masks[1] | masks[2]
-    out = reduce([x], [segs], unassigned=True)
+    out = reduce([x], [segs], unassigned=True, path=path)
     scale = np.abs(x.astype(np.float64)).sum() + np.square(x.astype(np.float64)).sum()
     for i, m in enumerate(masks + [union]):
         decoded = coco_decode(coco_mask.frPyObjects({"counts": segs[i][0].tolist(), "size": [h, w]}, h, w))
@@ -161,14 +168,15 @@ def test_property_equals_dense_kernel(h, w, seed, n):
         np.testing.assert_allclose(rle.unassigned[key], dense.unassigned[key], rtol=0, atol=1e-13 * scale)
 
 
-def test_several_images_of_different_sizes_and_threads_agree_bitwise():
+@pytest.mark.parametrize("path", ["area", "summary", "auto"])
+def test_several_images_of_different_sizes_and_threads_agree_bitwise(path):
     rng = np.random.default_rng(5)
     maps, segs = [], []
     for h, w in [(30, 20), (7, 50), (64, 64), (1, 1), (33, 17)]:
         maps.append(rng.standard_normal((h, w)).astype(np.float32))
         segs.append([[coco_counts(m)] for m in random_masks(rng, h, w, 4)])
-    one = reduce(maps, segs, unassigned=True, threads=1)
-    two = reduce(maps, segs, unassigned=True, threads=2)
+    one = reduce(maps, segs, unassigned=True, threads=1, path=path)
+    two = reduce(maps, segs, unassigned=True, threads=2, path=path)
     for key in one:
         np.testing.assert_array_equal(one[key], two[key])
     row = 0
@@ -179,7 +187,8 @@ def test_several_images_of_different_sizes_and_threads_agree_bitwise():
             row += 1
 
 
-def test_nonfinite_raise_names_image_and_pixel_and_skip_leaves_them_out():
+@PATHS
+def test_nonfinite_raise_names_image_and_pixel_and_skip_leaves_them_out(path):
     rng = np.random.default_rng(7)
     good = rng.standard_normal((20, 20))
     bad = rng.standard_normal((20, 21))
@@ -192,8 +201,8 @@ def test_nonfinite_raise_names_image_and_pixel_and_skip_leaves_them_out():
     masks = [random_masks(rng, 20, 20, 2), random_masks(rng, 20, 21, 4) + [whole_columns]]
     segs = [[[coco_counts(m)] for m in ms] for ms in masks]
     with pytest.raises(ValueError, match=r"non-finite value \(-inf\) at image 1, pixel \(0, 4\)"):
-        reduce([good, bad], segs)
-    out = reduce([good, bad], segs, skip=True, unassigned=True)
+        reduce([good, bad], segs, path=path)
+    out = reduce([good, bad], segs, skip=True, unassigned=True, path=path)
     assert out["nonfinite"].tolist() == [0, 3]
     scale = np.abs(np.nan_to_num(bad, posinf=0, neginf=0)).sum() * 10 + 100
     for i, m in enumerate(masks[1]):
@@ -202,12 +211,18 @@ def test_nonfinite_raise_names_image_and_pixel_and_skip_leaves_them_out():
     check(out, 7 + 1, reference(bad, ~covered, skip=True), scale)
 
 
-def test_counts_that_do_not_sum_to_the_image_raise():
+@PATHS
+def test_counts_that_do_not_sum_to_the_image_raise(path):
     x = np.zeros((4, 5))
     with pytest.raises(ValueError, match=r"instance 1 \(image 0\) sum to 19, expected H\*W = 4\*5 = 20"):
-        reduce([x], [[[np.array([20])], [np.array([3, 4, 12])]]])
+        reduce([x], [[[np.array([20])], [np.array([3, 4, 12])]]], path=path)
     with pytest.raises(ValueError, match="sum to 25"):
-        reduce([x], [[[np.array([5, 20])]]])
+        reduce([x], [[[np.array([5, 20])]]], path=path)
+
+
+def test_unknown_path_is_refused():
+    with pytest.raises(ValueError, match="path must be 'auto', 'area' or 'summary', got 'dense'"):
+        reduce([np.zeros((2, 2))], [[[np.array([4])]]], path="dense")
 
 
 def test_segments_of_an_rle_segment_decode_to_the_union():
@@ -227,7 +242,8 @@ def test_segments_of_an_rle_segment_decode_to_the_union():
     reason="the dispatched kernel is the portable one here (no AVX2, or SAT_FAST_KERNEL=generic): nothing to compare",
 )
 def test_kernel_variants_agree_bitwise(tmp_path):
-    """The AVX2 and portable summaries accumulate each column in the same order."""
+    """The AVX2 and portable kernels accumulate alike on both paths: the summaries each column in the same
+    order, the area path each run's pixels in the same lanes."""
     import os
 
     import sat_fast
@@ -249,10 +265,11 @@ for dtype in ("f4", "f8"):
     masks = [[x > t for t in (-1.0, 0.0, 0.5, 2.0)] for x in maps]
     counts = [rle_encode(m) for ms in masks for m in ms]
     inst = np.concatenate([[0], np.cumsum([len(c) for c in counts])])
-    res = _core.reduce_rle(maps, np.array([0, 4, 8, 12]), np.arange(13), inst, np.concatenate(counts),
-                           unassigned=True, threads=1)
-    for k, a in res.items():
-        out[f"{dtype}_{k}"] = a
+    for path in ("area", "summary"):
+        res = _core.reduce_rle(maps, np.array([0, 4, 8, 12]), np.arange(13), inst, np.concatenate(counts),
+                               unassigned=True, threads=1, path=path)
+        for k, a in res.items():
+            out[f"{dtype}_{path}_{k}"] = a
 np.savez(sys.argv[2], **out)
 """
     np.savez(tmp_path / "in.npz", **data)

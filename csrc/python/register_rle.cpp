@@ -27,7 +27,7 @@ py::dict reduce_rle(const py::list& saliency_maps, const py::array_t<int64_t, py
                     const py::array_t<int64_t, py::array::c_style>& segment_instances,
                     const py::array_t<int64_t, py::array::c_style>& instance_offsets,
                     const py::array_t<uint32_t, py::array::c_style>& counts, bool unassigned, bool skip_nonfinite,
-                    const py::object& threads) {
+                    const py::object& threads, const std::string& path) {
   const int64_t images = static_cast<int64_t>(saliency_maps.size());
   std::vector<py::array> keep;
   std::vector<sat::RleImage> views(static_cast<size_t>(images));
@@ -58,6 +58,14 @@ py::dict reduce_rle(const py::list& saliency_maps, const py::array_t<int64_t, py
   in.unassigned = unassigned;
   in.skip_nonfinite = skip_nonfinite;
   in.threads = threads_or_default(threads);
+  if (path == "auto")
+    in.path = sat::RlePath::automatic;
+  else if (path == "area")
+    in.path = sat::RlePath::area;
+  else if (path == "summary")
+    in.path = sat::RlePath::summary;
+  else
+    raise_input("path must be 'auto', 'area' or 'summary', got '" + path + "'");
   // One row per segment, then one unassigned row per image.
   Outputs rows(1, segments + images);
   Outputs totals(images, 1);
@@ -113,8 +121,10 @@ void register_rle(py::module_& m) {
   m.attr("RLE_BLOCK_ROWS") = sat::kRleBlockRows;
   m.def("reduce_rle", &reduce_rle, py::arg("saliency_maps"), py::arg("image_segments"), py::arg("segment_instances"),
         py::arg("instance_offsets"), py::arg("counts"), py::arg("unassigned") = false,
-        py::arg("skip_nonfinite") = false, py::arg("threads") = py::none(),
-        "Per-segment statistics from COCO RLE counts (CSR over images, segments, instances), without decoding.");
+        py::arg("skip_nonfinite") = false, py::arg("threads") = py::none(), py::arg("path") = "auto",
+        "Per-segment statistics from COCO RLE counts (CSR over images, segments, instances), without decoding. "
+        "path: 'auto' (per image, the cheaper of the two), 'area' (reduce the covered pixels of a transposed copy) "
+        "or 'summary' (per-image sum trees, cost per run).");
   m.def("rle_from_strings", &rle_from_strings, py::arg("strings"),
         "Decodes COCO compressed RLE strings into (counts uint32, offsets int64).");
 }

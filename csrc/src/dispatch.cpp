@@ -13,6 +13,7 @@ KernelTable generic_table() {
   t.name = "generic";
   generic::add_labels(t);
   generic::add_masks(t);
+  generic::add_rle(t);
   return t;
 }
 

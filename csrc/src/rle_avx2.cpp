@@ -10,6 +10,8 @@
 
 #include <cstdint>
 
+#include "ops_avx2.hpp"
+#include "runs_leaf.hpp"
 #include "sat/accumulator.hpp"
 #include "sat/dispatch.hpp"
 
@@ -149,11 +151,48 @@ void strip8(const double* x, int64_t w, int64_t h, int64_t r0, int64_t r1, int64
   _mm256_storeu_pd(mx + 4, hi1);
 }
 
+// xt (w, h) = x (h, w) transposed, float32: 8 x 8 tiles transposed in
+// registers; the edges that do not fill a tile are copied one by one.
+void transpose_f32(const void* data, int64_t h, int64_t w, void* out) {
+  const float* x = static_cast<const float*>(data);
+  float* xt = static_cast<float*>(out);
+  const int64_t h8 = h - h % 8, w8 = w - w % 8;
+  for (int64_t r = 0; r < h8; r += 8) {
+    for (int64_t c = 0; c < w8; c += 8) {
+      __m256 v[8];
+      for (int j = 0; j < 8; ++j) v[j] = _mm256_loadu_ps(x + (r + j) * w + c);
+      const __m256 a0 = _mm256_unpacklo_ps(v[0], v[1]), a1 = _mm256_unpackhi_ps(v[0], v[1]);
+      const __m256 a2 = _mm256_unpacklo_ps(v[2], v[3]), a3 = _mm256_unpackhi_ps(v[2], v[3]);
+      const __m256 a4 = _mm256_unpacklo_ps(v[4], v[5]), a5 = _mm256_unpackhi_ps(v[4], v[5]);
+      const __m256 a6 = _mm256_unpacklo_ps(v[6], v[7]), a7 = _mm256_unpackhi_ps(v[6], v[7]);
+      const __m256 b0 = _mm256_shuffle_ps(a0, a2, 0x44), b1 = _mm256_shuffle_ps(a0, a2, 0xEE);
+      const __m256 b2 = _mm256_shuffle_ps(a1, a3, 0x44), b3 = _mm256_shuffle_ps(a1, a3, 0xEE);
+      const __m256 b4 = _mm256_shuffle_ps(a4, a6, 0x44), b5 = _mm256_shuffle_ps(a4, a6, 0xEE);
+      const __m256 b6 = _mm256_shuffle_ps(a5, a7, 0x44), b7 = _mm256_shuffle_ps(a5, a7, 0xEE);
+      float* o = xt + c * h + r;
+      _mm256_storeu_ps(o, _mm256_permute2f128_ps(b0, b4, 0x20));
+      _mm256_storeu_ps(o + h, _mm256_permute2f128_ps(b1, b5, 0x20));
+      _mm256_storeu_ps(o + 2 * h, _mm256_permute2f128_ps(b2, b6, 0x20));
+      _mm256_storeu_ps(o + 3 * h, _mm256_permute2f128_ps(b3, b7, 0x20));
+      _mm256_storeu_ps(o + 4 * h, _mm256_permute2f128_ps(b0, b4, 0x31));
+      _mm256_storeu_ps(o + 5 * h, _mm256_permute2f128_ps(b1, b5, 0x31));
+      _mm256_storeu_ps(o + 6 * h, _mm256_permute2f128_ps(b2, b6, 0x31));
+      _mm256_storeu_ps(o + 7 * h, _mm256_permute2f128_ps(b3, b7, 0x31));
+    }
+    for (int64_t j = r; j < r + 8; ++j)
+      for (int64_t c = w8; c < w; ++c) xt[c * h + j] = x[j * w + c];
+  }
+  for (int64_t j = h8; j < h; ++j)
+    for (int64_t c = 0; c < w; ++c) xt[c * h + j] = x[j * w + c];
+}
+
 }  // namespace
 
 void add_rle(KernelTable& t) {
   t.rle_strip8_f32 = &strip8;
   t.rle_strip8_f64 = &strip8;
+  add_runs_kernels<Avx2Ops>(t);
+  t.transpose[0] = &transpose_f32;
 }
 
 }  // namespace avx2

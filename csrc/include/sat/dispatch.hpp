@@ -112,6 +112,20 @@ using RleStrip8F32Fn = void (*)(const float* x, int64_t w, int64_t h, int64_t r0
 using RleStrip8F64Fn = void (*)(const double* x, int64_t w, int64_t h, int64_t r0, int64_t r1, int64_t c0, double* sums,
                                 double* mn, double* mx, double* xt);
 
+// A run of pixels [begin, end) of one image, in whichever order the caller
+// laid the pixels out.
+struct PixelRun {
+  int64_t begin, end;
+};
+
+// Reduces the pixels of runs[0, n) of x (increasing, disjoint, within x) into
+// *acc, which is at identity: pixel i of each run goes to lane i % 8 of the
+// same lanes, folded once. Skips non-finite pixels when `skip` and returns
+// how many; without `skip` they go into the sums like any other.
+using RunsReduceFn = int64_t (*)(const void* x, const PixelRun* runs, int64_t n, bool skip, Accumulator* acc);
+// xt (w, h) = x (h, w) transposed.
+using TransposeFn = void (*)(const void* x, int64_t h, int64_t w, void* xt);
+
 struct KernelTable {
   const char* name;           // "generic" or "avx2"
   LabelChunkFn labels[2][3];  // [SaliencyType][LabelType]
@@ -119,6 +133,8 @@ struct KernelTable {
   PackPlaneFn pack_plane;
   RleStrip8F32Fn rle_strip8_f32;  // null: the portable strips do all columns
   RleStrip8F64Fn rle_strip8_f64;
+  RunsReduceFn reduce_runs[2];  // [SaliencyType]
+  TransposeFn transpose[2];     // [SaliencyType]
 };
 
 // Each variant fills its entries of a table, area by area
@@ -126,6 +142,7 @@ struct KernelTable {
 namespace generic {
 void add_labels(KernelTable& t);
 void add_masks(KernelTable& t);
+void add_rle(KernelTable& t);
 }  // namespace generic
 #if SAT_HAVE_AVX2_VARIANT
 namespace avx2 {

@@ -15,9 +15,11 @@
 // range of whole columns and a tail column piece; a column piece costs
 // O(log(H / kRleBlockRows)) tree nodes plus at most 2*(kRleBlockRows-1) pixel
 // reads for its partial blocks at either end, a range of whole columns
-// O(log W) nodes. So the cost of a mask grows with its number of runs (times
-// a logarithm), never with the number of pixels it covers; the summary costs
-// one pass over the saliency per image, shared by all of that image's masks.
+// O(log W) nodes. So on this path the cost of a mask grows with its number of
+// runs (times a logarithm), never with the number of pixels it covers; the
+// summary costs one pass over the saliency per image, shared by all of that
+// image's masks (and the area path below is cheaper when they cover little
+// more than the image).
 //
 // Why blocks rather than a value at every row: a per-pixel table of three
 // float64 sums is 24 bytes written per pixel (7 MB for 640x480), which costs
@@ -31,6 +33,16 @@
 // its sum of squares entirely, and float64 values whose squares overflow
 // turned it into inf - inf = NaN. A tree node holds only the sum of its own
 // blocks, so a run's sums are built from its own pixels alone.
+//
+// The area path. A summary pays for itself only when the masks cover much
+// more than the image: segmenter output (every pixel in one category) covers
+// it about once, and then reducing the covered pixels directly is cheaper.
+// Column-major runs are contiguous in a transposed copy of the saliency, so
+// each run is one contiguous range of it, reduced like a run of a label map
+// (pixel i of each run into lane i % 8 of the segment's lanes, folded once).
+// reduce_rle picks the path per image from the number of runs and the pixels
+// they cover (prefer_area in rle.cpp), so the choice, like the rounding,
+// depends on the image's masks alone.
 //
 // Counts, min and max equal decoding first and reducing densely exactly. Sums
 // differ only by float64 rounding of the segment's own pixels, added in a
@@ -53,6 +65,10 @@ struct RleImage {
   int64_t width = 0;
 };
 
+// How reduce_rle reduces an image's runs: the cheaper of the two by a cost
+// model of the image's runs and area (automatic), or one of them (for tests).
+enum class RlePath { automatic, area, summary };
+
 // Segments in CSR form: segment s of image b (image_segments[b] <= s <
 // image_segments[b + 1]) is the union of instances segment_instances[s] ..
 // segment_instances[s + 1] - 1; instance i has COCO counts
@@ -68,6 +84,7 @@ struct RleInput {
   bool unassigned = false;  // also reduce the pixels no segment covers
   bool skip_nonfinite = false;
   int threads = 1;
+  RlePath path = RlePath::automatic;
 };
 
 // Per-row outputs: row s < segments is segment s; row segments + b is the
