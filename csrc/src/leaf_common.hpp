@@ -40,7 +40,7 @@ inline namespace SAT_ISA {
 // the number skipped.
 // The same into lanes of Ops::run_start, counting the pixels added.
 template <class Ops, bool Skip, class T, class Lanes>
-inline int64_t add_range_lanes(Lanes& l, int64_t& count, const T* x, int64_t a, int64_t b) {
+SAT_ALWAYS_INLINE int64_t add_range_lanes(Lanes& l, int64_t& count, const T* x, int64_t a, int64_t b) {
   if constexpr (!Skip) {
     Ops::run_add(l, x + a, b - a);
     count += b - a;
@@ -65,7 +65,7 @@ inline int64_t add_range_lanes(Lanes& l, int64_t& count, const T* x, int64_t a, 
 }
 
 template <class Ops, bool Skip, class T>
-inline int64_t add_range(Accumulator& acc, const T* x, int64_t a, int64_t b) {
+SAT_ALWAYS_INLINE int64_t add_range(Accumulator& acc, const T* x, int64_t a, int64_t b) {
   if constexpr (!Skip) {
     acc_merge(acc, Ops::reduce(x + a, b - a));
     return 0;

@@ -30,6 +30,17 @@
 #define SAT_ISA isa_base
 #endif
 
+// For the few helpers whose inlining decides a kernel's speed (a run's
+// reduction called out of line costs a call and a round trip of its
+// accumulator through memory per run).
+#if defined(__GNUC__) || defined(__clang__)
+#define SAT_ALWAYS_INLINE inline __attribute__((always_inline))
+#elif defined(_MSC_VER)
+#define SAT_ALWAYS_INLINE __forceinline
+#else
+#define SAT_ALWAYS_INLINE inline
+#endif
+
 namespace sat {
 
 template <class T>
