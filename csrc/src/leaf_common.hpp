@@ -36,8 +36,38 @@
 namespace sat {
 inline namespace SAT_ISA {
 
+// Calls f(i, j) for every maximal range [i, j) of finite pixels in x[a, b),
+// in order; returns the number of non-finite pixels between them.
+template <class T, class F>
+SAT_ALWAYS_INLINE int64_t for_each_finite_range(const T* x, int64_t a, int64_t b, F&& f) {
+  int64_t skipped = 0;
+  int64_t i = a;
+  while (i < b) {
+    if (!__builtin_isfinite(x[i])) {
+      ++skipped;
+      ++i;
+      continue;
+    }
+    int64_t j = i + 1;
+    while (j < b && __builtin_isfinite(x[j])) ++j;
+    f(i, j);
+    i = j;
+  }
+  return skipped;
+}
+
 // Reduces x[a, b) into acc, skipping non-finite pixels when asked; returns
 // the number skipped.
+template <class Ops, bool Skip, class T>
+SAT_ALWAYS_INLINE int64_t add_range(Accumulator& acc, const T* x, int64_t a, int64_t b) {
+  if constexpr (!Skip) {
+    acc_merge(acc, Ops::reduce(x + a, b - a));
+    return 0;
+  } else {
+    return for_each_finite_range(x, a, b, [&](int64_t i, int64_t j) { acc_merge(acc, Ops::reduce(x + i, j - i)); });
+  }
+}
+
 // The same into lanes of Ops::run_start, counting the pixels added.
 template <class Ops, bool Skip, class T, class Lanes>
 SAT_ALWAYS_INLINE int64_t add_range_lanes(Lanes& l, int64_t& count, const T* x, int64_t a, int64_t b) {
@@ -46,44 +76,10 @@ SAT_ALWAYS_INLINE int64_t add_range_lanes(Lanes& l, int64_t& count, const T* x, 
     count += b - a;
     return 0;
   } else {
-    int64_t skipped = 0;
-    int64_t i = a;
-    while (i < b) {
-      if (!__builtin_isfinite(x[i])) {
-        ++skipped;
-        ++i;
-        continue;
-      }
-      int64_t j = i + 1;
-      while (j < b && __builtin_isfinite(x[j])) ++j;
+    return for_each_finite_range(x, a, b, [&](int64_t i, int64_t j) {
       Ops::run_add(l, x + i, j - i);
       count += j - i;
-      i = j;
-    }
-    return skipped;
-  }
-}
-
-template <class Ops, bool Skip, class T>
-SAT_ALWAYS_INLINE int64_t add_range(Accumulator& acc, const T* x, int64_t a, int64_t b) {
-  if constexpr (!Skip) {
-    acc_merge(acc, Ops::reduce(x + a, b - a));
-    return 0;
-  } else {
-    int64_t skipped = 0;
-    int64_t i = a;
-    while (i < b) {
-      if (!__builtin_isfinite(x[i])) {
-        ++skipped;
-        ++i;
-        continue;
-      }
-      int64_t j = i + 1;
-      while (j < b && __builtin_isfinite(x[j])) ++j;
-      acc_merge(acc, Ops::reduce(x + i, j - i));
-      i = j;
-    }
-    return skipped;
+    });
   }
 }
 
