@@ -105,3 +105,20 @@ def test_no_module_holds_many_ideas():
     sizes = {m: len(p.read_text(encoding="utf-8").splitlines()) for m, p in origins.items() if p.suffix == ".py"}
     assert len(sizes) >= 40
     assert max(sizes.values()) <= 800, sorted(sizes.items(), key=lambda kv: -kv[1])[:3]
+
+
+def test_the_extension_formats_no_text_with_iostreams():
+    """Messages are built with std::to_string and snprintf, never a stream.
+
+    With libstdc++ linked statically into the module (GCC 13 at /opt/gcc on a build machine here), formatting a
+    number through a stream's locale facets crashed the interpreter the moment a KernelInputError was raised
+    from a kernel result; strings and snprintf carry no such state.
+    """
+    from pathlib import Path
+
+    csrc = Path(__file__).resolve().parents[1] / "csrc"
+    sources = sorted(csrc.rglob("*.[ch]pp"))
+    assert sources, f"no C++ sources under {csrc}"
+    streams = ("<sstream>", "<iostream>", "<ostream>", "<istream>", "<fstream>", "std::cout", "std::cerr")
+    found = [f"{p.relative_to(csrc)}: {s}" for p in sources for s in streams if s in p.read_text()]
+    assert not found, found

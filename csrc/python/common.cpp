@@ -2,7 +2,7 @@
 
 #include <algorithm>
 #include <limits>
-#include <sstream>
+#include <string>
 
 #include "sat/threads.hpp"
 
@@ -43,12 +43,11 @@ void register_error_translator() {
   });
 }
 
+// Without streams, like sat::message (see error.cpp).
 std::string shape_of(const py::array& a) {
-  std::ostringstream s;
-  s << "(";
-  for (py::ssize_t i = 0; i < a.ndim(); ++i) s << (i ? ", " : "") << a.shape(i);
-  s << (a.ndim() == 1 ? ",)" : ")");
-  return s.str();
+  std::string s = "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
+  return s + (a.ndim() == 1 ? ",)" : ")");
 }
 
 std::string dtype_of(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }

@@ -1,6 +1,7 @@
 #include "sat/error.hpp"
 
-#include <sstream>
+#include <cmath>
+#include <cstdio>
 #include <string>
 #include <utility>
 
@@ -81,27 +82,43 @@ const char* kind_name(ErrorKind kind) {
   return "";
 }
 
+namespace {
+
+// A saliency value as C++ streams print it by default ("nan", "-inf", 0.25).
+// snprintf and not a stream: a stream formats numbers through the locale
+// facets of libstdc++, and with libstdc++ linked statically into the module
+// (GCC 13, as some build machines do) those facets crashed the interpreter
+// the moment an error was formatted; plain C formatting has no such state.
+std::string number(double v) {
+  if (std::isnan(v)) return "nan";
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  char text[32];
+  const int n = std::snprintf(text, sizeof text, "%g", v);
+  return std::string(text, static_cast<size_t>(n > 0 ? n : 0));
+}
+
+std::string number(int64_t v) { return std::to_string(v); }
+
+}  // namespace
+
 std::string message(const Error& e) {
-  std::ostringstream s;
   switch (e.kind) {
     case ErrorKind::label:
-      s << "label " << e.integer << " at image " << e.image << ", pixel (" << e.row << ", " << e.col
-        << ") is outside [0, " << e.num_segments << ") and is not ignore_index";
-      break;
+      return "label " + number(e.integer) + " at image " + number(e.image) + ", pixel (" + number(e.row) + ", " +
+             number(e.col) + ") is outside [0, " + number(e.num_segments) + ") and is not ignore_index";
     case ErrorKind::nonfinite:
-      s << "saliency has a non-finite value (" << e.value << ") at image " << e.image << ", pixel (" << e.row << ", "
-        << e.col << "); pass nonfinite='skip' to leave such pixels out";
-      break;
+      return "saliency has a non-finite value (" + number(e.value) + ") at image " + number(e.image) + ", pixel (" +
+             number(e.row) + ", " + number(e.col) + "); pass nonfinite='skip' to leave such pixels out";
     case ErrorKind::rle:
-      s << "RLE counts of instance " << e.instance << " (image " << e.image << ") sum to " << e.integer
-        << ", expected H*W = " << e.height << "*" << e.width << " = " << e.height * e.width;
-      break;
+      return "RLE counts of instance " + number(e.instance) + " (image " + number(e.image) + ") sum to " +
+             number(e.integer) + ", expected H*W = " + number(e.height) + "*" + number(e.width) + " = " +
+             number(e.height * e.width);
     case ErrorKind::input:
       return e.text;
     case ErrorKind::none:
       break;
   }
-  return s.str();
+  return std::string();
 }
 
 }  // namespace sat
