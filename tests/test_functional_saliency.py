@@ -11,6 +11,7 @@ import functools
 import equinox as eqx
 import flax.linen as nn
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -37,13 +38,19 @@ def _images(b: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(b, H, W, C)).astype(np.float32)
 
 
+# The test models contract at full float32 precision, as the float64 references do: on GPUs XLA's default
+# is TF32 (10-bit mantissa), which would make the model, not sat_fast, miss the references there.
+FULL = jax.lax.Precision.HIGHEST
+
+
 def _linear(x):
-    return jnp.einsum("bhwc,nhwc->bn", x, jnp.asarray(LIN_W, x.dtype)) + jnp.asarray(LIN_B, x.dtype)
+    return jnp.einsum("bhwc,nhwc->bn", x, jnp.asarray(LIN_W, x.dtype), precision=FULL) + jnp.asarray(LIN_B, x.dtype)
 
 
 def _mlp(x):
-    h = jnp.tanh(x.reshape(x.shape[0], -1) @ jnp.asarray(MLP_W1, x.dtype) + jnp.asarray(MLP_B1, x.dtype))
-    return h @ jnp.asarray(MLP_W2, x.dtype) + jnp.asarray(MLP_B2, x.dtype)
+    flat = x.reshape(x.shape[0], -1)
+    h = jnp.tanh(jnp.matmul(flat, jnp.asarray(MLP_W1, x.dtype), precision=FULL) + jnp.asarray(MLP_B1, x.dtype))
+    return jnp.matmul(h, jnp.asarray(MLP_W2, x.dtype), precision=FULL) + jnp.asarray(MLP_B2, x.dtype)
 
 
 def _mlp_gradient_np(x: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -188,6 +195,48 @@ def test_gradient_of_a_tanh_mlp_matches_float64_reference():
     t = np.array([4, 0, 2, 1])
     maps = jax.jit(lambda xx: F.gradient(_mlp, xx, t, reduce=None))(x)
     _close(maps, _mlp_gradient_np(x, t), rtol=1e-4, atol=1e-5)
+
+
+def _dot_precisions(jaxpr) -> list:
+    """The precision of every dot_general in a closed jaxpr, sub-jaxprs (jit, vmap, custom rules) included."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            found.append(eqn.params["precision"])
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            found += _dot_precisions(sub)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("method", "options"),
+    [
+        ("integrated_gradients", {"baseline": "blur", "steps": 3}),
+        ("smoothgrad_squared", {"samples": 3}),
+        ("vargrad", {"samples": 3}),
+        ("expected_gradients", {"samples": 3}),
+    ],
+)
+def test_every_contraction_of_the_methods_runs_at_full_precision(method, options):
+    """XLA's default float32 dot on GPUs is TF32: every dot_general sat_fast adds must ask for HIGHEST.
+
+    The model here has no dot of its own, so every dot in the trace is sat_fast's (quadrature weights, blur).
+    """
+    weights = jnp.asarray(LIN_W, jnp.float32)
+
+    def dotless(x):
+        return (x[:, None] * weights[None]).sum(axis=(2, 3, 4))
+
+    x = _images(2)
+    if method == "expected_gradients":
+        options = {**options, "baseline": _images(3, seed=4)}
+    jaxpr = jax.make_jaxpr(
+        lambda xx: F.attribute(dotless, xx, np.array([0, 1]), method=method, key=jax.random.key(0), **options)
+    )(x)
+    precisions = _dot_precisions(jaxpr.jaxpr)
+    assert precisions, "the trace has no contraction: this test could not fail"
+    full = (jax.lax.Precision.HIGHEST, jax.lax.Precision.HIGHEST)
+    assert all(p == full for p in precisions), precisions
 
 
 def test_target_out_of_range_gives_nan_maps_under_jit():

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from sat_fast._typing import Output
-from sat_fast.attribution._methods import as_output
+from sat_fast.attribution._methods import FULL_PRECISION, as_output
 
 __all__ = ["gradcam_layer_path", "gradcam_layers", "gradcam_maps"]
 
@@ -99,6 +99,6 @@ def gradcam_maps(
     cotangents = jax.nn.one_hot(targets.T, out.shape[1], dtype=out.dtype)  # (T, b, N)
     (grads,) = jax.vmap(lambda c: pullback((c, jnp.zeros_like(activation))))(cotangents)  # (T, b, h, w, k)
     channel_weights = grads.mean(axis=(2, 3))  # (T, b, k)
-    cam = jax.nn.relu(jnp.einsum("tbk,bhwk->bthw", channel_weights, activation))
+    cam = jax.nn.relu(jnp.einsum("tbk,bhwk->bthw", channel_weights, activation, precision=FULL_PRECISION))
     b, h, w = x.shape[:3]
     return jax.image.resize(cam, (b, targets.shape[1], h, w), "bilinear"), out

@@ -25,7 +25,13 @@ from sat_fast._validate import positive_int
 from sat_fast.attribution._options import AUTO_REDUCE, NOISE_METHODS, SQUARE_METHODS
 from sat_fast.attribution._quadrature import quadrature
 
+# Every contraction of ours runs at full float32 precision: XLA's default on
+# GPUs (TF32, 10-bit mantissa) would round the saliency by ~1e-3 relative, a
+# silent change of the numbers with the backend. The user's model keeps its own.
+FULL_PRECISION = jax.lax.Precision.HIGHEST
+
 __all__ = [
+    "FULL_PRECISION",
     "POINTS",
     "BaselineKind",
     "Config",
@@ -127,7 +133,7 @@ def blur(x: jax.Array) -> jax.Array:
         pad[axis] = (radius, radius)
         xp = jnp.pad(x, pad, mode="reflect" if size > radius else "edge")
         windows = jnp.stack([jax.lax.slice_in_dim(xp, k, k + size, axis=axis) for k in range(2 * radius + 1)])
-        x = jnp.tensordot(taps, windows, axes=1)
+        x = jnp.tensordot(taps, windows, axes=1, precision=FULL_PRECISION)
     return x
 
 
@@ -293,8 +299,12 @@ def gradient_sums(
     grads = grads.reshape((t, b, p) + x.shape[1:])
     w = point_weights(config, j, grads.dtype)[:, None, None, None]
     weighted = grads if mult is None else grads * mult[None]
-    first = jnp.einsum("p...,tbp...->bt...", w, weighted)
-    second = jnp.einsum("p...,tbp...->bt...", w, grads * grads) if config.method in SQUARE_METHODS else None
+    first = jnp.einsum("p...,tbp...->bt...", w, weighted, precision=FULL_PRECISION)
+    second = (
+        jnp.einsum("p...,tbp...->bt...", w, grads * grads, precision=FULL_PRECISION)
+        if config.method in SQUARE_METHODS
+        else None
+    )
     return first, second
 
 

@@ -160,7 +160,9 @@ def _stats_bwd(static: _Static, residuals: tuple[jax.Array, ...], cts: tuple[jax
 
         def spread(per_segment: jax.Array, where: jax.Array = member) -> jax.Array:
             """(..., K) values to pixels: the sum over the segments each pixel belongs to."""
-            return jnp.einsum("...k,...khw->...hw", per_segment, where.astype(per_segment.dtype))
+            return jnp.einsum(
+                "...k,...khw->...hw", per_segment, where.astype(per_segment.dtype), precision=jax.lax.Precision.HIGHEST
+            )
 
         def extreme(value: jax.Array, ct: jax.Array) -> jax.Array:
             hits = member & (xf[..., None, :, :] == value[..., :, None, None])
