@@ -8,6 +8,8 @@ masks and RLE segments, and compare the portable and the dispatched kernel bit f
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from sat_reference import results_of_both_kernels
@@ -89,3 +91,45 @@ def test_fused_adds_round_like_the_portable_kernel(tmp_path):
         np.testing.assert_array_equal(
             np.asarray(a).view(np.uint8), np.asarray(results["default"][key]).view(np.uint8), err_msg=key
         )
+
+
+TOTALS_SCRIPT = """
+import sys
+import math
+
+import numpy as np
+import sat_fast
+from sat_fast import _core
+from sat_fast.segments import rle_encode
+x = np.load(sys.argv[1])["x"]
+mask = np.ones((1, 1) + x.shape[1:], bool)
+counts = np.asarray(rle_encode(mask[0, 0]), np.uint32)
+out = {}
+for name, res in (
+    ("labels", sat_fast.segment_stats(x, np.zeros(x.shape, np.uint8), num_segments=1)),
+    ("masks", sat_fast.segment_stats(x, masks=mask)),
+):
+    out[name] = np.array([res["total_sum"][0], res["total_abs"][0]])
+for path in ("area", "summary"):
+    r = _core.reduce_rle([x[0]], np.array([0, 1]), np.array([0, 1]), np.array([0, len(counts)]), counts, path=path)
+    out["rle_" + path] = np.array([r["total_pos"][0] + r["total_neg"][0], r["total_pos"][0] - r["total_neg"][0]])
+np.savez(sys.argv[2], **out)
+"""
+
+
+def test_image_totals_are_exact_where_the_lane_order_makes_them_so(tmp_path):
+    """Pixel i of a run goes to lane i % 8 and the lanes fold as ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)).
+
+    In that order these totals are exact (2**53 + 2); any other fold, e.g. ((l0+l1)+(l2+l3)) + ..., rounds
+    2**53 + 1 to 2**53 first. Sums of ordinary float32 values are exact in float64 whatever the order, so only
+    data like this tells a wrong fold apart. Both kernels, every path that computes image totals.
+    """
+    row = np.array([2.0**53, 1, 0, 0, 0, 1, 0, 0])
+    x = np.stack([row, -row])[None]  # (1, 2, 8): lanes 0, 1 and 5 of pos, and of neg
+    np.savez(tmp_path / "in.npz", x=x)
+    exact = [math.fsum(x.ravel()), math.fsum(np.abs(x).ravel())]
+    assert exact == [0.0, 2.0**54 + 4]
+    results = results_of_both_kernels(TOTALS_SCRIPT, tmp_path / "in.npz", tmp_path)
+    for variant, res in results.items():
+        for path, got in res.items():
+            assert got.tolist() == exact, (variant, path, got.tolist())

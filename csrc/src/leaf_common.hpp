@@ -2,6 +2,8 @@
 // masks_leaf.hpp), written once against an `Ops` policy that supplies the
 // instruction-set specific parts (ops_generic.hpp, ops_avx2.hpp):
 //   template <class T> static Accumulator reduce(const T* x, int64_t n);
+//   template <class T> static SignedSums reduce_signed(const T* x, int64_t n);
+//       (reduce's pos and neg alone, bitwise equal to them)
 //   static RunLanes run_start(const T*);   (lanes at identity; RunLanes is the Ops' own type)
 //   static void run_add(RunLanes& l, const T* x, int64_t n);
 //   static Accumulator run_fold(const RunLanes& l, int64_t count);

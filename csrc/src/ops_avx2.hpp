@@ -197,6 +197,47 @@ struct Avx2Ops {
     return run_fold(l, n);
   }
 
+  // Only pos and neg of reduce (the image totals of the mask and RLE paths):
+  // the same lanes, operations and fold, so the same bits, without the
+  // squares and extremes nobody reads there.
+  static SignedSums reduce_signed(const float* x, int64_t n) {
+    const __m256d zero = _mm256_setzero_pd(), one = _mm256_set1_pd(1.0);
+    __m256d p0 = zero, p1 = zero, q0 = zero, q1 = zero;
+    auto add = [&](__m256 f) {
+      const __m256d d0 = _mm256_cvtps_pd(_mm256_castps256_ps128(f)), d1 = _mm256_cvtps_pd(_mm256_extractf128_ps(f, 1));
+      p0 = _mm256_fmadd_pd(_mm256_max_pd(zero, d0), one, p0);
+      p1 = _mm256_fmadd_pd(_mm256_max_pd(zero, d1), one, p1);
+      q0 = _mm256_fmadd_pd(_mm256_min_pd(zero, d0), one, q0);
+      q1 = _mm256_fmadd_pd(_mm256_min_pd(zero, d1), one, q1);
+    };
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) add(_mm256_loadu_ps(x + i));
+    if (i < n) {
+      const __m256i m =
+          _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n - i)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+      add(_mm256_maskload_ps(x + i, m));
+    }
+    return SignedSums{hadd(p0, p1), hadd(q0, q1)};
+  }
+  static SignedSums reduce_signed(const double* x, int64_t n) {
+    const __m256d zero = _mm256_setzero_pd(), one = _mm256_set1_pd(1.0);
+    __m256d p0 = zero, p1 = zero, q0 = zero, q1 = zero;
+    auto add = [&](__m256d a, __m256d b) {
+      p0 = _mm256_fmadd_pd(_mm256_max_pd(zero, a), one, p0);
+      p1 = _mm256_fmadd_pd(_mm256_max_pd(zero, b), one, p1);
+      q0 = _mm256_fmadd_pd(_mm256_min_pd(zero, a), one, q0);
+      q1 = _mm256_fmadd_pd(_mm256_min_pd(zero, b), one, q1);
+    };
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) add(_mm256_loadu_pd(x + i), _mm256_loadu_pd(x + i + 4));
+    if (i < n) {
+      __m256d a, b;
+      load_tail(x + i, n - i, a, b);
+      add(a, b);
+    }
+    return SignedSums{hadd(p0, p1), hadd(q0, q1)};
+  }
+
   static inline void add_pixel(PixelAccumulator& acc, double v) {
     const __m256d bv = _mm256_set1_pd(v);
     // (max(0,v), min(0,v), v*v, 1) with the operand order of vmax/vmin.

@@ -57,6 +57,20 @@ struct GenericOps {
     return run_fold(l, n);
   }
 
+  // pos and neg of reduce alone (same lanes and fold, so the same bits).
+  template <class T>
+  static SignedSums reduce_signed(const T* x, int64_t n) {
+    double p[8] = {}, q[8] = {};
+    for (int64_t i = 0; i < n; ++i) {
+      const int j = static_cast<int>(i & 7);
+      const double v = static_cast<double>(x[i]);
+      p[j] = p[j] + vmax(0.0, v);
+      q[j] = q[j] + vmin(0.0, v);
+    }
+    auto add8 = [](const double* v) { return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7])); };
+    return SignedSums{add8(p), add8(q)};
+  }
+
   static void add_pixel(PixelAccumulator& a, double v) { acc_add_pixel(a, v); }
 
   // Pixel i into set[i % kLaneSets][lab[i]]; every label is a valid slot

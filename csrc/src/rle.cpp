@@ -631,19 +631,20 @@ Error reduce_by_area(const RleInput& in, const StatsOutput& out, int64_t b, Scra
   const int64_t s0 = in.image_segments[b], s1 = in.image_segments[b + 1];
   const KernelTable& k = kernels();
   const int type = in.saliency_type == SaliencyType::F32 ? 0 : 1;
-  // The image totals, which also tell whether any pixel is non-finite.
-  const PixelRun whole{0, hw};
-  Accumulator all = acc_identity();
-  k.reduce_runs[type](x, &whole, 1, false, &all);
+  // The image totals, which also tell whether any pixel is non-finite: NaN
+  // reaches both sums, +inf pos and -inf neg.
+  SignedSums all = k.reduce_signed[type](x, hw);
   bool skip = false;
   int64_t nonfinite = 0;
-  if (!(std::isfinite(all.pos) && std::isfinite(all.neg) && std::isfinite(all.sq))) {
+  if (!(std::isfinite(all.pos) && std::isfinite(all.neg))) {
     const int64_t bad = first_nonfinite(x, hw);
     if (bad >= 0) {
       if (!in.skip_nonfinite) return nonfinite_error(b, bad / w, bad % w, static_cast<double>(x[bad]));
       skip = true;
-      all = acc_identity();
-      nonfinite = k.reduce_runs[type](x, &whole, 1, true, &all);
+      const PixelRun whole{0, hw};
+      Accumulator finite = acc_identity();
+      nonfinite = k.reduce_runs[type](x, &whole, 1, true, &finite);
+      all = SignedSums{finite.pos, finite.neg};
     }
   }
   std::vector<T>& xt = sc.transposed(x);

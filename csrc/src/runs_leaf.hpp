@@ -25,6 +25,11 @@ int64_t reduce_runs(const void* data, const PixelRun* runs, int64_t n, bool skip
   return skipped;
 }
 
+template <class Ops, class T>
+SignedSums reduce_signed_sums(const void* data, int64_t n) {
+  return Ops::reduce_signed(static_cast<const T*>(data), n);
+}
+
 // Tiles of kTile x kTile pixels, so that both the rows read and the columns
 // written stay in cache.
 template <class T>
@@ -46,6 +51,8 @@ template <class Ops>
 void add_runs_kernels(KernelTable& t) {
   t.reduce_runs[0] = &reduce_runs<Ops, float>;
   t.reduce_runs[1] = &reduce_runs<Ops, double>;
+  t.reduce_signed[0] = &reduce_signed_sums<Ops, float>;
+  t.reduce_signed[1] = &reduce_signed_sums<Ops, double>;
   t.transpose[0] = &transpose_tiles<float>;
   t.transpose[1] = &transpose_tiles<double>;
 }

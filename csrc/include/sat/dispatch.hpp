@@ -123,6 +123,13 @@ struct PixelRun {
 // same lanes, folded once. Skips non-finite pixels when `skip` and returns
 // how many; without `skip` they go into the sums like any other.
 using RunsReduceFn = int64_t (*)(const void* x, const PixelRun* runs, int64_t n, bool skip, Accumulator* acc);
+// The positive and negative sums of a run of pixels: pos and neg of what
+// RunsReduceFn gives for the one run [0, n), bitwise, without the squares
+// and extremes (the image totals of the mask and RLE paths).
+struct SignedSums {
+  double pos, neg;
+};
+using SignedSumsFn = SignedSums (*)(const void* x, int64_t n);
 // xt (w, h) = x (h, w) transposed.
 using TransposeFn = void (*)(const void* x, int64_t h, int64_t w, void* xt);
 
@@ -133,8 +140,9 @@ struct KernelTable {
   PackPlaneFn pack_plane;
   RleStrip8F32Fn rle_strip8_f32;  // null: the portable strips do all columns
   RleStrip8F64Fn rle_strip8_f64;
-  RunsReduceFn reduce_runs[2];  // [SaliencyType]
-  TransposeFn transpose[2];     // [SaliencyType]
+  RunsReduceFn reduce_runs[2];    // [SaliencyType]
+  SignedSumsFn reduce_signed[2];  // [SaliencyType]
+  TransposeFn transpose[2];       // [SaliencyType]
 };
 
 // Each variant fills its entries of a table, area by area
