@@ -9,7 +9,6 @@ import tempfile
 import warnings
 import zlib
 
-import jax
 import pytest
 
 import sat_fast
@@ -18,8 +17,12 @@ import sat_fast
 # float64 references do. XLA's default on GPUs is TF32 (a 10-bit mantissa, picked per compilation by
 # autotuning), which would make the models, not sat_fast, differ from the references and between two
 # compilations of the same model. sat_fast's own contractions ask for full precision themselves
-# (test_every_contraction_of_the_methods_runs_at_full_precision).
-jax.config.update("jax_default_matmul_precision", "highest")
+# (test_every_contraction_of_the_methods_runs_at_full_precision). The sanitizer build tests the kernels in a
+# venv without JAX.
+if importlib.util.find_spec("jax") is not None:
+    import jax
+
+    jax.config.update("jax_default_matmul_precision", "highest")
 
 if importlib.util.find_spec("sat_fast._core") is None:
     raise RuntimeError(

@@ -38,6 +38,12 @@ for dtype in ("f4", "f8"):
     res = _core.reduce_rle(maps, np.array([0, k, 2 * k]), np.arange(2 * k + 1), inst, np.concatenate(counts),
                            unassigned=True, threads=1)
     out.update({f"{dtype}_rle_{key}": a for key, a in res.items()})
+# 16 segments, every label a segment (the vectorised noise path), on data where the minimum of a segment is a
+# zero of either sign: which one depends on the order in which the extremes were merged
+for name in ("xf4", "xzeros"):
+    for labels in ("noise_no_ignored", "noise_i32", "noise_u16"):
+        res = sat_fast.segment_stats(d[name], d[labels], num_segments=16, threads=2)
+        out.update({f"k16_{name}_{labels}_{k}": res[k] for k in res})
 out["variant"] = np.array(_core.kernel_variant())
 np.savez(sys.argv[2], **out)
 """
@@ -72,6 +78,11 @@ def test_fused_adds_round_like_the_portable_kernel(tmp_path):
     data["noise_no_ignored"] = rng.integers(0, 16, (b, h, w)).astype(np.uint8)
     data["noise_i32"] = rng.integers(0, 16, (b, h, w)).astype(np.int32)
     data["noise_u16"] = rng.integers(0, 16, (b, h, w)).astype(np.uint16)
+    # non-negative float32 with many zeros of both signs: which zero a segment's minimum is depends on the order
+    zeros = np.abs(rng.standard_normal((b, h, w))).astype(np.float32)
+    where = rng.random((b, h, w)) < 0.3
+    zeros[where] = np.where(rng.random(int(where.sum())) < 0.5, np.float32(0.0), np.float32(-0.0))
+    data["xzeros"] = zeros
     yy, xx = np.mgrid[:h, :w]
     k = 6
     masks = np.zeros((b, k, h, w), bool)
