@@ -32,13 +32,15 @@ inline void bad_label(ChunkResult& r, int64_t i, L l) {
 // Mean run length of the first pixels decides between the run-aware path and
 // the per-pixel paths. It depends only on the chunk's own labels and on K, so
 // the choice (and with it the rounding) is the same for any thread count.
-// Runs of varying length cost about twice what runs of one length do (branch
-// mispredictions per run); the lane path costs more on runs than on noise
+// Runs of varying length cost up to twice what runs of one length do (mean
+// 32: 22 vs 13 ns per run); the lane path costs more on runs than on noise
 // (pixel i and i + kLaneSets then often update the same accumulator). Both
 // measured on K = 16 labels with run lengths drawn uniformly around the mean
 // (issue 14, one thread, in cache): the runs path costs 1.76x the lane path
-// at a mean of 8, 1.31x at 12, 1.07x at 16 and 0.97x at 20. Against the
-// scatter path (K + 2 > kMaxLaneSlots) it wins from a mean of 4 up.
+// at a mean of 8, 1.31x at 12, 1.07x at 16 and 0.97x at 20. Out of cache on
+// two threads the runs path does relatively better (it wins from a mean of
+// about 13 on SLIC superpixels), so 18 is a compromise. Against the scatter
+// path (K + 2 > kMaxLaneSlots) the runs path wins from a mean of 4 up.
 constexpr int64_t kRunSample = 1024;
 constexpr int64_t kMinMeanRunVsLanes = 18;
 constexpr int64_t kMinMeanRunVsScatter = 8;
