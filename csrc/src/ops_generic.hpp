@@ -33,8 +33,10 @@ struct GenericOps {
     }
   }
 
+  // The eight lanes' sum in the order of leaf_common.hpp.
+  static double fold_sum(const double* v) { return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7])); }
+
   static Accumulator run_fold(const RunLanes& l, int64_t count) {
-    auto add8 = [](const double* v) { return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7])); };
     auto min8 = [](const double* v) {
       double h[4], g[2];
       for (int j = 0; j < 4; ++j) h[j] = vmin(v[j], v[j + 4]);
@@ -47,7 +49,7 @@ struct GenericOps {
       for (int j = 0; j < 2; ++j) g[j] = vmax(h[j], h[j + 2]);
       return vmax(g[0], g[1]);
     };
-    return Accumulator{add8(l.p), add8(l.q), add8(l.s), min8(l.mn), max8(l.mx), count};
+    return Accumulator{fold_sum(l.p), fold_sum(l.q), fold_sum(l.s), min8(l.mn), max8(l.mx), count};
   }
 
   template <class T>
@@ -67,8 +69,7 @@ struct GenericOps {
       p[j] = p[j] + vmax(0.0, v);
       q[j] = q[j] + vmin(0.0, v);
     }
-    auto add8 = [](const double* v) { return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7])); };
-    return SignedSums{add8(p), add8(q)};
+    return SignedSums{fold_sum(p), fold_sum(q)};
   }
 
   static void add_pixel(PixelAccumulator& a, double v) { acc_add_pixel(a, v); }

@@ -623,12 +623,33 @@ bool image_prefers_area(const RleInput& in, int64_t b, int64_t hw) {
   return prefer_area(area, runs, hw);
 }
 
-template <class T>
-Error reduce_by_area(const RleInput& in, const StatsOutput& out, int64_t b, Scratch& sc) {
+// Each segment of image b (its instances' runs joined), then its unassigned
+// pixels when asked, reduced by reduce(runs, acc) into its output row.
+template <class F>
+Error reduce_segments(const RleInput& in, const StatsOutput& out, int64_t b, Scratch& sc, F&& reduce) {
   const RleImage& img = in.images[b];
-  const T* x = static_cast<const T*>(img.saliency);
-  const int64_t h = img.height, w = img.width, hw = h * w;
-  const int64_t s0 = in.image_segments[b], s1 = in.image_segments[b + 1];
+  const int64_t h = img.height, w = img.width;
+  sc.all.clear();
+  for (int64_t seg = in.image_segments[b]; seg < in.image_segments[b + 1]; ++seg) {
+    if (const Error e = segment_runs(in, b, seg, h, w, sc)) return e;
+    Accumulator a = acc_identity();
+    reduce(sc.runs, a);
+    acc_store(a, out, seg);
+    if (in.unassigned) sc.all.insert(sc.all.end(), sc.runs.begin(), sc.runs.end());
+  }
+  if (in.unassigned) {
+    unassigned_runs(h * w, sc);
+    Accumulator a = acc_identity();
+    reduce(sc.gaps, a);
+    acc_store(a, out, in.image_segments[in.num_images] + b);
+  }
+  return Error{};
+}
+
+template <class T>
+Error reduce_by_area(const RleInput& in, const StatsOutput& out, int64_t b, const T* x, int64_t h, int64_t w,
+                     Scratch& sc) {
+  const int64_t hw = h * w;
   const KernelTable& k = kernels();
   const int type = in.saliency_type == SaliencyType::F32 ? 0 : 1;
   // The image totals, which also tell whether any pixel is non-finite: NaN
@@ -650,20 +671,10 @@ Error reduce_by_area(const RleInput& in, const StatsOutput& out, int64_t b, Scra
   std::vector<T>& xt = sc.transposed(x);
   xt.resize(static_cast<size_t>(hw));
   k.transpose[type](x, h, w, xt.data());
-  sc.all.clear();
-  for (int64_t seg = s0; seg < s1; ++seg) {
-    if (const Error e = segment_runs(in, b, seg, h, w, sc)) return e;
-    Accumulator a = acc_identity();
-    k.reduce_runs[type](xt.data(), sc.runs.data(), static_cast<int64_t>(sc.runs.size()), skip, &a);
-    acc_store(a, out, seg);
-    if (in.unassigned) sc.all.insert(sc.all.end(), sc.runs.begin(), sc.runs.end());
-  }
-  if (in.unassigned) {
-    unassigned_runs(hw, sc);
-    Accumulator a = acc_identity();
-    k.reduce_runs[type](xt.data(), sc.gaps.data(), static_cast<int64_t>(sc.gaps.size()), skip, &a);
-    acc_store(a, out, in.image_segments[in.num_images] + b);
-  }
+  const Error e = reduce_segments(in, out, b, sc, [&](const std::vector<PixelRun>& runs, Accumulator& a) {
+    k.reduce_runs[type](xt.data(), runs.data(), static_cast<int64_t>(runs.size()), skip, &a);
+  });
+  if (e) return e;
   out.total_pos[b] = all.pos;
   out.total_neg[b] = all.neg;
   out.nonfinite[b] = nonfinite;
@@ -675,29 +686,17 @@ Error reduce_image(const RleInput& in, const StatsOutput& out, int64_t b, Scratc
   const RleImage& img = in.images[b];
   const T* x = static_cast<const T*>(img.saliency);
   const int64_t h = img.height, w = img.width, hw = h * w;
-  const int64_t s0 = in.image_segments[b], s1 = in.image_segments[b + 1];
-  const int64_t total_segments = in.image_segments[in.num_images];
   if (hw == 0) return Error{};
   const bool by_area = in.path == RlePath::area || (in.path == RlePath::automatic && image_prefers_area(in, b, hw));
-  if (by_area) return reduce_by_area<T>(in, out, b, sc);
+  if (by_area) return reduce_by_area(in, out, b, x, h, w, sc);
   Summary<T>& s = sc.summary(x);
   const int64_t bad = summarise(s, x, h, w, in.skip_nonfinite);
   if (bad >= 0) return nonfinite_error(b, bad / w, bad % w, static_cast<double>(x[bad]));
   const Image<T> image{s, in.skip_nonfinite, 1.0 / static_cast<double>(h)};
-  sc.all.clear();
-  for (int64_t seg = s0; seg < s1; ++seg) {
-    if (const Error e = segment_runs(in, b, seg, h, w, sc)) return e;
-    Accumulator a = acc_identity();
-    for (const PixelRun& r : sc.runs) image.run(a, r.begin, r.end);
-    acc_store(a, out, seg);
-    if (in.unassigned) sc.all.insert(sc.all.end(), sc.runs.begin(), sc.runs.end());
-  }
-  if (in.unassigned) {
-    unassigned_runs(hw, sc);
-    Accumulator a = acc_identity();
-    for (const PixelRun& r : sc.gaps) image.run(a, r.begin, r.end);
-    acc_store(a, out, total_segments + b);
-  }
+  const Error e = reduce_segments(in, out, b, sc, [&](const std::vector<PixelRun>& runs, Accumulator& a) {
+    for (const PixelRun& r : runs) image.run(a, r.begin, r.end);
+  });
+  if (e) return e;
   out.total_pos[b] = s.total_pos;
   out.total_neg[b] = s.total_neg;
   out.nonfinite[b] = s.has_nonfinite ? s.qnf[w] : 0;
