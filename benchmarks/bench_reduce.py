@@ -11,6 +11,9 @@ same number of threads: sat_fast._bench_probe when it was built with
 threads, reported as such), sat_fast and the baselines are timed in
 interleaved repeats; the fractions of the read limit and the speedups are
 medians of same-repeat ratios, so that load from other processes cancels.
+Each timed call follows an untimed call of the same method (--settle), so
+that one method's leftovers (torch's spinning OpenMP workers) are not
+charged to the next.
 
     python benchmarks/bench_reduce.py            # full run (~2-4 minutes)
     python benchmarks/bench_reduce.py --quick    # smaller batch, fewer repeats
@@ -102,15 +105,22 @@ def read_probe(threads: int):
         return "numpy xor on Python threads (sat_fast._bench_probe not built)", numpy_probe
 
 
-def interleaved(fns: dict, repeats: int) -> dict[str, list[float]]:
+def interleaved(fns: dict, repeats: int, settle: int = 1) -> dict[str, list[float]]:
     """Seconds of every repeat of every function; each repeat runs all of them in turn (rotating the order),
-    so that load from other processes hits every method alike and ratios can be taken repeat by repeat."""
+    so that load from other processes hits every method alike and ratios can be taken repeat by repeat.
+
+    Each timed call follows ``settle`` untimed calls of the same function: what the previous method leaves
+    behind is not charged to the next one. torch's OpenMP workers keep spinning for milliseconds after
+    ``scatter_add_`` returns, and on a 2-core machine whatever is timed right after it loses the cores (a
+    sat_fast call measured 14.6 ms after torch and 7.9 ms after itself)."""
     for fn in fns.values():
         fn()  # warm-up (and JIT compilation)
     times: dict[str, list[float]] = {k: [] for k in fns}
     names = list(fns)
     for i in range(repeats):
         for name in names[i % len(names) :] + names[: i % len(names)]:
+            for _ in range(settle):
+                fns[name]()
             t0 = time.perf_counter()
             fns[name]()
             times[name].append(time.perf_counter() - t0)
@@ -132,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--repeats", type=int, default=9)
     p.add_argument("--threads", type=int, default=_core.default_threads())
+    p.add_argument("--settle", type=int, default=1, help="untimed calls of a method before each timed one (0: none)")
     p.add_argument("--quick", action="store_true", help="batch 64, 5 repeats")
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--jax", action="store_true", help="also time jax.ops.segment_sum (slow to compile)")
@@ -221,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             data = jnp.asarray(flat)
             seg = jax.jit(lambda d, i: jax.ops.segment_sum(d, i, num_segments=b * k))
             fns["jax.ops.segment_sum (sum)"] = lambda: seg(data, ids).block_until_ready()
-        times = interleaved(fns, args.repeats)
+        times = interleaved(fns, args.repeats, args.settle)
         ours = times["sat_fast (all stats)"]
         summary = {
             "case": case,
@@ -251,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
             "sat_fast pack_masks (once per mask set)": lambda: sat_fast.pack_masks(masks, threads=t),
         },
         args.repeats,
+        args.settle,
     )
     case = f"masks K={k}"
     for name, ts in times.items():
