@@ -44,6 +44,11 @@ for name in ("xf4", "xzeros"):
     for labels in ("noise_no_ignored", "noise_i32", "noise_u16"):
         res = sat_fast.segment_stats(d[name], d[labels], num_segments=16, threads=2)
         out.update({f"k16_{name}_{labels}_{k}": res[k] for k in res})
+# the runs path on the same zeros: each run's extremes are folded, then merged into its segment's; which zero
+# the minimum (and, on the negated data, the maximum) is depends on the operand order of every step
+for name in ("xzeros", "xnegzeros"):
+    res = sat_fast.segment_stats(d[name], d["runs"], num_segments=17, threads=2)
+    out.update({f"runs_{name}_{k}": res[k] for k in res})
 out["variant"] = np.array(_core.kernel_variant())
 np.savez(sys.argv[2], **out)
 """
@@ -83,6 +88,7 @@ def test_fused_adds_round_like_the_portable_kernel(tmp_path):
     where = rng.random((b, h, w)) < 0.3
     zeros[where] = np.where(rng.random(int(where.sum())) < 0.5, np.float32(0.0), np.float32(-0.0))
     data["xzeros"] = zeros
+    data["xnegzeros"] = -zeros
     yy, xx = np.mgrid[:h, :w]
     k = 6
     masks = np.zeros((b, k, h, w), bool)

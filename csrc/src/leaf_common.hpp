@@ -7,6 +7,8 @@
 //   static RunLanes run_start(const T*);   (lanes at identity; RunLanes is the Ops' own type)
 //   static void run_add(RunLanes& l, const T* x, int64_t n);
 //   static Accumulator run_fold(const RunLanes& l, int64_t count);
+//   static void merge_run(Accumulator& acc, const RunLanes& l, int64_t count);
+//       (acc_merge(acc, run_fold(l, count)), bitwise equal to it)
 //   static void add_pixel(PixelAccumulator& a, double v);
 //   template <class T, class L> static void add_pixels(const T* x, const L* lab, int64_t n,
 //       PixelAccumulator* const* set);  (add_pixel of pixel i into set[i % kLaneSets][lab[i]],
@@ -58,15 +60,23 @@ SAT_ALWAYS_INLINE int64_t for_each_finite_range(const T* x, int64_t a, int64_t b
   return skipped;
 }
 
+// acc_merge(acc, Ops::reduce(x, n)).
+template <class Ops, class T>
+SAT_ALWAYS_INLINE void merge_reduced(Accumulator& acc, const T* x, int64_t n) {
+  auto l = Ops::run_start(x);
+  Ops::run_add(l, x, n);
+  Ops::merge_run(acc, l, n);
+}
+
 // Reduces x[a, b) into acc, skipping non-finite pixels when asked; returns
 // the number skipped.
 template <class Ops, bool Skip, class T>
 SAT_ALWAYS_INLINE int64_t add_range(Accumulator& acc, const T* x, int64_t a, int64_t b) {
   if constexpr (!Skip) {
-    acc_merge(acc, Ops::reduce(x + a, b - a));
+    merge_reduced<Ops>(acc, x + a, b - a);
     return 0;
   } else {
-    return for_each_finite_range(x, a, b, [&](int64_t i, int64_t j) { acc_merge(acc, Ops::reduce(x + i, j - i)); });
+    return for_each_finite_range(x, a, b, [&](int64_t i, int64_t j) { merge_reduced<Ops>(acc, x + i, j - i); });
   }
 }
 

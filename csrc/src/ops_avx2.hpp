@@ -129,6 +129,8 @@ struct Avx2Ops {
     return run_fold(l, n);
   }
 
+  static inline void merge_run(Accumulator& acc, const Lanes& l, int64_t count) { acc_merge(acc, run_fold(l, count)); }
+
   // float32 input: min and max are taken on the float lanes before widening
   // (exact, and half the instructions). The sums go through fused
   // multiply-adds that round exactly like the separate operations: x * x is
@@ -195,6 +197,37 @@ struct Avx2Ops {
     FloatSums l = run_start(x);
     run_add(l, x, n);
     return run_fold(l, n);
+  }
+
+  // acc_merge(acc, run_fold(l, count)), bit for bit, in fewer operations:
+  // the three sums are folded together (their lane vectors transposed, so
+  // that each add of the fold does all three, in the fold's order) and added
+  // to acc's pos, neg and sq with one vector add; min and the negated max
+  // are folded together on the float lanes (max(a, b) and -min(-a, -b) pick
+  // the same operand, signed zeros included; widening is exact). Label runs
+  // fold once per run, so this is part of every run's fixed cost.
+  static inline void merge_run(Accumulator& acc, const FloatSums& l, int64_t count) {
+    const __m256d zero = _mm256_setzero_pd();
+    const __m256d p = _mm256_add_pd(l.p0, l.p1), q = _mm256_add_pd(l.q0, l.q1), sq = _mm256_add_pd(l.s0, l.s1);
+    const __m256d pq02 = _mm256_unpacklo_pd(p, q), pq13 = _mm256_unpackhi_pd(p, q);
+    const __m256d s02 = _mm256_unpacklo_pd(sq, zero), s13 = _mm256_unpackhi_pd(sq, zero);
+    // c_j = (p_j, q_j, sq_j, 0); the fold is (c0 + c2) + (c1 + c3).
+    const __m256d c0 = _mm256_permute2f128_pd(pq02, s02, 0x20), c2 = _mm256_permute2f128_pd(pq02, s02, 0x31);
+    const __m256d c1 = _mm256_permute2f128_pd(pq13, s13, 0x20), c3 = _mm256_permute2f128_pd(pq13, s13, 0x31);
+    const __m256d sums = _mm256_add_pd(_mm256_add_pd(c0, c2), _mm256_add_pd(c1, c3));
+    // Lanes 0-3: min; 4-7: -max. Each step is the fold's: lane j with lane
+    // j + 4, then j with j + 2, then 0 with 1, first operand first.
+    const __m256 nmx = _mm256_xor_ps(l.mx, _mm256_set1_ps(-0.0f));
+    __m256 e = _mm256_min_ps(_mm256_permute2f128_ps(l.mn, nmx, 0x20), _mm256_permute2f128_ps(l.mn, nmx, 0x31));
+    e = _mm256_min_ps(e, _mm256_permute_ps(e, _MM_SHUFFLE(1, 0, 3, 2)));
+    e = _mm256_min_ps(e, _mm256_permute_ps(e, _MM_SHUFFLE(2, 3, 0, 1)));
+    const double mn = static_cast<double>(_mm256_cvtss_f32(e));
+    const double mx = -static_cast<double>(_mm_cvtss_f32(_mm256_extractf128_ps(e, 1)));
+    const __m256d a = _mm256_load_pd(&acc.pos);  // pos, neg, sq, min
+    const __m256d m = _mm256_set1_pd(vmin(acc.min, mn));
+    _mm256_store_pd(&acc.pos, _mm256_blend_pd(_mm256_add_pd(a, sums), m, 0x8));
+    acc.max = vmax(acc.max, mx);
+    acc.count += count;
   }
 
   // Only pos and neg of reduce (the image totals of the mask and RLE paths):

@@ -59,6 +59,8 @@ struct GenericOps {
     return run_fold(l, n);
   }
 
+  static void merge_run(Accumulator& acc, const RunLanes& l, int64_t count) { acc_merge(acc, run_fold(l, count)); }
+
   // pos and neg of reduce alone (same lanes and fold, so the same bits).
   template <class T>
   static SignedSums reduce_signed(const T* x, int64_t n) {
