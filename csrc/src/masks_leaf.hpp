@@ -61,7 +61,7 @@ inline void mask_segments(const T* x, const MaskChunkArgs& a, ChunkScratch& s) {
       if (b < e) add_range_lanes<Ops, Skip>(lanes, count, x, b, e);
     });
     if (count > 0) {
-      acc_merge(s.acc[k], Ops::run_fold(lanes, count));
+      Ops::merge_run(s.acc[k], lanes, count);
       s.touched[s.n_touched++] = k;
     }
   }
@@ -83,7 +83,7 @@ inline void mask_segments(const T* x, const MaskChunkArgs& a, ChunkScratch& s) {
       if (b < e) add_range_lanes<Ops, Skip>(lanes, count, x, b, e);
     });
     if (count > 0) {
-      acc_merge(s.acc[a.num_segments], Ops::run_fold(lanes, count));
+      Ops::merge_run(s.acc[a.num_segments], lanes, count);
       s.touched[s.n_touched++] = a.num_segments;
     }
   }
