@@ -5,8 +5,8 @@ uint8 labels, a batch of 512 images. Voronoi labels are the realistic case
 (spatially coherent segments), uniform noise the worst case, packed
 overlapping ellipse masks (K=32) the mask path. Baselines compute only the
 per-segment sum; sat_fast computes all statistics. Per case, the read probe
-(the same bytes: saliency + labels, or saliency + bit planes, read with the
-same number of threads: sat_fast._bench_probe when it was built with
+(the very arrays sat_fast reads: saliency + labels, or saliency + bit planes,
+each read by the same number of threads: sat_fast._bench_probe when it was built with
 -Ccmake.define.SAT_FAST_BENCH_PROBE=ON, else numpy's xor reduction on Python
 threads, reported as such), sat_fast and the baselines are timed in
 interleaved repeats; the fractions of the read limit and the speedups are
@@ -90,17 +90,28 @@ def mean_run_length(labels: np.ndarray) -> float:
 
 
 def read_probe(threads: int):
-    """(name, fn(buffer)) reading every byte of a buffer with `threads` threads."""
+    """(name, fn(arrays)) reading every byte of each array with `threads` threads (thread t the t-th part of
+    each): the very bytes the kernel reads, where they lie in memory."""
     try:
         from sat_fast import _bench_probe  # type: ignore[attr-defined]
 
-        return "C++ (sat_fast._bench_probe)", lambda buf: _bench_probe.read_probe(buf, threads=threads)
+        return "C++ (sat_fast._bench_probe)", lambda arrays: _bench_probe.read_probe(arrays, threads=threads)
     except ImportError:
         pool = ThreadPoolExecutor(threads)
 
-        def numpy_probe(buf: np.ndarray) -> int:
-            words = buf[: buf.nbytes // 8 * 8].view(np.uint64)  # numpy releases the GIL in the reduction
-            return int(np.bitwise_xor.reduce(list(pool.map(np.bitwise_xor.reduce, np.array_split(words, threads)))))
+        def numpy_probe(arrays: list[np.ndarray]) -> int:
+            def part(t: int) -> int:
+                acc = 0
+                for a in arrays:
+                    flat = a.reshape(-1).view(np.uint8)
+                    words = flat[: flat.size // 8 * 8].view(np.uint64)  # numpy releases the GIL in the reduction
+                    acc ^= int(np.bitwise_xor.reduce(np.array_split(words, threads)[t]))
+                return acc
+
+            out = 0
+            for v in pool.map(part, range(threads)):
+                out ^= v
+            return out
 
         return "numpy xor on Python threads (sat_fast._bench_probe not built)", numpy_probe
 
@@ -169,12 +180,6 @@ def main(argv: list[str] | None = None) -> int:
 
     probe_name, probe_fn = read_probe(t)
 
-    def probe_buffer(nbytes: int) -> np.ndarray:
-        buf = np.empty(nbytes, np.uint8)
-        buf[: sal.nbytes] = sal.view(np.uint8).ravel()
-        buf[sal.nbytes :] = 1
-        return buf
-
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"threads={t}, kernel={_core.kernel_variant()}, load average {os.getloadavg()[0]:.1f}"
@@ -209,11 +214,10 @@ def main(argv: list[str] | None = None) -> int:
             lab = rng.integers(0, k, (b, h, w)).astype(np.uint8)
         case = f"{pattern} K={k}"
         nbytes = sal.nbytes + lab.nbytes
-        probe = probe_buffer(nbytes)
         offsets = (lab.reshape(b, -1).astype(np.int64) + (np.arange(b, dtype=np.int64) * k)[:, None]).ravel()
         flat = sal.ravel()
         fns = {
-            "read probe (same bytes)": lambda: probe_fn(probe),
+            "read probe (same bytes)": lambda: probe_fn([sal, lab]),
             "sat_fast (all stats)": lambda: sat_fast.segment_stats(sal, lab, num_segments=k, threads=t),
             "np.bincount (sum)": lambda: np.bincount(offsets, weights=flat, minlength=b * k),
         }
@@ -246,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
                 summary[f"speedup_vs {name}"] = median_ratio(ts, ours)
         cases.append(summary)
         # release the large buffers before the next case
-        probe, offsets, lab = np.empty(0, np.uint8), np.empty(0, np.int64), np.empty((0, 0, 0), np.uint8)
+        offsets, lab = np.empty(0, np.int64), np.empty((0, 0, 0), np.uint8)
         index = src = None
 
     k = 32
@@ -254,10 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     coverage = masks.mean() * k
     packed = sat_fast.pack_masks(masks, threads=t)
     nbytes = sal.nbytes + packed.words.nbytes
-    probe = probe_buffer(nbytes)
     times = interleaved(
         {
-            "read probe (same bytes)": lambda: probe_fn(probe),
+            "read probe (same bytes)": lambda: probe_fn([sal, packed.words]),
             "sat_fast (all stats, packed)": lambda: sat_fast.segment_stats(sal, masks=packed, threads=t),
             "sat_fast pack_masks (once per mask set)": lambda: sat_fast.pack_masks(masks, threads=t),
         },
@@ -280,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             "read_limit_gb_s": nbytes / statistics.median(times["read probe (same bytes)"]) / 1e9,
         }
     )
-    masks, probe = np.empty((0, 0, 0, 0), bool), np.empty(0, np.uint8)  # release
+    masks = np.empty((0, 0, 0, 0), bool)  # release
 
     print(f"\n{'case':<12} {'method':<40} {'images/s':>10} {'GB/s':>6} {'ns/px':>6} {'cyc/px/thr':>10}")
     for r in rows:

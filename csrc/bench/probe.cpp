@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstring>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -64,31 +65,43 @@ using XorFn = uint64_t (*)(const uint8_t*, int64_t);
 XorFn choose_xor() { return &xor_generic; }
 #endif
 
-uint64_t read_probe(const py::array& data, std::optional<int> threads) {
-  if (!(data.flags() & py::array::c_style)) throw py::value_error("data must be C-contiguous");
+// Thread t reads the t-th part of every array, so the probe reads exactly
+// the bytes a kernel given these arrays reads, where they are, in one pass.
+uint64_t read_probe(const std::vector<py::array>& arrays, std::optional<int> threads) {
   const int n = threads ? std::max(*threads, 1) : sat::default_threads();
-  const auto* p = static_cast<const uint8_t*>(data.data());
-  const int64_t bytes = data.nbytes();
+  std::vector<std::pair<const uint8_t*, int64_t>> spans;
+  for (const py::array& a : arrays) {
+    if (!(a.flags() & py::array::c_style)) throw py::value_error("every array must be C-contiguous");
+    spans.emplace_back(static_cast<const uint8_t*>(a.data()), static_cast<int64_t>(a.nbytes()));
+  }
   static const XorFn fn = choose_xor();
   py::gil_scoped_release release;
-  const int64_t part = (bytes + n - 1) / n;
   std::vector<uint64_t> partial(static_cast<size_t>(n), 0);
   sat::parallel_units(
       n, n, [](int) { return 0; },
       [&](int, int64_t t) {
-        const int64_t b = t * part;
-        const int64_t e = std::min(bytes, b + part);
-        if (b < e) partial[static_cast<size_t>(t)] = fn(p + b, e - b);
+        uint64_t acc = 0;
+        for (const auto& [p, bytes] : spans) {
+          const int64_t part = (bytes + n - 1) / n;
+          const int64_t b = t * part;
+          const int64_t e = std::min(bytes, b + part);
+          if (b < e) acc ^= fn(p + b, e - b);
+        }
+        partial[static_cast<size_t>(t)] = acc;
       });
   uint64_t r = 0;
   for (uint64_t v : partial) r ^= v;
   return r;
 }
 
+uint64_t read_probe_one(const py::array& data, std::optional<int> threads) { return read_probe({data}, threads); }
+
 }  // namespace
 
 PYBIND11_MODULE(_bench_probe, m) {
   m.doc() = "Benchmark-only probes for benchmarks/bench_reduce.py (not part of sat_fast).";
-  m.def("read_probe", &read_probe, py::arg("data"), py::arg("threads") = py::none(),
+  m.def("read_probe", &read_probe_one, py::arg("data"), py::arg("threads") = py::none(),
         "Reads every byte of a buffer with the given threads (memory-bandwidth probe).");
+  m.def("read_probe", &read_probe, py::arg("data"), py::arg("threads") = py::none(),
+        "Reads every byte of each array with the given threads, thread t the t-th part of each.");
 }
