@@ -85,7 +85,9 @@ class SegmentStats(Mapping[str, np.ndarray]):
         """
         full = _derived(raw)
         b = raw["count"].shape[0]
-        data: dict[str, np.ndarray] = {k: np.ascontiguousarray(a[:, :-1]) for k, a in full.items()}
+        # Views (each row contiguous), not copies: fresh copies of eight (B, K) arrays are page-faulted memory,
+        # about 1 ms per call at B = 512, K = 32 on the development VM (11% of a packed-masks call, issue 14).
+        data: dict[str, np.ndarray] = {k: a[:, :-1] for k, a in full.items()}
         data["total_sum"] = raw["total_pos"] + raw["total_neg"]
         data["total_abs"] = raw["total_pos"] - raw["total_neg"]
         data["pixels"] = np.full(b, height * width, dtype=np.int64) if pixels is None else np.asarray(pixels, np.int64)
