@@ -1,9 +1,8 @@
 // Pieces shared by the label and mask leaf kernels (labels_leaf.hpp,
 // masks_leaf.hpp), written once against an `Ops` policy that supplies the
 // instruction-set specific parts (ops_generic.hpp, ops_avx2.hpp):
-//   template <class T> static Accumulator reduce(const T* x, int64_t n);
 //   template <class T> static SignedSums reduce_signed(const T* x, int64_t n);
-//       (reduce's pos and neg alone, bitwise equal to them)
+//       (pos and neg of run_fold after run_start and one run_add, bitwise)
 //   static RunLanes run_start(const T*);   (lanes at identity; RunLanes is the Ops' own type)
 //   static void run_add(RunLanes& l, const T* x, int64_t n);
 //   static Accumulator run_fold(const RunLanes& l, int64_t count);
@@ -18,13 +17,13 @@
 //   template <class L> static int64_t run_end(const L* lab, int64_t i, int64_t n, L l);
 //   static void pack_plane(const uint8_t* m, int64_t pixels, uint64_t* out);
 //
-// Ops::reduce reduces one run of pixels: pixel i of a run is accumulated into
-// lane i % 8 (lanes start at +0 and +-inf); the lanes are then combined as
-// ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)). Every Ops::reduce must follow this
-// order exactly, so that every instruction set produces bitwise identical
-// results. reduce is run_start, run_add, run_fold; kernels that reduce
-// several runs into one accumulator call run_add once per run on the same
-// lanes (pixel i of each run into lane i % 8) and fold once.
+// A run of pixels is reduced by run_start, run_add and run_fold: pixel i of
+// the run is accumulated into lane i % 8 (lanes start at +0 and +-inf); the
+// lanes are then combined as ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)). Every
+// Ops must follow this order exactly, so that every instruction set produces
+// bitwise identical results. Kernels that reduce several runs into one
+// accumulator call run_add once per run on the same lanes (pixel i of each
+// run into lane i % 8) and fold once.
 //
 // Leaves work on raw pointers only and use no standard containers; like
 // everything inline here they live in the SAT_ISA namespace (see
@@ -60,7 +59,7 @@ SAT_ALWAYS_INLINE int64_t for_each_finite_range(const T* x, int64_t a, int64_t b
   return skipped;
 }
 
-// acc_merge(acc, Ops::reduce(x, n)).
+// One run of n pixels reduced and merged into acc.
 template <class Ops, class T>
 SAT_ALWAYS_INLINE void merge_reduced(Accumulator& acc, const T* x, int64_t n) {
   auto l = Ops::run_start(x);

@@ -123,12 +123,6 @@ struct Avx2Ops {
                        hmin(l.mn0, l.mn1), hmax(l.mx0, l.mx1), count};
   }
 
-  static Accumulator reduce(const double* x, int64_t n) {
-    Lanes l = run_start(x);
-    run_add(l, x, n);
-    return run_fold(l, n);
-  }
-
   static inline void merge_run(Accumulator& acc, const Lanes& l, int64_t count) { acc_merge(acc, run_fold(l, count)); }
 
   // float32 input: min and max are taken on the float lanes before widening
@@ -193,12 +187,6 @@ struct Avx2Ops {
     return Accumulator{hadd(l.p0, l.p1), hadd(l.q0, l.q1), hadd(l.s0, l.s1), hmin(mn0, mn1), hmax(mx0, mx1), count};
   }
 
-  static Accumulator reduce(const float* x, int64_t n) {
-    FloatSums l = run_start(x);
-    run_add(l, x, n);
-    return run_fold(l, n);
-  }
-
   // acc_merge(acc, run_fold(l, count)), bit for bit, in fewer operations:
   // the three sums are folded together (their lane vectors transposed, so
   // that each add of the fold does all three, in the fold's order) and added
@@ -230,7 +218,7 @@ struct Avx2Ops {
     acc.count += count;
   }
 
-  // Only pos and neg of reduce (the image totals of the mask and RLE paths):
+  // Only pos and neg of a run's fold (the image totals of the mask and RLE paths):
   // the same lanes, operations and fold, so the same bits, without the
   // squares and extremes nobody reads there.
   static SignedSums reduce_signed(const float* x, int64_t n) {

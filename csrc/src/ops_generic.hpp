@@ -52,16 +52,9 @@ struct GenericOps {
     return Accumulator{fold_sum(l.p), fold_sum(l.q), fold_sum(l.s), min8(l.mn), max8(l.mx), count};
   }
 
-  template <class T>
-  static Accumulator reduce(const T* x, int64_t n) {
-    RunLanes l = run_start(x);
-    run_add(l, x, n);
-    return run_fold(l, n);
-  }
-
   static void merge_run(Accumulator& acc, const RunLanes& l, int64_t count) { acc_merge(acc, run_fold(l, count)); }
 
-  // pos and neg of reduce alone (same lanes and fold, so the same bits).
+  // pos and neg of a run's fold alone (same lanes and fold, so the same bits).
   template <class T>
   static SignedSums reduce_signed(const T* x, int64_t n) {
     double p[8] = {}, q[8] = {};

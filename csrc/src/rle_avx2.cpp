@@ -21,7 +21,7 @@ namespace avx2 {
 namespace {
 
 // The sums through fused multiply-adds that round exactly like lane_update's
-// separate operations (see Avx2Ops::reduce): fma(v, 1, pos) == pos + v, and
+// separate operations (see Avx2Ops::FloatSums): fma(v, 1, pos) == pos + v, and
 // for float32 pixels fma(x, x, sq) == sq + x * x (x * x is exact in float64).
 struct Sums8 {
   __m256d p0, p1, q0, q1, s0, s1;
