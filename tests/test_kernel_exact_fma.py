@@ -44,9 +44,10 @@ for name in ("xf4", "xzeros"):
     for labels in ("noise_no_ignored", "noise_i32", "noise_u16"):
         res = sat_fast.segment_stats(d[name], d[labels], num_segments=16, threads=2)
         out.update({f"k16_{name}_{labels}_{k}": res[k] for k in res})
-# the runs path on the same zeros: each run's extremes are folded, then merged into its segment's; which zero
-# the minimum (and, on the negated data, the maximum) is depends on the operand order of every step
-for name in ("xzeros", "xnegzeros"):
+# the runs path on the same zeros: each run's sums are folded and merged, its extremes kept in its segment's lanes
+# across the chunk's runs and folded once; which zero the minimum (and, on the negated data, the maximum) is
+# depends on the operand order of every step
+for name in ("xzeros", "xnegzeros", "xsparsezeros", "xnegsparsezeros"):
     res = sat_fast.segment_stats(d[name], d["runs"], num_segments=17, threads=2)
     out.update({f"runs_{name}_{k}": res[k] for k in res})
 out["variant"] = np.array(_core.kernel_variant())
@@ -89,6 +90,13 @@ def test_fused_adds_round_like_the_portable_kernel(tmp_path):
     zeros[where] = np.where(rng.random(int(where.sum())) < 0.5, np.float32(0.0), np.float32(-0.0))
     data["xzeros"] = zeros
     data["xnegzeros"] = -zeros
+    # the same with few zeros: a segment's lanes see a zero or not (about half of them, with ~46 pixels of a segment
+    # per lane and chunk), so the order of the chunk's fold of the extremes lanes decides which zero is reported
+    sparse = np.abs(rng.standard_normal((b, h, w))).astype(np.float32)
+    where = rng.random((b, h, w)) < 0.015
+    sparse[where] = np.where(rng.random(int(where.sum())) < 0.5, np.float32(0.0), np.float32(-0.0))
+    data["xsparsezeros"] = sparse
+    data["xnegsparsezeros"] = -sparse
     yy, xx = np.mgrid[:h, :w]
     k = 6
     masks = np.zeros((b, k, h, w), bool)

@@ -5,10 +5,11 @@
 namespace sat {
 namespace chunked {
 
-ScratchSize label_scratch(int64_t num_segments, int64_t pixels) {
+ScratchSize label_scratch(int64_t num_segments, int64_t pixels, SaliencyType saliency) {
   const int64_t slots = num_segments + 1;
   ScratchSize size;
   size.second_set = true;
+  size.extremes = saliency == SaliencyType::F32;
   if (slots <= kMaxDirectSlots) {
     size.accumulators = slots;
     size.lanes = slots + 1 <= kMaxLaneSlots;
@@ -29,6 +30,8 @@ ThreadState::ThreadState(const ScratchSize& size) {
     if (!size.compact) touched2_.resize(n);
   }
   if (size.words) words_.resize(static_cast<size_t>(kChunkPixels / 64));
+  // Set by the kernel when a chunk first touches the accumulator.
+  if (size.extremes) extremes_.resize(n);
   // The lanes' stride is K + 2: the K + 1 slots and a trap slot for bad labels.
   if (size.lanes) {
     lanes_.resize(static_cast<size_t>(kLaneSets) * (n + 1));
@@ -46,6 +49,7 @@ ThreadState::ThreadState(const ScratchSize& size) {
     scratch.map_mask = cells - 1;
   }
   scratch.lanes = lanes_.empty() ? nullptr : lanes_.data();
+  scratch.extremes = extremes_.empty() ? nullptr : extremes_.data();
   scratch.acc = acc_.data();
   scratch.acc2 = acc2_.empty() ? nullptr : acc2_.data();
   scratch.touched = touched_.data();

@@ -42,13 +42,14 @@ struct ScratchSize {
   bool second_set = false;   // acc2 (and touched2 when direct)
   bool lanes = false;        // kLaneSets * (K + 2) PixelAccumulators for noisy label maps
   bool words = false;        // the unassigned-pixel mask of a chunk (masks)
+  bool extremes = false;     // ExtremeLanes per accumulator (label runs over float32)
 };
 
 // The scratch of the label kernels for K segments and images of `pixels`
 // pixels: direct up to kMaxDirectSlots slots, compact beyond. At most about
-// 10 MB a thread whatever K is (65,536 slots of 2 accumulators, their lists
-// and the map).
-ScratchSize label_scratch(int64_t num_segments, int64_t pixels);
+// 14 MB a thread whatever K is (65,536 slots of 2 accumulators and their
+// extreme lanes, their lists and the map).
+ScratchSize label_scratch(int64_t num_segments, int64_t pixels, SaliencyType saliency);
 
 class ThreadState {
  public:
@@ -67,6 +68,7 @@ class ThreadState {
   std::vector<int64_t> touched_, touched2_;
   std::vector<uint64_t> words_;
   std::vector<PixelAccumulator> lanes_;
+  std::vector<ExtremeLanes> extremes_;
   std::vector<int32_t> map_keys_, map_vals_, map_cell_;
 };
 

@@ -16,14 +16,15 @@ Error reduce_labels(const LabelsInput& in, const StatsOutput& out) {
   const char* x = static_cast<const char*>(in.saliency);
   const char* lab = static_cast<const char*>(in.labels);
   const int64_t pixels = in.height * in.width;
-  return chunked::drive(
-      in.images, pixels, chunked::Geometry{in.width, in.num_segments}, chunked::label_scratch(in.num_segments, pixels),
-      in.threads, out, [&](ChunkScratch& s, int64_t b, int64_t p0, int64_t n) {
-        const size_t offset = static_cast<size_t>(b * pixels + p0);
-        const LabelChunkArgs args{x + offset * xs, lab + offset * ls, n, in.num_segments, in.has_ignore,
-                                  in.ignore_index, in.skip_nonfinite};
-        return fn(args, s);
-      });
+  return chunked::drive(in.images, pixels, chunked::Geometry{in.width, in.num_segments},
+                        chunked::label_scratch(in.num_segments, pixels, in.saliency_type), in.threads, out,
+                        [&](ChunkScratch& s, int64_t b, int64_t p0, int64_t n) {
+                          const size_t offset = static_cast<size_t>(b * pixels + p0);
+                          const LabelChunkArgs args{x + offset * xs,  lab + offset * ls, n,
+                                                    in.num_segments,  in.has_ignore,     in.ignore_index,
+                                                    in.skip_nonfinite};
+                          return fn(args, s);
+                        });
 }
 
 }  // namespace sat

@@ -53,8 +53,24 @@ inline bool prefer_runs(const L* lab, int64_t n, int64_t min_mean_run) {
   return m >= min_mean_run * (changes + 1);
 }
 
+// One run of a segment over float32 saliency: the run's sums are folded and
+// merged into acc, its extremes stay in the segment's lanes (e).
+template <class Ops, class T>
+SAT_ALWAYS_INLINE void add_run_keep_extremes(Accumulator& acc, ExtremeLanes& e, const T* x, int64_t n) {
+  auto l = Ops::run_start(x, e);
+  Ops::run_add(l, x, n);
+  Ops::store_extremes(l, e);
+  Ops::merge_run_sums(acc, l, n);
+}
+
+// Label runs. Over float32 saliency a segment's min and max lanes are kept
+// across its runs in the chunk (pixel i of each run into lane i % 8, as a
+// mask's are) and folded once at the end: per run that saves the fold of the
+// extremes (about 5% on Voronoi K=16 and K=64, issue 14). The sums are folded
+// per run. Over float64 the whole run is folded and merged per run.
 template <class Ops, bool Skip, class T, class L>
 inline ChunkResult label_runs(const T* x, const L* lab, const LabelChunkArgs& a, ChunkScratch& s) {
+  constexpr bool kKeepExtremes = std::is_same<T, float>::value;
   ChunkResult r;
   int64_t i = 0;
   const int64_t n = a.pixels;
@@ -67,10 +83,29 @@ inline ChunkResult label_runs(const T* x, const L* lab, const LabelChunkArgs& a,
     }
     const int64_t j = Ops::run_end(lab, i + 1, n, l);
     const int64_t at = slot_index(s, slot);
-    r.nonfinite += add_range<Ops, Skip>(s.acc[at], x, i, j);
+    if constexpr (kKeepExtremes) {
+      Accumulator& acc = s.acc[at];
+      ExtremeLanes& e = s.extremes[at];
+      // A slot the chunk has not reduced yet: its lanes hold an earlier chunk's.
+      if (acc.count == 0) extremes_reset(e);
+      if constexpr (!Skip) {
+        add_run_keep_extremes<Ops>(acc, e, x + i, j - i);
+      } else {
+        r.nonfinite += for_each_finite_range(
+            x, i, j, [&](int64_t p, int64_t q) { add_run_keep_extremes<Ops>(acc, e, x + p, q - p); });
+      }
+    } else {
+      r.nonfinite += add_range<Ops, Skip>(s.acc[at], x, i, j);
+    }
     // A run of only non-finite pixels leaves count at 0: forget the slot.
     if (Skip && s.acc[at].count == 0 && s.n_touched > 0 && s.touched[s.n_touched - 1] == slot) forget_last(s);
     i = j;
+  }
+  if constexpr (kKeepExtremes) {
+    for (int64_t t = 0; t < s.n_touched; ++t) {
+      const int64_t at = is_compact(s) ? t : s.touched[t];
+      Ops::merge_extremes(s.acc[at], s.extremes[at]);
+    }
   }
   return r;
 }

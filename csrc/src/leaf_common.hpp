@@ -8,6 +8,12 @@
 //   static Accumulator run_fold(const RunLanes& l, int64_t count);
 //   static void merge_run(Accumulator& acc, const RunLanes& l, int64_t count);
 //       (acc_merge(acc, run_fold(l, count)), bitwise equal to it)
+//   static RunLanes run_start(const float*, const ExtremeLanes& e);  (sums at identity, min/max lanes from e)
+//   static void store_extremes(const RunLanes& l, ExtremeLanes& e);
+//   static void merge_run_sums(Accumulator& acc, const RunLanes& l, int64_t count);
+//       (pos, neg, sq and count of merge_run; min and max untouched)
+//   static void merge_extremes(Accumulator& acc, const ExtremeLanes& e);
+//       (min and max of acc_merge(acc, run_fold(lanes with e's extremes)))
 //   static void add_pixel(PixelAccumulator& a, double v);
 //   template <class T, class L> static void add_pixels(const T* x, const L* lab, int64_t n,
 //       PixelAccumulator* const* set);  (add_pixel of pixel i into set[i % kLaneSets][lab[i]],
@@ -23,7 +29,9 @@
 // Ops must follow this order exactly, so that every instruction set produces
 // bitwise identical results. Kernels that reduce several runs into one
 // accumulator call run_add once per run on the same lanes (pixel i of each
-// run into lane i % 8) and fold once.
+// run into lane i % 8) and fold once. Label runs over float32 do that for a
+// segment's min and max only (its ExtremeLanes, folded once per chunk) and
+// fold the sums per run (labels_leaf.hpp).
 //
 // Leaves work on raw pointers only and use no standard containers; like
 // everything inline here they live in the SAT_ISA namespace (see

@@ -192,9 +192,44 @@ struct Avx2Ops {
   // that each add of the fold does all three, in the fold's order) and added
   // to acc's pos, neg and sq with one vector add; min and the negated max
   // are folded together on the float lanes (max(a, b) and -min(-a, -b) pick
-  // the same operand, signed zeros included; widening is exact). Label runs
+  // the same operand, signed zeros included; widening is exact). Mask runs
   // fold once per run, so this is part of every run's fixed cost.
   static inline void merge_run(Accumulator& acc, const FloatSums& l, int64_t count) {
+    double mn, mx;
+    fold_extremes(l.mn, l.mx, mn, mx);
+    merge_sums(acc, l, vmin(acc.min, mn));
+    acc.max = vmax(acc.max, mx);
+    acc.count += count;
+  }
+
+  // Label runs over float32 (labels_leaf.hpp): a run's min and max lanes
+  // start from its segment's ExtremeLanes and go back there, and only its
+  // sums are folded and merged per run; merge_extremes folds the lanes once
+  // per chunk, in run_fold's order.
+  static FloatSums run_start(const float*, const ExtremeLanes& e) {
+    FloatSums l;
+    l.mn = _mm256_load_ps(e.min);
+    l.mx = _mm256_load_ps(e.max);
+    return l;
+  }
+  static inline void store_extremes(const FloatSums& l, ExtremeLanes& e) {
+    _mm256_store_ps(e.min, l.mn);
+    _mm256_store_ps(e.max, l.mx);
+  }
+  static inline void merge_run_sums(Accumulator& acc, const FloatSums& l, int64_t count) {
+    merge_sums(acc, l, acc.min);
+    acc.count += count;
+  }
+  static void merge_extremes(Accumulator& acc, const ExtremeLanes& e) {
+    double mn, mx;
+    fold_extremes(_mm256_load_ps(e.min), _mm256_load_ps(e.max), mn, mx);
+    acc.min = vmin(acc.min, mn);
+    acc.max = vmax(acc.max, mx);
+  }
+
+  // pos, neg and sq of acc plus the folded sums of l, and min set to `min`
+  // (stored with them: the four are one 256-bit vector).
+  static inline void merge_sums(Accumulator& acc, const FloatSums& l, double min) {
     const __m256d zero = _mm256_setzero_pd();
     const __m256d p = _mm256_add_pd(l.p0, l.p1), q = _mm256_add_pd(l.q0, l.q1), sq = _mm256_add_pd(l.s0, l.s1);
     const __m256d pq02 = _mm256_unpacklo_pd(p, q), pq13 = _mm256_unpackhi_pd(p, q);
@@ -203,19 +238,20 @@ struct Avx2Ops {
     const __m256d c0 = _mm256_permute2f128_pd(pq02, s02, 0x20), c2 = _mm256_permute2f128_pd(pq02, s02, 0x31);
     const __m256d c1 = _mm256_permute2f128_pd(pq13, s13, 0x20), c3 = _mm256_permute2f128_pd(pq13, s13, 0x31);
     const __m256d sums = _mm256_add_pd(_mm256_add_pd(c0, c2), _mm256_add_pd(c1, c3));
-    // Lanes 0-3: min; 4-7: -max. Each step is the fold's: lane j with lane
-    // j + 4, then j with j + 2, then 0 with 1, first operand first.
-    const __m256 nmx = _mm256_xor_ps(l.mx, _mm256_set1_ps(-0.0f));
-    __m256 e = _mm256_min_ps(_mm256_permute2f128_ps(l.mn, nmx, 0x20), _mm256_permute2f128_ps(l.mn, nmx, 0x31));
+    const __m256d a = _mm256_load_pd(&acc.pos);  // pos, neg, sq, min
+    _mm256_store_pd(&acc.pos, _mm256_blend_pd(_mm256_add_pd(a, sums), _mm256_set1_pd(min), 0x8));
+  }
+
+  // The min and max of eight float lanes, in run_fold's order: lanes 0-3 of
+  // e hold the min, 4-7 the negated max, and each step is the fold's: lane j
+  // with lane j + 4, then j with j + 2, then 0 with 1, first operand first.
+  static inline void fold_extremes(__m256 mn_lanes, __m256 mx_lanes, double& mn, double& mx) {
+    const __m256 nmx = _mm256_xor_ps(mx_lanes, _mm256_set1_ps(-0.0f));
+    __m256 e = _mm256_min_ps(_mm256_permute2f128_ps(mn_lanes, nmx, 0x20), _mm256_permute2f128_ps(mn_lanes, nmx, 0x31));
     e = _mm256_min_ps(e, _mm256_permute_ps(e, _MM_SHUFFLE(1, 0, 3, 2)));
     e = _mm256_min_ps(e, _mm256_permute_ps(e, _MM_SHUFFLE(2, 3, 0, 1)));
-    const double mn = static_cast<double>(_mm256_cvtss_f32(e));
-    const double mx = -static_cast<double>(_mm_cvtss_f32(_mm256_extractf128_ps(e, 1)));
-    const __m256d a = _mm256_load_pd(&acc.pos);  // pos, neg, sq, min
-    const __m256d m = _mm256_set1_pd(vmin(acc.min, mn));
-    _mm256_store_pd(&acc.pos, _mm256_blend_pd(_mm256_add_pd(a, sums), m, 0x8));
-    acc.max = vmax(acc.max, mx);
-    acc.count += count;
+    mn = static_cast<double>(_mm256_cvtss_f32(e));
+    mx = -static_cast<double>(_mm_cvtss_f32(_mm256_extractf128_ps(e, 1)));
   }
 
   // Only pos and neg of a run's fold (the image totals of the mask and RLE paths):

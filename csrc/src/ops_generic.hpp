@@ -54,6 +54,37 @@ struct GenericOps {
 
   static void merge_run(Accumulator& acc, const RunLanes& l, int64_t count) { acc_merge(acc, run_fold(l, count)); }
 
+  // Label runs over float32 (see Avx2Ops): extremes in the segment's
+  // ExtremeLanes across the chunk, sums folded per run.
+  template <class T>
+  static RunLanes run_start(const T* x, const ExtremeLanes& e) {
+    RunLanes l = run_start(x);
+    for (int j = 0; j < 8; ++j) {
+      l.mn[j] = static_cast<double>(e.min[j]);
+      l.mx[j] = static_cast<double>(e.max[j]);
+    }
+    return l;
+  }
+  // Exact: the lanes hold float32 values (or their infinities).
+  static void store_extremes(const RunLanes& l, ExtremeLanes& e) {
+    for (int j = 0; j < 8; ++j) {
+      e.min[j] = static_cast<float>(l.mn[j]);
+      e.max[j] = static_cast<float>(l.mx[j]);
+    }
+  }
+  static void merge_run_sums(Accumulator& acc, const RunLanes& l, int64_t count) {
+    acc.pos += fold_sum(l.p);
+    acc.neg += fold_sum(l.q);
+    acc.sq += fold_sum(l.s);
+    acc.count += count;
+  }
+  static void merge_extremes(Accumulator& acc, const ExtremeLanes& e) {
+    RunLanes l = run_start(static_cast<const float*>(nullptr), e);
+    const Accumulator f = run_fold(l, 0);
+    acc.min = vmin(acc.min, f.min);
+    acc.max = vmax(acc.max, f.max);
+  }
+
   // pos and neg of a run's fold alone (same lanes and fold, so the same bits).
   template <class T>
   static SignedSums reduce_signed(const T* x, int64_t n) {

@@ -72,6 +72,15 @@ struct alignas(64) PixelAccumulator {
   double unused[2];
 };
 
+// A segment's min and max lanes while a label kernel reduces its runs over
+// float32 saliency: lane j holds the extremes of the pixels the segment's runs
+// put in lane j (see leaf_common.hpp), kept across every run of a chunk and
+// folded once at its end. float is exact here: the values are float32.
+struct alignas(64) ExtremeLanes {
+  float min[8];
+  float max[8];
+};
+
 inline namespace SAT_ISA {
 
 // Branch-free min/max with the semantics of `a < b ? a : b` / `a > b ? a : b`
@@ -131,6 +140,13 @@ inline void acc_reset(Accumulator& a) {
   a.min = kInf;
   a.max = -kInf;
   a.count = 0;
+}
+
+inline void extremes_reset(ExtremeLanes& e) {
+  for (int j = 0; j < 8; ++j) {
+    e.min[j] = kInfinity<float>;
+    e.max[j] = -kInfinity<float>;
+  }
 }
 
 inline Accumulator acc_identity() {

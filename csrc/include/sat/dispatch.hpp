@@ -56,6 +56,7 @@ struct ChunkScratch {
   int64_t n_touched2 = 0;
   uint64_t* words = nullptr;          // kChunkPixels / 64 words for the unassigned mask
   PixelAccumulator* lanes = nullptr;  // kLaneSets * (slots + 1), at identity, or null
+  ExtremeLanes* extremes = nullptr;   // label runs over float32: one per accumulator, or null
   int32_t* map_keys = nullptr;        // compact scratch only
   int32_t* map_vals = nullptr;
   int32_t* map_cell = nullptr;
