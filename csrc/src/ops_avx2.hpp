@@ -197,7 +197,9 @@ struct Avx2Ops {
   static inline void merge_run(Accumulator& acc, const FloatSums& l, int64_t count) {
     double mn, mx;
     fold_extremes(l.mn, l.mx, mn, mx);
-    merge_sums(acc, l, vmin(acc.min, mn));
+    const __m256d a = _mm256_load_pd(&acc.pos);  // pos, neg, sq, min
+    _mm256_store_pd(&acc.pos,
+                    _mm256_blend_pd(_mm256_add_pd(a, folded_sums(l)), _mm256_set1_pd(vmin(acc.min, mn)), 0x8));
     acc.max = vmax(acc.max, mx);
     acc.count += count;
   }
@@ -217,7 +219,8 @@ struct Avx2Ops {
     _mm256_store_ps(e.max, l.mx);
   }
   static inline void merge_run_sums(Accumulator& acc, const FloatSums& l, int64_t count) {
-    merge_sums(acc, l, acc.min);
+    const __m256d a = _mm256_load_pd(&acc.pos);
+    _mm256_store_pd(&acc.pos, _mm256_blend_pd(_mm256_add_pd(a, folded_sums(l)), a, 0x8));
     acc.count += count;
   }
   static void merge_extremes(Accumulator& acc, const ExtremeLanes& e) {
@@ -227,9 +230,8 @@ struct Avx2Ops {
     acc.max = vmax(acc.max, mx);
   }
 
-  // pos, neg and sq of acc plus the folded sums of l, and min set to `min`
-  // (stored with them: the four are one 256-bit vector).
-  static inline void merge_sums(Accumulator& acc, const FloatSums& l, double min) {
+  // (p, q, sq, 0): the three sums of l, each folded in run_fold's order.
+  static inline __m256d folded_sums(const FloatSums& l) {
     const __m256d zero = _mm256_setzero_pd();
     const __m256d p = _mm256_add_pd(l.p0, l.p1), q = _mm256_add_pd(l.q0, l.q1), sq = _mm256_add_pd(l.s0, l.s1);
     const __m256d pq02 = _mm256_unpacklo_pd(p, q), pq13 = _mm256_unpackhi_pd(p, q);
@@ -237,9 +239,7 @@ struct Avx2Ops {
     // c_j = (p_j, q_j, sq_j, 0); the fold is (c0 + c2) + (c1 + c3).
     const __m256d c0 = _mm256_permute2f128_pd(pq02, s02, 0x20), c2 = _mm256_permute2f128_pd(pq02, s02, 0x31);
     const __m256d c1 = _mm256_permute2f128_pd(pq13, s13, 0x20), c3 = _mm256_permute2f128_pd(pq13, s13, 0x31);
-    const __m256d sums = _mm256_add_pd(_mm256_add_pd(c0, c2), _mm256_add_pd(c1, c3));
-    const __m256d a = _mm256_load_pd(&acc.pos);  // pos, neg, sq, min
-    _mm256_store_pd(&acc.pos, _mm256_blend_pd(_mm256_add_pd(a, sums), _mm256_set1_pd(min), 0x8));
+    return _mm256_add_pd(_mm256_add_pd(c0, c2), _mm256_add_pd(c1, c3));
   }
 
   // The min and max of eight float lanes, in run_fold's order: lanes 0-3 of
