@@ -11,9 +11,11 @@ each read by the same number of threads: sat_fast._bench_probe when it was built
 threads, reported as such), sat_fast and the baselines are timed in
 interleaved repeats; the fractions of the read limit and the speedups are
 medians of same-repeat ratios, so that load from other processes cancels.
-Each timed call follows an untimed call of the same method (--settle), so
-that one method's leftovers (torch's spinning OpenMP workers) are not
-charged to the next.
+Each timed call follows untimed calls of the same method (--settle, at
+least 20 ms of them: --settle-ms), so that one method's leftovers (torch's
+spinning OpenMP workers) are not charged to the next. Cycles per pixel use
+the core clock measured at the start (chains of dependent adds on every
+thread) when the probe module is built.
 
     python benchmarks/bench_reduce.py            # full run (~2-4 minutes)
     python benchmarks/bench_reduce.py --quick    # smaller batch, fewer repeats
@@ -116,22 +118,26 @@ def read_probe(threads: int):
         return "numpy xor on Python threads (sat_fast._bench_probe not built)", numpy_probe
 
 
-def interleaved(fns: dict, repeats: int, settle: int = 1) -> dict[str, list[float]]:
+def interleaved(fns: dict, repeats: int, settle: int = 1, settle_ms: float = 20.0) -> dict[str, list[float]]:
     """Seconds of every repeat of every function; each repeat runs all of them in turn (rotating the order),
     so that load from other processes hits every method alike and ratios can be taken repeat by repeat.
 
-    Each timed call follows ``settle`` untimed calls of the same function: what the previous method leaves
-    behind is not charged to the next one. torch's OpenMP workers keep spinning for milliseconds after
-    ``scatter_add_`` returns, and on a 2-core machine whatever is timed right after it loses the cores (a
-    sat_fast call measured 14.6 ms after torch and 7.9 ms after itself)."""
+    Each timed call follows untimed calls of the same function, ``settle`` of them and as many more as take
+    ``settle_ms`` milliseconds: what the previous method leaves behind is not charged to the next one. torch's
+    OpenMP workers keep spinning for milliseconds after ``scatter_add_`` returns, and on a 2-core machine
+    whatever is timed right after it loses the cores (a sat_fast call measured 14.6 ms after torch and 7.9 ms
+    after itself; a read of a 16 MB batch, 0.15 ms alone, took 3.7 ms right after torch even after one
+    untimed read)."""
     for fn in fns.values():
         fn()  # warm-up (and JIT compilation)
     times: dict[str, list[float]] = {k: [] for k in fns}
     names = list(fns)
     for i in range(repeats):
         for name in names[i % len(names) :] + names[: i % len(names)]:
-            for _ in range(settle):
+            start, calls = time.perf_counter(), 0
+            while calls < settle or (settle > 0 and (time.perf_counter() - start) * 1e3 < settle_ms):
                 fns[name]()
+                calls += 1
             t0 = time.perf_counter()
             fns[name]()
             times[name].append(time.perf_counter() - t0)
@@ -143,8 +149,21 @@ def median_ratio(num: list[float], den: list[float]) -> float:
     return statistics.median(a / b for a, b in zip(num, den, strict=True))
 
 
-# Nominal clock of the benchmark machine's vCPUs (lscpu "cpu MHz"); cycles per pixel below assume it.
+# Nominal clock of the benchmark machine's vCPUs (lscpu "cpu MHz"): cycles per pixel assume it only when the
+# clock cannot be measured (sat_fast._bench_probe not built). Its cores run at about 3.6 GHz under load.
 NOMINAL_GHZ = 2.6
+
+
+def core_clock(threads: int) -> tuple[float, str]:
+    """(GHz, how it was found): measured with `threads` busy threads when the probe module is built."""
+    try:
+        from sat_fast import _bench_probe  # type: ignore[attr-defined]
+    except ImportError:
+        return NOMINAL_GHZ, "nominal (sat_fast._bench_probe not built)"
+    ghz = _bench_probe.clock_ghz(threads=threads)
+    if ghz is None:
+        return NOMINAL_GHZ, "nominal (no add-chain timer on this CPU)"
+    return float(ghz), "measured (dependent-add chains, all threads busy)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=9)
     p.add_argument("--threads", type=int, default=_core.default_threads())
     p.add_argument("--settle", type=int, default=1, help="untimed calls of a method before each timed one (0: none)")
+    p.add_argument(
+        "--settle-ms", type=float, default=20.0, help="and more untimed calls until this many milliseconds have passed"
+    )
     p.add_argument("--quick", action="store_true", help="batch 64, 5 repeats")
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--jax", action="store_true", help="also time jax.ops.segment_sum (slow to compile)")
@@ -179,12 +201,14 @@ def main(argv: list[str] | None = None) -> int:
         import jax.numpy as jnp
 
     probe_name, probe_fn = read_probe(t)
+    ghz, clock_source = core_clock(t)
 
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"threads={t}, kernel={_core.kernel_variant()}, load average {os.getloadavg()[0]:.1f}"
     )
     print(f"batch {b} x {h}x{w} float32 saliency; {args.repeats} interleaved repeats; read probe: {probe_name}")
+    print(f"core clock {ghz:.2f} GHz, {clock_source}")
     rows = []
     cases = []
 
@@ -198,8 +222,8 @@ def main(argv: list[str] | None = None) -> int:
             "images_per_s": b / sec,
             "gb_per_s": nbytes / sec / 1e9,
             "ns_per_pixel": sec / pixels * 1e9,
-            # per thread: wall time x threads, in nominal cycles
-            "cycles_per_pixel_per_thread": sec / pixels * 1e9 * t * NOMINAL_GHZ,
+            # per thread: wall time x threads, in cycles of the clock measured at the start
+            "cycles_per_pixel_per_thread": sec / pixels * 1e9 * t * ghz,
         }
         rows.append(row)
         return row
@@ -236,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             data = jnp.asarray(flat)
             seg = jax.jit(lambda d, i: jax.ops.segment_sum(d, i, num_segments=b * k))
             fns["jax.ops.segment_sum (sum)"] = lambda: seg(data, ids).block_until_ready()
-        times = interleaved(fns, args.repeats, args.settle)
+        times = interleaved(fns, args.repeats, args.settle, args.settle_ms)
         ours = times["sat_fast (all stats)"]
         summary = {
             "case": case,
@@ -266,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         args.repeats,
         args.settle,
+        args.settle_ms,
     )
     case = f"masks K={k}"
     for name, ts in times.items():
@@ -309,12 +334,15 @@ def main(argv: list[str] | None = None) -> int:
             "kernel": _core.kernel_variant(),
             "python": sys.version.split()[0],
             "load_average_at_start": os.getloadavg()[0],
-            "nominal_ghz": NOMINAL_GHZ,
+            "clock_ghz": ghz,
+            "clock_source": clock_source,
         },
         "batch": b,
         "height": h,
         "width": w,
         "repeats": args.repeats,
+        "settle": args.settle,
+        "settle_ms": args.settle_ms,
         "read_probe": probe_name,
         "cases": cases,
         "rows": rows,

@@ -9,6 +9,7 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <optional>
@@ -94,6 +95,50 @@ uint64_t read_probe(const std::vector<py::array>& arrays, std::optional<int> thr
   return r;
 }
 
+// The core clock, in GHz, while `threads` threads run at once: each times a
+// chain of dependent 64-bit adds (one cycle each on x86-64 and AArch64 cores),
+// best of five, and the median thread's is returned. The virtual machines the
+// benchmarks run on expose no cycle counter, and their nominal clock (lscpu)
+// is not what the cores run at. None where the chain cannot be written.
+std::optional<double> clock_ghz(std::optional<int> threads) {
+#if (defined(__x86_64__) || defined(__aarch64__)) && (defined(__GNUC__) || defined(__clang__))
+  const int n = threads ? std::max(*threads, 1) : sat::default_threads();
+  constexpr uint64_t kSteps = 20'000'000;  // 8 adds each: 160M cycles, ~50 ms at 3 GHz
+  std::vector<double> ghz(static_cast<size_t>(n), 0.0);
+  py::gil_scoped_release release;
+  sat::parallel_units(
+      n, n, [](int) { return 0; },
+      [&](int, int64_t t) {
+        double best = 0.0;
+        for (int rep = 0; rep < 5; ++rep) {
+          uint64_t x = 0;
+          const auto t0 = std::chrono::steady_clock::now();
+          for (uint64_t i = 0; i < kSteps; ++i) {
+#if defined(__x86_64__)
+            __asm__ volatile(
+                "add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\t"
+                "add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0"
+                : "+r"(x));
+#else
+            __asm__ volatile(
+                "add %0, %0, #1\n\tadd %0, %0, #1\n\tadd %0, %0, #1\n\tadd %0, %0, #1\n\t"
+                "add %0, %0, #1\n\tadd %0, %0, #1\n\tadd %0, %0, #1\n\tadd %0, %0, #1"
+                : "+r"(x));
+#endif
+          }
+          const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+          best = std::max(best, 8.0 * static_cast<double>(kSteps) / sec / 1e9);
+        }
+        ghz[static_cast<size_t>(t)] = best;
+      });
+  std::sort(ghz.begin(), ghz.end());
+  return ghz[ghz.size() / 2];
+#else
+  (void)threads;
+  return std::nullopt;
+#endif
+}
+
 uint64_t read_probe_one(const py::array& data, std::optional<int> threads) { return read_probe({data}, threads); }
 
 }  // namespace
@@ -104,4 +149,6 @@ PYBIND11_MODULE(_bench_probe, m) {
         "Reads every byte of a buffer with the given threads (memory-bandwidth probe).");
   m.def("read_probe", &read_probe, py::arg("data"), py::arg("threads") = py::none(),
         "Reads every byte of each array with the given threads, thread t the t-th part of each.");
+  m.def("clock_ghz", &clock_ghz, py::arg("threads") = py::none(),
+        "The core clock in GHz with `threads` threads busy, from chains of dependent adds (None if unavailable).");
 }
