@@ -237,16 +237,21 @@ struct Avx2Ops {
     acc.max = vmax(acc.max, mx);
   }
 
-  // (p, q, sq, 0): the three sums of l, each folded in run_fold's order.
+  // (p, q, sq, junk): the three sums of l, each folded in run_fold's order
+  // (addition commutes, so a + b and b + a are the same bits). Four shuffles
+  // and four blends rather than a transpose's eight shuffles.
   static inline __m256d folded_sums(const FloatSums& l) {
-    const __m256d zero = _mm256_setzero_pd();
-    const __m256d p = _mm256_add_pd(l.p0, l.p1), q = _mm256_add_pd(l.q0, l.q1), sq = _mm256_add_pd(l.s0, l.s1);
-    const __m256d pq02 = _mm256_unpacklo_pd(p, q), pq13 = _mm256_unpackhi_pd(p, q);
-    const __m256d s02 = _mm256_unpacklo_pd(sq, zero), s13 = _mm256_unpackhi_pd(sq, zero);
-    // c_j = (p_j, q_j, sq_j, 0); the fold is (c0 + c2) + (c1 + c3).
-    const __m256d c0 = _mm256_permute2f128_pd(pq02, s02, 0x20), c2 = _mm256_permute2f128_pd(pq02, s02, 0x31);
-    const __m256d c1 = _mm256_permute2f128_pd(pq13, s13, 0x20), c3 = _mm256_permute2f128_pd(pq13, s13, 0x31);
-    return _mm256_add_pd(_mm256_add_pd(c0, c2), _mm256_add_pd(c1, c3));
+    // v = (l0+l4, l1+l5, l2+l6, l3+l7); w = v + (v with halves swapped):
+    // (a0, a1, a0, a1) with a0 = (l0+l4)+(l2+l6), a1 = (l1+l5)+(l3+l7).
+    auto halves = [](__m256d lo, __m256d hi) {
+      const __m256d v = _mm256_add_pd(lo, hi);
+      return _mm256_add_pd(v, _mm256_permute2f128_pd(v, v, 0x01));
+    };
+    const __m256d p = halves(l.p0, l.p1), q = halves(l.q0, l.q1), sq = halves(l.s0, l.s1);
+    // u = (p.a0, q.a1, sq.a0, .), z = (q.a0, p.a1, ., sq.a1) -> swapped in pairs: (p.a1, q.a0, sq.a1, .)
+    const __m256d u = _mm256_blend_pd(_mm256_blend_pd(p, q, 0x2), sq, 0x4);
+    const __m256d z = _mm256_blend_pd(_mm256_blend_pd(p, q, 0x1), sq, 0x8);
+    return _mm256_add_pd(u, _mm256_permute_pd(z, 0x5));
   }
 
   // The min and max of eight float lanes, in run_fold's order: lanes 0-3 of
