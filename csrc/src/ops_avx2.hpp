@@ -199,8 +199,9 @@ struct Avx2Ops {
   // that each add of the fold does all three, in the fold's order) and added
   // to acc's pos, neg and sq with one vector add; min and the negated max
   // are folded together on the float lanes (max(a, b) and -min(-a, -b) pick
-  // the same operand, signed zeros included; widening is exact). Mask runs
-  // fold once per run, so this is part of every run's fixed cost.
+  // the same operand, signed zeros included; widening is exact). Masks merge
+  // once per mask and chunk; float32 label runs use merge_run_sums and
+  // merge_extremes below instead.
   static inline void merge_run(Accumulator& acc, const FloatSums& l, int64_t count) {
     double mn, mx;
     fold_extremes(l.mn, l.mx, mn, mx);
