@@ -36,20 +36,22 @@ struct GenericOps {
   // The eight lanes' sum in the order of leaf_common.hpp.
   static double fold_sum(const double* v) { return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7])); }
 
+  // The eight lanes' min and max, in the same order.
+  static double fold_min(const double* v) {
+    double h[4], g[2];
+    for (int j = 0; j < 4; ++j) h[j] = vmin(v[j], v[j + 4]);
+    for (int j = 0; j < 2; ++j) g[j] = vmin(h[j], h[j + 2]);
+    return vmin(g[0], g[1]);
+  }
+  static double fold_max(const double* v) {
+    double h[4], g[2];
+    for (int j = 0; j < 4; ++j) h[j] = vmax(v[j], v[j + 4]);
+    for (int j = 0; j < 2; ++j) g[j] = vmax(h[j], h[j + 2]);
+    return vmax(g[0], g[1]);
+  }
+
   static Accumulator run_fold(const RunLanes& l, int64_t count) {
-    auto min8 = [](const double* v) {
-      double h[4], g[2];
-      for (int j = 0; j < 4; ++j) h[j] = vmin(v[j], v[j + 4]);
-      for (int j = 0; j < 2; ++j) g[j] = vmin(h[j], h[j + 2]);
-      return vmin(g[0], g[1]);
-    };
-    auto max8 = [](const double* v) {
-      double h[4], g[2];
-      for (int j = 0; j < 4; ++j) h[j] = vmax(v[j], v[j + 4]);
-      for (int j = 0; j < 2; ++j) g[j] = vmax(h[j], h[j + 2]);
-      return vmax(g[0], g[1]);
-    };
-    return Accumulator{fold_sum(l.p), fold_sum(l.q), fold_sum(l.s), min8(l.mn), max8(l.mx), count};
+    return Accumulator{fold_sum(l.p), fold_sum(l.q), fold_sum(l.s), fold_min(l.mn), fold_max(l.mx), count};
   }
 
   static void merge_run(Accumulator& acc, const RunLanes& l, int64_t count) { acc_merge(acc, run_fold(l, count)); }
@@ -79,10 +81,13 @@ struct GenericOps {
     acc.count += count;
   }
   static void merge_extremes(Accumulator& acc, const ExtremeLanes& e) {
-    RunLanes l = run_start(static_cast<const float*>(nullptr), e);
-    const Accumulator f = run_fold(l, 0);
-    acc.min = vmin(acc.min, f.min);
-    acc.max = vmax(acc.max, f.max);
+    double mn[8], mx[8];
+    for (int j = 0; j < 8; ++j) {
+      mn[j] = static_cast<double>(e.min[j]);
+      mx[j] = static_cast<double>(e.max[j]);
+    }
+    acc.min = vmin(acc.min, fold_min(mn));
+    acc.max = vmax(acc.max, fold_max(mx));
   }
 
   // pos and neg of a run's fold alone (same lanes and fold, so the same bits).
